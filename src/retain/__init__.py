@@ -1,0 +1,24 @@
+"""retain: measure what a fine-tune makes a model forget, and keep it.
+
+The Python API that the ``retain`` command line wraps:
+
+    retain.evaluate(model, tokenizer, probes)   score a model on probes
+    retain.run(config)                          one fine-tuning run, measured before/after
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Lazy: `import retain` stays cheap (no torch import) until the API is used.
+    if name == "evaluate":
+        from retain.probes import evaluate
+
+        return evaluate
+    if name == "run":
+        from retain.run import run
+
+        return run
+    raise AttributeError(name)

@@ -1,0 +1,141 @@
+"""The ``retain`` command line: thin wrappers that parse, validate and call the library.
+
+Heavy imports (torch, transformers) happen inside the commands, so ``retain --help`` is quick.
+A user mistake (``UserError``, a bad option) prints one line on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from retain.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Measure what a fine-tune makes a model forget, and keep it.",
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("probes")
+def probes_cmd() -> None:
+    """List the built-in probe suites."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from retain.probes import list_suites
+
+    table = Table("suite", "what it measures")
+    for name, desc in list_suites().items():
+        table.add_row(name, desc)
+    Console().print(table)
+
+
+@app.command("strategies")
+def strategies_cmd() -> None:
+    """List the registered strategies with their family and paper."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from retain.strategies import STRATEGIES
+
+    table = Table("strategy", "family", "paper")
+    for name, cls in STRATEGIES.items():
+        table.add_row(name, cls.family, cls.citation or "-")
+    Console().print(table)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option("tiny", help="Model: 'tiny' (built-in), a local folder or a hub id."),
+    probes: List[str] = typer.Option(["all"], "--probes", "-p",
+                                     help="Suite or group name, or a JSONL file; repeatable."),
+    n: Optional[int] = typer.Option(None, help="Items per suite (default: each suite's own)."),
+    batch_size: int = typer.Option(32, min=1),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16"),
+    trust_remote_code: bool = typer.Option(False, help="Run the model repo's own code (unsafe)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results here."),
+) -> None:
+    """Score a model on retained-capability probes and the new domain."""
+    from retain.evaluate import evaluate_model
+
+    evaluate_model(model, probes, n=n, batch_size=batch_size, seed=seed, device=device,
+                   dtype=dtype, trust_remote_code=trust_remote_code, json_out=json_out)
+
+
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def run_cmd(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config."),
+    model: Optional[str] = typer.Option(None, help="Model (default: tiny)."),
+    data: Optional[str] = typer.Option(None, help="New-domain JSONL, or builtin:legal."),
+    strategy: Optional[List[str]] = typer.Option(None, "--strategy", "-s",
+                                                 help="Strategy name; repeat to compose."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Sequences per step."),
+    seq_len: Optional[int] = typer.Option(None, help="Max tokens per sequence."),
+    seed: Optional[int] = typer.Option(None),
+    probe_every: Optional[int] = typer.Option(None, help="Probe every N steps (0: only before/after)."),
+    probes: Optional[List[str]] = typer.Option(None, "--probes", "-p"),
+    out: Optional[Path] = typer.Option(None, help="Run folder."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
+    save_model: Optional[bool] = typer.Option(None, help="Save the fine-tuned weights."),
+) -> None:
+    """Fine-tune a model on new-domain data, measuring what it forgets.
+
+    Extra arguments of the form a.b=c override keys of the config file.
+    """
+    from retain.config import load_run_config
+
+    flags = {"model": model, "data": data, "lr": lr, "steps": steps, "batch_size": batch_size,
+             "seq_len": seq_len, "seed": seed, "probe_every": probe_every, "out": out,
+             "save_model": save_model}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if strategy:
+        flags["strategies"] = [{"name": s} for s in strategy]
+    if probes:
+        flags["probes"] = list(probes)
+    if overwrite:
+        flags["overwrite"] = True
+    cfg = load_run_config(config, overrides=list(ctx.args), **flags)
+    from retain.run import run
+    from retain.report.tables import print_run
+
+    print_run(run(cfg))
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), help="Comparison folder."),
+    quick: bool = typer.Option(False, help="A first look in about a minute (fewer steps/items)."),
+    overwrite: bool = typer.Option(True, help="Replace an earlier demo in the same folder."),
+) -> None:
+    """Show the forgetting cliff and the cures on the built-in model, in minutes on a CPU."""
+    from retain.demo import run_demo
+
+    run_demo(out, quick=quick, overwrite=overwrite)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""PNG charts rendered from summary rows (``strategy,probe,metric,before,after,delta,
+higher_is_better``): capabilities per strategy, and the trade-off between learning the new domain
+and keeping the old (one point per strategy, the Pareto front marked).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+PROPORTION_METRICS = {"accuracy", "refusal_rate", "over_refusal_rate", "cloze_accuracy"}
+
+
+def oriented(metric: str, value: float) -> float:
+    """A proportion turned so that higher is better (over-refusal 0.1 -> 0.9)."""
+    return 1.0 - value if metric == "over_refusal_rate" else value
+
+
+def tradeoff_points(rows: Iterable[dict], domain_probes: set[str]) -> dict[str, tuple[float, float]]:
+    """strategy -> (new-domain score, mean retained capability), both after training.
+
+    The retained score is the mean of the proportion-type retained metrics, oriented so that
+    higher is better; cross-entropy metrics are left out of the mean (they have no common scale)
+    and stay in the tables. The domain score is the mean of the domain's proportion metrics.
+    """
+    acc: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if r["metric"] not in PROPORTION_METRICS:
+            continue
+        side = "domain" if r["probe"] in domain_probes else "retained"
+        acc.setdefault(r["strategy"], {"domain": [], "retained": []})[side].append(
+            oriented(r["metric"], float(r["after"])))
+    return {s: (sum(v["domain"]) / max(1, len(v["domain"])),
+                sum(v["retained"]) / max(1, len(v["retained"]))) for s, v in acc.items()}
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points that no other point beats on both axes (higher is better on both)."""
+    front = []
+    for name, (x, y) in points.items():
+        dominated = any((x2 >= x and y2 >= y) and (x2 > x or y2 > y)
+                        for n2, (x2, y2) in points.items() if n2 != name)
+        if not dominated:
+            front.append(name)
+    return sorted(front, key=lambda n: points[n][0])
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, *,
+                  base: tuple[float, float] | None = None, title: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(7, 5))
+    front = pareto_front(points)
+    for name, (x, y) in points.items():
+        ax.scatter([x], [y], s=60, zorder=3, color="tab:blue" if name in front else "tab:gray")
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if len(front) > 1:
+        ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--",
+                color="tab:blue", alpha=0.6, label="Pareto front")
+    if base is not None:
+        ax.scatter([base[0]], [base[1]], marker="*", s=160, color="tab:orange", zorder=4,
+                   label="before fine-tuning")
+    ax.set_xlabel("new-domain score after (higher is better)")
+    ax.set_ylabel("mean retained capability after (higher is better)")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title(title or "learning the new domain vs keeping the old")
+    return _save(fig, path)
+
+
+def plot_capabilities(rows: list[dict], strategies: list[str], path: Path, title: str = "") -> Path:
+    """Grouped bars: each proportion-type metric before, and after each strategy."""
+    keys = []
+    for r in rows:
+        k = f"{r['probe']}.{r['metric']}"
+        if r["metric"] in PROPORTION_METRICS and k not in keys:
+            keys.append(k)
+    by = {(r["strategy"], f"{r['probe']}.{r['metric']}"): r for r in rows}
+    series = {"before": [next(float(by[(s, k)]["before"]) for s in strategies if (s, k) in by)
+                         for k in keys]}
+    for s in strategies:
+        series[s] = [float(by[(s, k)]["after"]) if (s, k) in by else 0.0 for k in keys]
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(keys)), 4.5))
+    for i, (name, vals) in enumerate(series.items()):
+        ax.bar([j + i * width for j in range(len(keys))], vals, width, label=name,
+               color="black" if name == "before" else None, alpha=0.85)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+    ax.set_xticklabels(keys, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score (over-refusal: lower is better)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title or "capabilities before and after fine-tuning")
+    return _save(fig, path)

@@ -1,0 +1,60 @@
+"""Terminal tables (rich) rendered from probe results and from a run's results.json."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _arrow(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
+
+
+def print_results(results: Iterable, title: str = "probe results") -> None:
+    """One row per probe result: value, 95% CI, n."""
+    table = Table(title=title)
+    for col in ("probe", "metric", "value", "95% CI", "n"):
+        table.add_column(col, justify="right" if col in ("value", "95% CI", "n") else "left")
+    for r in results:
+        table.add_row(r.probe, f"{r.metric} {_arrow(r.higher_is_better)}", _fmt(r.value),
+                      f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]", str(r.n))
+    console.print(table)
+
+
+def _delta_style(delta: float, higher_is_better: bool, threshold: float = 0.05) -> str:
+    good = delta > 0 if higher_is_better else delta < 0
+    if abs(delta) < threshold:
+        return ""
+    return "green" if good else "red"
+
+
+def print_comparison(rows: list[dict[str, Any]], strategies: list[str], title: str) -> None:
+    """rows: dicts with probe, metric, higher_is_better, before, and per strategy
+    ``after[strategy]``. Cells show ``after (delta)``, red where the change is a loss."""
+    table = Table(title=title)
+    table.add_column("probe.metric")
+    table.add_column("before", justify="right")
+    for s in strategies:
+        table.add_column(s, justify="right")
+    for row in rows:
+        cells = []
+        for s in strategies:
+            after = row["after"].get(s)
+            if after is None:
+                cells.append("-")
+                continue
+            d = after - row["before"]
+            style = _delta_style(d, row["higher_is_better"])
+            text = f"{after:.2f} ({d:+.2f})"
+            cells.append(f"[{style}]{text}[/{style}]" if style else text)
+        table.add_row(f"{row['probe']}.{row['metric']} {_arrow(row['higher_is_better'])}",
+                      _fmt(row["before"], 2), *cells)
+    console.print(table)

@@ -1,0 +1,64 @@
+"""The strategy interface: how a mitigation method plugs into a run without touching the loop.
+
+A strategy may (1) change the model before training (``prepare``: LoRA wraps it, EWC estimates
+its Fisher), (2) change the training examples (``train_data``: replay mixes in old data),
+(3) add a penalty to each step's loss (``penalty``: EWC, L2-SP, distillation), and
+(4) change the model after training (``finalize``: merge with the base, merge-and-unload LoRA).
+
+A run lists strategies; their hooks run in list order for ``prepare``/``train_data``/``penalty``
+(penalties are summed) and in list order for ``finalize``. ``tests/strategies`` checks this order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class StrategyConfig(BaseModel):
+    """Base of every strategy's config: frozen, and a typo is an error, not a default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass
+class RunContext:
+    """What a strategy may read about the run. ``base_state`` is a CPU copy of the base weights
+    (name -> tensor) taken before any strategy ran; ``reference`` is tokenized data of the
+    capabilities to keep (built-in mixture or the user's JSONL), for Fisher, replay, ..."""
+
+    tokenizer: Any
+    seed: int
+    out_dir: Path | None
+    device: torch.device
+    base_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    reference: list[dict] = field(default_factory=list)  # examples: {"input_ids", "labels"}
+    info: dict[str, Any] = field(default_factory=dict)  # strategies report here (into results)
+
+
+class Strategy:
+    """Default hooks do nothing; a strategy overrides the ones it needs."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]  # "baseline" | "regularization" | "peft" | "replay" | "merging"
+    citation: ClassVar[str] = ""  # title, year, link
+    Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+
+    def __init__(self, config: StrategyConfig | None = None):
+        self.config = config if config is not None else self.Config()
+
+    def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
+        return model
+
+    def train_data(self, data: list[dict], ctx: RunContext) -> list[dict]:
+        return data
+
+    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return None
+
+    def finalize(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
+        return model
