@@ -1,0 +1,70 @@
+"""Probes: score a model on the capabilities a fine-tune may erode.
+
+    probes = load_probes(["retained", "legal", "my_probe.jsonl"], n=100, seed=0)
+    results = evaluate(model, tokenizer, probes, base_model=base)   # list[ProbeResult]
+
+Each result is keyed ``"<probe>.<metric>"`` and carries n, a 95% interval and a few examples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retain.errors import UserError
+from retain.probes.base import Probe, ProbeResult
+from retain.probes.engine import format_prompt
+from retain.probes.jsonl import load_jsonl_probe
+from retain.probes.kinds import (ChoiceItem, ChoiceProbe, GenerationProbe, KLToBaseProbe,
+                                 PerplexityProbe)
+from retain.probes.suites import DEFAULT_N, GROUPS, QUICK_N, SUITES, list_suites
+
+__all__ = ["Probe", "ProbeResult", "format_prompt", "load_probes", "evaluate", "list_suites",
+           "SUITES", "GROUPS", "DEFAULT_N", "QUICK_N", "GenerationProbe", "ChoiceProbe",
+           "PerplexityProbe", "KLToBaseProbe", "ChoiceItem", "load_jsonl_probe"]
+
+
+def load_probes(specs: list[str], n: int | None = None, seed: int = 0) -> list[Probe]:
+    """Probes for each spec: a suite name, a group name (``retained``, ``all``) or a path to a
+    ``.jsonl`` file. ``n`` items per probe (None: each suite's default, a file's every line)."""
+    if isinstance(specs, str):
+        specs = [specs]
+    names: list[str] = []
+    probes: list[Probe] = []
+    for spec in specs:
+        if spec in GROUPS or spec in SUITES:
+            for name in GROUPS.get(spec, (spec,)):
+                if name not in names:  # "retained" plus "math" asks for math once
+                    names.append(name)
+                    probes += SUITES[name].probes(n, seed)
+        elif spec.endswith(".jsonl") or Path(spec).is_file():
+            probes.append(load_jsonl_probe(spec, n=n, seed=seed))
+        else:
+            raise UserError(f"unknown probe suite {spec!r}; known: "
+                            f"{', '.join(list(SUITES) + list(GROUPS))}, or a path to a .jsonl file")
+    return probes
+
+
+def evaluate(model, tokenizer, probes: list[Probe], *, base_model=None, batch_size: int = 32,
+             progress: bool = True) -> list[ProbeResult]:
+    """Score ``model`` on every probe, in order. ``base_model`` (same tokenizer) is needed by
+    divergence probes (``kl_to_base``). Models return to their previous train/eval mode."""
+    needy = [p.name for p in probes
+             if getattr(p, "needs_base", False) or p.kind == "kl_to_base"]
+    if needy and base_model is None:
+        raise UserError(f"probe(s) {', '.join(needy)} need a base model to compare with")
+    if not progress:
+        return [p.score(model, tokenizer, batch_size=batch_size, base_model=base_model)
+                for p in probes]
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    results = []
+    columns = (TextColumn("probing {task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=len(probes))
+        for p in probes:
+            bar.update(task, description=f"{p.name}.{p.metric}")
+            results.append(p.score(model, tokenizer, batch_size=batch_size, base_model=base_model))
+            bar.advance(task)
+    return results

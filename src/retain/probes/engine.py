@@ -1,0 +1,213 @@
+"""Batched inference for the probes: prompt formatting, greedy generation, log-likelihoods, KL.
+
+Sequences are sorted by length so that a batch holds similar lengths (little padding).
+Generation pads on the left (new tokens follow every prompt directly); scoring pads on the right
+(positions stay 0..L-1, and causal attention never lets a real token see a pad). Every call runs
+under ``torch.no_grad()`` with the model in eval mode, restored afterwards, on the model's device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import GenerationConfig
+
+PLAIN_FORMAT = "User: {prompt}\nAssistant:"  # for tokenizers without a chat template
+
+
+# ---------------------------------------------------------------- prompts and tokens
+def format_prompt(tokenizer, prompt: str, chat: bool = True) -> str:
+    """The text a model sees for ``prompt``: the tokenizer's chat template (with the generation
+    prompt) when it has one, else ``"User: {prompt}\\nAssistant:"``; raw text when not ``chat``.
+
+    Encode the result with ``encode`` (it avoids a doubled BOS when the template writes one)."""
+    if not chat:
+        return prompt
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return PLAIN_FORMAT.format(prompt=prompt)
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` with the tokenizer's own special tokens, minus a doubled leading
+    BOS (chat templates often write the BOS themselves)."""
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+        ids = ids[1:]
+    return ids
+
+
+def encode_scored_text(tokenizer, text: str) -> list[int]:
+    """Ids of a text to score: like ``encode`` but always opening with a BOS (or EOS, as GPT-2
+    tokenizers have no BOS of their own), so that every token of the text has a context."""
+    ids = encode(tokenizer, text)
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if start is not None and (not ids or ids[0] != start):
+        ids = [start] + ids
+    return ids
+
+
+def pad_token_id(tokenizer) -> int:
+    """The pad id; tokenizers without one (GPT-2) pad with EOS (the attention mask hides it)."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends an answer: the tokenizer's EOS and the model's generation EOS ids."""
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for tid in [tokenizer.eos_token_id] + (gen_eos if isinstance(gen_eos, list) else [gen_eos]):
+        if tid is not None and int(tid) not in ids:
+            ids.append(int(tid))
+    return ids
+
+
+def max_positions(model) -> int | None:
+    """The longest sequence the model accepts, when its config says (None: unbounded)."""
+    cfg = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        val = getattr(cfg, name, None)
+        if isinstance(val, int) and val > 0:
+            return val
+    return None
+
+
+def generation_budget(tokenizer, answers: Sequence[str | None], *, margin_tokens: int = 8,
+                      margin_fraction: float = 0.25, cap: int = 256) -> int:
+    """``max_new_tokens`` for greedy answers: the longest expected answer in tokens, plus a margin
+    (the larger of ``margin_tokens`` and ``margin_fraction`` of it) and one for EOS, capped.
+    A budget shorter than an answer would silently score a correct answer as wrong."""
+    longest = max((len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers if a),
+                  default=0)
+    return max(1, min(cap, longest + max(margin_tokens, math.ceil(margin_fraction * longest)) + 1))
+
+
+# ---------------------------------------------------------------- model state
+def model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def inference_mode(*models) -> Iterator[None]:
+    """Eval mode and no gradients for the duration; each model's previous mode is restored."""
+    live = [m for m in models if m is not None]
+    was_training = [m.training for m in live]
+    try:
+        for m in live:
+            m.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, t in zip(live, was_training):
+            m.train(t)
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (memory errors show early)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), max(1, batch_size))]
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int,
+              side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) ids and (B, T) attention mask, padded on ``side`` ("left" or "right")."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        if side == "left":
+            ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[r, width - len(s):] = 1
+        else:
+            ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[r, :len(s)] = 1
+    return ids, mask
+
+
+# ---------------------------------------------------------------- generation
+def generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+             batch_size: int = 32) -> list[str]:
+    """Greedy answers (decoded, special tokens dropped, cut at the first EOS) to token-id prompts,
+    in the order given."""
+    pad_id = pad_token_id(tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer)
+    limit = max_positions(model)
+    # A fresh config: a checkpoint's sampling defaults (temperature, repetition penalty, ...)
+    # must not leak into a greedy measurement.
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                              use_cache=True, pad_token_id=pad_id, eos_token_id=eos_ids or None)
+    device = model_device(model)
+    answers: list[str] = [""] * len(prompts)
+    with inference_mode(model):
+        for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
+            seqs = [list(prompts[i]) for i in batch]
+            if limit is not None:  # keep the tail of a prompt that would not fit with its answer
+                seqs = [s[-max(1, limit - max_new_tokens):] for s in seqs]
+            ids, mask = pad_batch(seqs, pad_id, side="left")
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 generation_config=config)
+            for i, row in zip(batch, out[:, ids.shape[1]:].tolist()):  # (B, new) ids
+                for j, tid in enumerate(row):
+                    if tid in eos_ids:
+                        row = row[:j]
+                        break
+                answers[i] = tokenizer.decode(row, skip_special_tokens=True)
+    return answers
+
+
+# ---------------------------------------------------------------- log-likelihoods
+def _logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    device = model_device(model)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    return out.logits.float()  # (B, T, V)
+
+
+def token_logprobs(model, tokenizer, seqs: Sequence[Sequence[int]], *,
+                   batch_size: int = 32) -> list[torch.Tensor]:
+    """For each sequence of L ids, the (L-1,) log-probabilities (nats) of ids 1..L-1 given their
+    prefix, on the CPU."""
+    pad_id = pad_token_id(tokenizer)
+    result: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+    with inference_mode(model):
+        for batch in length_sorted_batches([len(s) for s in seqs], batch_size):
+            ids, mask = pad_batch([seqs[i] for i in batch], pad_id, side="right")
+            logp = _logits(model, ids, mask).log_softmax(-1)[:, :-1]  # (B, T-1, V)
+            target = ids[:, 1:].to(logp.device)  # (B, T-1)
+            picked = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).cpu()  # (B, T-1)
+            for r, i in enumerate(batch):
+                result[i] = picked[r, :len(seqs[i]) - 1]
+    return result
+
+
+def token_kl(model, base_model, tokenizer, seqs: Sequence[Sequence[int]], *,
+             batch_size: int = 32) -> list[torch.Tensor]:
+    """For each sequence of L ids, the (L-1,) KL(base || model) in nats of the next-token
+    distributions at positions 0..L-2 (the predictions of ids 1..L-1), on the CPU."""
+    pad_id = pad_token_id(tokenizer)
+    result: list[torch.Tensor] = [torch.empty(0)] * len(seqs)
+    with inference_mode(model, base_model):
+        for batch in length_sorted_batches([len(s) for s in seqs], batch_size):
+            ids, mask = pad_batch([seqs[i] for i in batch], pad_id, side="right")
+            logq = _logits(model, ids, mask)[:, :-1].log_softmax(-1)  # (B, T-1, V) model
+            logp = _logits(base_model, ids, mask)[:, :-1].log_softmax(-1).to(logq.device)  # base
+            if logp.shape[-1] != logq.shape[-1]:
+                raise ValueError(f"model and base vocabularies differ: {logq.shape[-1]} vs "
+                                 f"{logp.shape[-1]}")
+            # sum_v p (log p - log q), per position
+            kl = F.kl_div(logq, logp, log_target=True, reduction="none").sum(-1)  # (B, T-1)
+            kl = kl.clamp_min(0.0).cpu()  # float noise can dip below 0
+            for r, i in enumerate(batch):
+                result[i] = kl[r, :len(seqs[i]) - 1]
+    return result

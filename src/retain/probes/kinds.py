@@ -1,0 +1,186 @@
+"""The four probe kinds: greedy generation + checker, multiple choice by log-likelihood,
+perplexity (cross-entropy per token) and KL divergence to the base model.
+
+Each kind is a small dataclass holding its items; ``score(model, tokenizer, ...)`` runs the
+batched engine and returns one ``ProbeResult`` with n, a 95% interval and a few examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from retain.builtin.tasks import Item
+from retain.probes import engine
+from retain.probes.base import ProbeResult
+from retain.probes.checkers import check
+from retain.probes.stats import bootstrap_ratio_interval, wilson_interval
+
+N_EXAMPLES = 5  # examples kept per result, for the HTML report
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """A multiple-choice question: ``choices[label]`` is right. Choices are appended to the
+    formatted prompt as written (give them a leading space if the format needs one)."""
+
+    prompt: str
+    choices: tuple[str, ...]
+    label: int
+    key: str = ""
+
+
+def _result(probe, value: float, n: int, ci: tuple[float, float], examples: list) -> ProbeResult:
+    return ProbeResult(probe=probe.name, metric=probe.metric, value=float(value), n=n,
+                       ci_low=float(ci[0]), ci_high=float(ci[1]),
+                       higher_is_better=probe.higher_is_better, capability=probe.capability,
+                       kind=probe.kind, examples=examples[:N_EXAMPLES])
+
+
+@dataclass
+class GenerationProbe:
+    """Greedy answers checked item by item; ``value`` is the share of items whose checker
+    passes (``accuracy``, or e.g. ``refusal_rate`` with refusal checks).
+
+    Each item's checker is its ``check`` spec (with ``answer`` filled in), else a normalized exact
+    match on ``answer``. ``chat=False`` feeds prompts as raw text (cloze). ``max_new_tokens=None``
+    sizes the budget from the longest expected answer (``engine.generation_budget``)."""
+
+    name: str
+    items: list[Item]
+    capability: str
+    metric: str = "accuracy"
+    higher_is_better: bool = True
+    chat: bool = True
+    max_new_tokens: int | None = None
+    budget_cap: int = 256
+    kind: ClassVar[str] = "generation"
+
+    def spec(self, item: Item) -> dict[str, Any]:
+        return {"kind": "exact", "answer": item.answer, **(item.check or {})}
+
+    def budget(self, tokenizer) -> int:
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        return engine.generation_budget(tokenizer, [it.answer for it in self.items],
+                                        cap=self.budget_cap)
+
+    def score(self, model, tokenizer, *, batch_size: int = 32, base_model=None) -> ProbeResult:
+        prompts = [engine.encode(tokenizer, engine.format_prompt(tokenizer, it.prompt, self.chat))
+                   for it in self.items]
+        answers = engine.generate(model, tokenizer, prompts, max_new_tokens=self.budget(tokenizer),
+                                  batch_size=batch_size)
+        passed = [check(a, self.spec(it)) for a, it in zip(answers, self.items)]
+        k, n = sum(passed), len(passed)
+        # "ok" in an example means a good outcome: for a lower-is-better rate (over-refusal)
+        # that is the checker failing.
+        examples = [{"prompt": it.prompt, "expected": it.answer, "answer": a,
+                     "ok": p == self.higher_is_better}
+                    for it, a, p in zip(self.items, answers, passed)]
+        return _result(self, k / n if n else 0.0, n, wilson_interval(k, n), examples)
+
+
+@dataclass
+class ChoiceProbe:
+    """Multiple choice: the choice with the highest summed log-likelihood given the prompt is the
+    model's answer; ``value`` is accuracy."""
+
+    name: str
+    items: list[ChoiceItem]
+    capability: str
+    metric: str = "accuracy"
+    higher_is_better: bool = True
+    chat: bool = True
+    kind: ClassVar[str] = "choice"
+
+    def score(self, model, tokenizer, *, batch_size: int = 32, base_model=None) -> ProbeResult:
+        seqs, spans = [], []  # one sequence per (item, choice); span = (start, end) in logprobs
+        for it in self.items:
+            ctx = engine.encode(tokenizer, engine.format_prompt(tokenizer, it.prompt, self.chat))
+            for choice in it.choices:
+                cont = list(tokenizer(choice, add_special_tokens=False)["input_ids"])
+                seqs.append(ctx + cont)
+                # logprobs[j] scores id j+1, so the continuation ids are logprobs[len(ctx)-1:]
+                spans.append((len(ctx) - 1, len(ctx) - 1 + len(cont)))
+        logps = engine.token_logprobs(model, tokenizer, seqs, batch_size=batch_size)
+        sums = [float(lp[s:e].sum()) for lp, (s, e) in zip(logps, spans)]
+        passed, examples, j = [], [], 0
+        for it in self.items:
+            scores = sums[j:j + len(it.choices)]
+            j += len(it.choices)
+            pred = max(range(len(scores)), key=scores.__getitem__)
+            passed.append(pred == it.label)
+            examples.append({"prompt": it.prompt, "expected": it.choices[it.label],
+                             "answer": it.choices[pred], "ok": pred == it.label})
+        k, n = sum(passed), len(passed)
+        return _result(self, k / n if n else 0.0, n, wilson_interval(k, n), examples)
+
+
+def _text_ids(model, tokenizer, texts: list[str]) -> list[list[int]]:
+    """Scored ids of each text, cut to the model's context length."""
+    limit = engine.max_positions(model)
+    seqs = [engine.encode_scored_text(tokenizer, t) for t in texts]
+    return [s[:limit] if limit else s for s in seqs]
+
+
+def _per_text_mean_result(probe, texts: list[str], per_token: list, seed: int) -> ProbeResult:
+    """Token-weighted mean over all texts; 95% interval by bootstrap over texts."""
+    sums = [float(v.sum()) for v in per_token]
+    counts = [int(v.numel()) for v in per_token]
+    value = sum(sums) / max(sum(counts), 1)
+    ci = bootstrap_ratio_interval(sums, counts, seed=seed)
+    examples = [{"prompt": t, "expected": None, "answer": None, "ok": None,
+                 "value": s / max(c, 1)} for t, s, c in zip(texts, sums, counts)]
+    return _result(probe, value, len(texts), ci, examples)
+
+
+@dataclass
+class PerplexityProbe:
+    """Cross-entropy of texts in nats per token (lower is better); ``n`` counts texts.
+
+    Every text opens with a BOS (EOS for GPT-2-style tokenizers) so that all of its tokens are
+    scored; texts longer than the model's context are cut to it. The 95% interval is a
+    percentile bootstrap over texts (``stats.bootstrap_ratio_interval``)."""
+
+    name: str
+    texts: list[str]
+    capability: str
+    metric: str = "ce_nats_per_token"
+    higher_is_better: bool = False
+    seed: int = 0  # of the bootstrap
+    kind: ClassVar[str] = "perplexity"
+
+    def score(self, model, tokenizer, *, batch_size: int = 32, base_model=None) -> ProbeResult:
+        seqs = _text_ids(model, tokenizer, self.texts)
+        nll = [-lp for lp in engine.token_logprobs(model, tokenizer, seqs, batch_size=batch_size)]
+        return _per_text_mean_result(self, self.texts, nll, self.seed)
+
+
+@dataclass
+class KLToBaseProbe:
+    """Mean per-token KL(base || model) of next-token distributions on texts, in nats (lower is
+    better; 0 for the base itself): how far the model drifted from the base. Needs
+    ``base_model`` with the same tokenizer. Interval: bootstrap over texts."""
+
+    name: str
+    texts: list[str]
+    capability: str
+    metric: str = "kl_to_base_nats"
+    higher_is_better: bool = False
+    seed: int = 0
+    kind: ClassVar[str] = "kl_to_base"
+    needs_base: ClassVar[bool] = True
+
+    def score(self, model, tokenizer, *, batch_size: int = 32, base_model=None) -> ProbeResult:
+        if base_model is None:
+            raise ValueError(f"probe {self.name!r} ({self.kind}) needs base_model")
+        seqs = _text_ids(model, tokenizer, self.texts)
+        kl = engine.token_kl(model, base_model, tokenizer, seqs, batch_size=batch_size)
+        return _per_text_mean_result(self, self.texts, kl, self.seed)
+
+
+PROBE_KINDS = {cls.kind: cls for cls in (GenerationProbe, ChoiceProbe, PerplexityProbe,
+                                         KLToBaseProbe)}
+
+__all__ = ["ChoiceItem", "GenerationProbe", "ChoiceProbe", "PerplexityProbe", "KLToBaseProbe",
+           "PROBE_KINDS", "N_EXAMPLES"]

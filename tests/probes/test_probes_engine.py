@@ -1,0 +1,142 @@
+"""The batched engine: padding never changes answers or scores; CE and KL match hand computation;
+the generation budget covers the longest expected answer; models keep their train/eval mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from retain.builtin.tasks import Item
+from retain.probes import SUITES, GenerationProbe, KLToBaseProbe, PerplexityProbe, format_prompt
+from retain.probes import engine
+from retain.probes.engine import PLAIN_FORMAT, encode, encode_scored_text
+
+from probe_models import make_model
+
+PROMPTS = ["hi", "What is 2 + 2?", "Translate to French: the red cat", "a" * 40, "x",
+           "Hello there, how are you today?", "Write the word dog in capital letters."]
+TEXTS = ["The cat sleeps.", "A longer text about a dog that walks near the river at night.", "Hi."]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+@pytest.mark.parametrize("pad", [True, False])
+def test_batched_generation_equals_one_by_one(arch, pad, tok, tok_no_pad):
+    t = tok if pad else tok_no_pad  # without a pad token, EOS pads
+    model = make_model(arch, t)
+    prompts = [encode(t, format_prompt(t, p)) for p in PROMPTS]
+    batched = engine.generate(model, t, prompts, max_new_tokens=12, batch_size=4)
+    single = [engine.generate(model, t, [p], max_new_tokens=12, batch_size=1)[0] for p in prompts]
+    assert batched == single
+    assert any(len(a) > 3 for a in batched)  # not trivially empty
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_batched_logprobs_equal_one_by_one(arch, tok):
+    model = make_model(arch, tok)
+    seqs = [encode_scored_text(tok, t) for t in TEXTS]
+    batched = engine.token_logprobs(model, tok, seqs, batch_size=3)
+    for s, b in zip(seqs, batched):
+        (one,) = engine.token_logprobs(model, tok, [s], batch_size=1)
+        assert b.shape == (len(s) - 1,)
+        torch.testing.assert_close(b, one, atol=1e-4, rtol=1e-4)
+
+
+def test_perplexity_equals_hand_computed_ce(tok, llama):
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in TEXTS:
+            ids = torch.tensor([tok(text).input_ids])  # <s> + characters
+            logits = llama(input_ids=ids).logits[0, :-1]  # (T-1, V)
+            total += F.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+            count += ids.shape[1] - 1
+    r = PerplexityProbe("p", TEXTS, "writing").score(llama, tok, batch_size=2)
+    assert r.value == pytest.approx(total / count, rel=1e-5)
+    assert r.n == len(TEXTS) and r.ci_low <= r.value <= r.ci_high
+
+
+def test_kl_zero_for_base_and_positive_otherwise(tok, llama):
+    probe = KLToBaseProbe("drift", TEXTS, "drift")
+    same = probe.score(llama, tok, base_model=llama, batch_size=2)
+    assert same.value == pytest.approx(0.0, abs=1e-6)
+    other = probe.score(llama, tok, base_model=make_model("llama", tok, seed=3), batch_size=2)
+    assert other.value > 0.01 and other.ci_low > 0.0
+    with pytest.raises(ValueError, match="needs base_model"):
+        probe.score(llama, tok)
+
+
+def test_mode_is_restored(tok):
+    model = make_model("llama", tok).train()
+    PerplexityProbe("p", TEXTS, "x").score(model, tok)
+    GenerationProbe("g", [Item("a", prompt="hi", answer="x")], "x").score(model, tok)
+    assert model.training
+    model.eval()
+    PerplexityProbe("p", TEXTS, "x").score(model, tok)
+    assert not model.training
+
+
+def test_format_prompt(tok, tok_no_pad):
+    assert format_prompt(tok, "hi") == "<s><|user|>hi<|assistant|>"
+    assert format_prompt(tok, "hi", chat=False) == "hi"
+    assert encode(tok, format_prompt(tok, "hi")).count(tok.bos_token_id) == 1  # no doubled BOS
+    t = tok_no_pad
+    t.chat_template, saved = None, t.chat_template
+    try:
+        assert format_prompt(t, "hi") == PLAIN_FORMAT.format(prompt="hi") == "User: hi\nAssistant:"
+    finally:
+        t.chat_template = saved
+
+
+def test_pad_falls_back_to_eos(tok_no_pad):
+    assert engine.pad_token_id(tok_no_pad) == tok_no_pad.eos_token_id
+
+
+def test_budget_is_sized_from_answers(tok):
+    short = engine.generation_budget(tok, ["4"])
+    long = engine.generation_budget(tok, ["4", "x" * 100])
+    assert short >= 2 and long >= 101 + 1 and long > short
+    assert engine.generation_budget(tok, ["x" * 1000], cap=64) == 64
+
+
+class EchoModel(torch.nn.Module):
+    """A stand-in LM whose greedy answer is the expected one, cut to the generation budget:
+    a probe scores it perfectly only if the budget covers every answer."""
+
+    def __init__(self, tok, answers: dict[str, str]):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.tok, self.answers = tok, answers
+        self.config = type("C", (), {"max_position_embeddings": 4096})()
+        self.generation_config = None
+
+    def generate(self, input_ids, attention_mask, generation_config):
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+            prompt = self.tok.decode([i for i, m in zip(ids, mask) if m])
+            new = self.tok(self.answers[prompt], add_special_tokens=False).input_ids
+            new = (new + [self.tok.eos_token_id])[:generation_config.max_new_tokens]
+            rows.append(ids + new)
+        width = max(map(len, rows))
+        return torch.tensor([r + [self.tok.pad_token_id] * (width - len(r)) for r in rows])
+
+
+@pytest.mark.parametrize("suite", ["math", "code", "multilingual", "safety", "instructions",
+                                   "legal", "support"])
+def test_budget_covers_longest_answer(suite, tok):
+    for probe in SUITES[suite].probes(n=60, seed=0):
+        if not isinstance(probe, GenerationProbe):
+            continue
+        answers = {tok.decode(encode(tok, format_prompt(tok, it.prompt, probe.chat))): it.answer
+                   for it in probe.items}
+        r = probe.score(EchoModel(tok, answers), tok, batch_size=16)
+        assert r.value == (1.0 if probe.higher_is_better else 0.0), r.key
+        longest = max(len(tok(it.answer, add_special_tokens=False).input_ids) for it in probe.items)
+        assert probe.budget(tok) > longest
+
+
+def test_too_short_budget_is_caught(tok):
+    # The echo test above can fail: with a fixed short budget the right answers score wrong.
+    items = [Item("a", prompt="Say it.", answer="a long expected answer")]
+    probe = GenerationProbe("g", items, "x", max_new_tokens=5)
+    answers = {tok.decode(encode(tok, format_prompt(tok, "Say it."))): items[0].answer}
+    assert probe.score(EchoModel(tok, answers), tok).value == 0.0
