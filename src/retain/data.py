@@ -1,0 +1,247 @@
+"""Training data, tokenized: the new domain to learn and the reference data of what to keep.
+
+New-domain data is a JSONL file, one example a line, in one of three shapes --
+``{"text": ...}`` (loss on every token), ``{"prompt": ..., "completion": ...}`` (loss on the
+completion only) or ``{"messages": [{"role", "content"}, ...]}`` (loss on the assistant turns) --
+or a built-in domain (``builtin:legal``, ``builtin:support``). Reference data (``builtin:retained``:
+the built-in model's own chat-stage mixture, train split) feeds replay, EWC's Fisher, ...
+An example is ``{"input_ids": list[int], "labels": list[int]}``, labels -100 where no loss is taken.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from retain.errors import UserError
+
+IGNORE = -100  # label of a position that takes no loss (PyTorch's cross-entropy ignore_index)
+BUILTIN_DOMAINS = ("legal", "support")
+DEFAULT_BUILTIN_N = 2000  # examples drawn from a built-in domain when not told
+_ROLES = ("system", "user", "assistant")
+
+
+# ---------------------------------------------------------------- one example
+def _example(ids: list[int], labels: list[int], seq_len: int) -> dict | None:
+    """Truncate to ``seq_len``; None when no position is left to learn from (label 0 is never
+    predicted: the loss shifts labels by one)."""
+    ids, labels = ids[:seq_len], labels[:seq_len]
+    if all(lab == IGNORE for lab in labels[1:]):
+        return None
+    return {"input_ids": ids, "labels": labels}
+
+
+def _eos(tokenizer) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
+def encode_text(tokenizer, text: str, seq_len: int) -> dict | None:
+    """Raw text: BOS (or EOS for BOS-less tokenizers like GPT-2's) + text + EOS, loss everywhere."""
+    from retain.probes.engine import encode_scored_text
+
+    ids = encode_scored_text(tokenizer, text)
+    if not ids or ids[-1] != tokenizer.eos_token_id:
+        ids += _eos(tokenizer)
+    return _example(ids, list(ids), seq_len)
+
+
+def _plain_segments(messages: list[dict]) -> list[tuple[str, bool]]:
+    """(text, is_assistant) segments in the ``User: ...\\nAssistant:`` format, for tokenizers
+    without a chat template (the format ``retain.probes.format_prompt`` falls back to)."""
+    from retain.probes.engine import PLAIN_FORMAT
+
+    segs = []
+    for m in messages:
+        if m["role"] == "user":
+            sep = "\n" if segs and not segs[-1][0].endswith("\n") else ""
+            segs.append((sep + PLAIN_FORMAT.format(prompt=m["content"]), False))
+        elif m["role"] == "assistant":
+            c = m["content"]
+            segs.append((c if c[:1].isspace() else " " + c, True))
+        else:
+            segs.append((m["content"] + "\n", False))
+    return segs
+
+
+def encode_messages(tokenizer, messages: list[dict], seq_len: int, *,
+                    loss_on: str = "assistant") -> dict | None:
+    """A chat, through the tokenizer's chat template. ``loss_on="assistant"`` takes the loss on
+    assistant turns only (found by rendering each prefix of the chat; if the template does not
+    render prefixes consistently, the loss falls back to every token); ``"all"`` on every token."""
+    from retain.probes.engine import encode
+
+    if not getattr(tokenizer, "chat_template", None):
+        ids: list[int] = []
+        labels: list[int] = []
+        for text, is_assistant in _plain_segments(messages):
+            seg = list(tokenizer(text, add_special_tokens=not ids)["input_ids"])
+            if is_assistant:
+                seg += _eos(tokenizer)
+            ids += seg
+            labels += seg if (is_assistant or loss_on == "all") else [IGNORE] * len(seg)
+        return _example(ids, labels, seq_len)
+
+    def render(msgs: list[dict], gen: bool = False) -> list[int]:
+        if not msgs:
+            return []
+        return encode(tokenizer, tokenizer.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=gen))
+
+    ids = render(messages)
+    if loss_on == "all":
+        return _example(ids, list(ids), seq_len)
+    labels = [IGNORE] * len(ids)
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start, stop = render(messages[:i], gen=True), render(messages[: i + 1])
+        if ids[: len(start)] != start or ids[: len(stop)] != stop or len(start) > len(stop):
+            return _example(ids, list(ids), seq_len)  # template not prefix-consistent
+        labels[len(start): len(stop)] = ids[len(start): len(stop)]
+    return _example(ids, labels, seq_len)
+
+
+def encode_prompt_completion(tokenizer, prompt: str, completion: str, seq_len: int) -> dict | None:
+    """A prompt formatted as ``retain.probes.format_prompt`` does (chat template, or the plain
+    ``User:/Assistant:`` format) and its completion; loss on the completion only."""
+    return encode_messages(tokenizer, [{"role": "user", "content": prompt},
+                                       {"role": "assistant", "content": completion}], seq_len)
+
+
+# ---------------------------------------------------------------- JSONL files
+def _str_field(obj: dict, key: str, where: str) -> str:
+    v = obj[key]
+    if not isinstance(v, str) or not v.strip():
+        raise UserError(f"{where}: {key!r} must be a non-empty string")
+    return v
+
+
+def _parse_line(obj: Any, where: str) -> tuple[str, Any]:
+    """(shape, payload) of one JSONL record, or a UserError naming the line."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "messages" in obj:
+        msgs = obj["messages"]
+        if not isinstance(msgs, list) or not msgs:
+            raise UserError(f"{where}: 'messages' must be a non-empty list")
+        for j, m in enumerate(msgs):
+            if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(
+                    m.get("content"), str):
+                raise UserError(f"{where}: message {j} must be {{\"role\": one of "
+                                f"{'/'.join(_ROLES)}, \"content\": a string}}")
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise UserError(f"{where}: 'messages' has no assistant turn to learn from")
+        return "messages", [{"role": m["role"], "content": m["content"]} for m in msgs]
+    if "prompt" in obj or "completion" in obj:
+        if "prompt" not in obj or "completion" not in obj:
+            raise UserError(f"{where}: a prompt needs a completion (and a completion a prompt)")
+        return "prompt_completion", (_str_field(obj, "prompt", where),
+                                     _str_field(obj, "completion", where))
+    if "text" in obj:
+        return "text", _str_field(obj, "text", where)
+    raise UserError(f"{where}: expected {{\"text\"}}, {{\"prompt\", \"completion\"}} or "
+                    f"{{\"messages\"}}; got keys {sorted(obj)}")
+
+
+def read_jsonl(path: str | Path) -> list[tuple[str, Any]]:
+    """Parsed (shape, payload) records of a training JSONL file; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+            records.append(_parse_line(obj, where))
+    if not records:
+        raise UserError(f"{path}: no examples (the file is empty)")
+    return records
+
+
+def encode_record(tokenizer, shape: str, payload: Any, seq_len: int) -> dict | None:
+    if shape == "text":
+        return encode_text(tokenizer, payload, seq_len)
+    if shape == "prompt_completion":
+        return encode_prompt_completion(tokenizer, *payload, seq_len)
+    return encode_messages(tokenizer, payload, seq_len)
+
+
+def _finish(examples: list[dict | None], what: str, seq_len: int) -> list[dict]:
+    kept = [e for e in examples if e is not None]
+    if not kept:
+        raise UserError(f"{what}: no example keeps a token to learn from within seq_len={seq_len} "
+                        "(prompts too long?)")
+    return kept
+
+
+def load_jsonl(path: str | Path, tokenizer, *, seq_len: int, n: int | None = None,
+               seed: int = 0) -> list[dict]:
+    """Tokenized examples of a JSONL file (all lines, or a seeded sample of ``n``), in order."""
+    records = read_jsonl(path)
+    if n is not None and n < len(records):
+        keep = sorted(random.Random(seed).sample(range(len(records)), n))
+        records = [records[i] for i in keep]
+    return _finish([encode_record(tokenizer, s, p, seq_len) for s, p in records], str(path), seq_len)
+
+
+# ---------------------------------------------------------------- built-in data
+def domain_of(spec: str) -> str | None:
+    """The built-in domain a data spec names (``"builtin:legal"`` -> ``"legal"``), else None."""
+    return spec.split(":", 1)[1] if spec.startswith("builtin:") else None
+
+
+def load_train_data(spec: str, tokenizer, *, seq_len: int, n: int | None = None,
+                    seed: int = 0) -> list[dict]:
+    """The new domain's tokenized examples: ``builtin:legal`` / ``builtin:support`` (``n`` items
+    of the train split, default 2000) or a JSONL path."""
+    from retain.builtin import tasks
+
+    domain = domain_of(spec)
+    if domain is None:
+        return load_jsonl(spec, tokenizer, seq_len=seq_len, n=n, seed=seed)
+    if domain not in BUILTIN_DOMAINS:
+        raise UserError(f"unknown built-in domain {spec!r}; known: "
+                        f"{', '.join('builtin:' + d for d in BUILTIN_DOMAINS)}, or a .jsonl path")
+    its = tasks.items(domain, "train", n or DEFAULT_BUILTIN_N, seed)
+    return _finish([encode_text(tokenizer, it.text, seq_len) for it in its], spec, seq_len)
+
+
+def retained_mixture() -> dict[str, float]:
+    """Task -> share of the built-in model's chat stage: the capabilities a fine-tune should keep."""
+    from retain.builtin.build import CHAT_MIX
+
+    return dict(CHAT_MIX)
+
+
+def load_reference_data(spec: str, tokenizer, *, seq_len: int, n: int = 512,
+                        seed: int = 0) -> list[dict]:
+    """Tokenized data of the capabilities to keep. ``builtin:retained``: ``n`` train-split items
+    of the built-in chat mixture in its proportions, rendered as the build trained on them (chat
+    template, loss on every token), seeded and shuffled. Or a JSONL path (any of the 3 shapes)."""
+    from retain.builtin import tasks
+
+    if spec != "builtin:retained":
+        if spec.startswith("builtin:"):
+            raise UserError(f"unknown reference data {spec!r}; use builtin:retained or a .jsonl path")
+        return load_jsonl(spec, tokenizer, seq_len=seq_len, n=n, seed=seed)
+    mix = retained_mixture()
+    total = sum(mix.values())
+    out: list[dict | None] = []
+    for task, share in mix.items():
+        for it in tasks.items(task, "train", max(1, round(n * share / total)), seed):
+            if it.text is not None:
+                out.append(encode_text(tokenizer, it.text, seq_len))
+            else:
+                out.append(encode_messages(tokenizer, [{"role": "user", "content": it.prompt},
+                                                       {"role": "assistant", "content": it.answer}],
+                                           seq_len, loss_on="all"))
+    random.Random(seed).shuffle(out)
+    return _finish(out, spec, seq_len)[:n]

@@ -1,0 +1,163 @@
+"""One fine-tuning run, measured: the recipe that everything else (CLI, demo, sweeps) calls.
+
+    load model -> probe (before) -> strategies prepare -> train data -> train (penalties; probes
+    every N steps) -> strategies finalize -> probe (after) -> metrics -> the run folder
+
+The run folder (see ``retain.report.results``): ``config.yaml`` first, ``metrics.jsonl`` as the run
+goes, then ``summary.csv`` and, last and atomically, ``results.json``; ``model/`` if asked.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+import retain
+from retain.config import RunConfig, to_yaml
+from retain.errors import UserError
+from retain.report import results as rr
+
+
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder unless ``overwrite``; then remove only what a run writes (the
+    old results.json first, so a crash now cannot leave the old results looking current)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"run folder {out} is not empty; choose another out or set overwrite")
+        for name in rr.RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / rr.MODEL_DIR, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _save_model(model, tokenizer, out: Path) -> None:
+    tmp = out / f".{rr.MODEL_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out / rr.MODEL_DIR)
+
+
+def run(config: RunConfig) -> dict:
+    """Run ``config`` and write its run folder; returns the ``results.json`` content."""
+    from accelerate import PartialState
+    from accelerate.utils import set_seed
+
+    from retain.data import load_reference_data, load_train_data
+    from retain.metrics import compare, gain, weight_drift
+    from retain.models import copy_state, count_params, load_model
+    from retain.probes import evaluate, load_probes
+    from retain.probes.engine import pad_token_id
+    from retain.strategies import RunContext, build_strategies, strategy_label
+    from retain.train import TrainConfig, train
+
+    t_start = time.perf_counter()
+    main = PartialState().is_main_process  # under `accelerate launch`, one process writes
+    out = Path(config.out)
+    if main:
+        _prepare_out_dir(out, config.overwrite)
+        rr.write_text_atomic(out / rr.CONFIG_FILE, to_yaml(config))
+
+    def log(record: dict) -> None:
+        if main:
+            rr.append_jsonl(out / rr.METRICS_FILE, record)
+
+    # Everything a user can get wrong is checked before the model is loaded.
+    strategies = build_strategies(config.strategies)
+    probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)
+    set_seed(config.seed)
+    model, tok = load_model(config.model, dtype=config.dtype, device=config.device,
+                            trust_remote_code=config.trust_remote_code)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    base_state = copy_state(model)  # CPU copy: drift and strategies (EWC, L2-SP) compare to it
+    needs_base = any(getattr(p, "needs_base", False) for p in probes)
+    base_model = copy.deepcopy(model) if needs_base else None  # for KL-to-base probes
+
+    def probe(m, step: int, stage: str) -> list:
+        res = evaluate(m, tok, probes, base_model=base_model, batch_size=config.probe_batch_size,
+                       progress=config.progress)
+        log({"event": "probe", "stage": stage, "step": step, "results": {r.key: r.value for r in res}})
+        return res
+
+    # 1. Before: what the model can do now.
+    before = probe(model, 0, "before")
+
+    # 2. Strategies prepare the model, then the data (in list order).
+    domain_data = load_train_data(config.data, tok, seq_len=config.seq_len, n=config.data_n,
+                                  seed=config.seed)
+    reference = load_reference_data(config.reference, tok, seq_len=config.seq_len,
+                                    n=config.reference_n, seed=config.seed)
+    ctx = RunContext(tokenizer=tok, seed=config.seed, out_dir=out, device=device,
+                     base_state=base_state, reference=reference)
+    for s in strategies:
+        model = s.prepare(model, ctx)
+    train_data = domain_data
+    for s in strategies:
+        train_data = s.train_data(train_data, ctx)
+    trainable = count_params(model, trainable_only=True)
+
+    # 3. Train: LM loss + the strategies' penalties; probes every `probe_every` steps.
+    tcfg = TrainConfig(lr=config.lr, steps=config.steps, batch_size=config.batch_size,
+                       warmup_steps=config.warmup_steps, schedule=config.schedule,
+                       weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+                       seed=config.seed, log_every=config.log_every,
+                       probe_every=config.probe_every)
+    trained = train(model, train_data, pad_id=pad_token_id(tok), config=tcfg,
+                    strategies=strategies, on_log=log,
+                    on_probe=lambda step, m: probe(m, step, "during"), progress=config.progress)
+
+    # 4. Strategies finalize (merge adapters, merge with the base, ...), in list order.
+    for s in strategies:
+        model = s.finalize(model, ctx)
+    model.eval()
+
+    # 5. After: what it can do now, and what changed.
+    after = probe(model, config.steps, "after")
+    comparison = compare(before, after)
+    with torch.no_grad():
+        drift = weight_drift(base_state, dict(model.named_parameters()))
+    results = {
+        "schema_version": rr.SCHEMA_VERSION,
+        "retain_version": retain.__version__,
+        "status": "complete",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": config.seed,
+        "config": config.model_dump(mode="json"),
+        "strategy": strategy_label(strategies),
+        "strategies": [{"name": s.name, "family": s.family, "citation": s.citation,
+                        "config": s.config.model_dump(mode="json")} for s in strategies],
+        "strategy_info": ctx.info,
+        "model": {"name": config.model, "architecture": type(model).__name__,
+                  "params": count_params(model), "trainable_params": trainable,
+                  "dtype": str(dtype).removeprefix("torch."), "device": str(device)},
+        "data": {"spec": config.data, "examples": len(domain_data),
+                 "train_examples": len(train_data),
+                 "train_tokens": sum(len(e["input_ids"]) for e in train_data),
+                 "reference_spec": config.reference, "reference_examples": len(reference)},
+        "training": {"steps": trained.steps, "tokens_seen": trained.tokens_seen,
+                     "loss_tokens": trained.loss_tokens, "tokens_per_s": trained.tokens_per_s,
+                     "wall_s": trained.wall_s, "final_loss": trained.final_loss,
+                     "lr": config.lr, "batch_size": config.batch_size, "seq_len": config.seq_len,
+                     "loss_curve": [[h["step"], h["loss"]] for h in trained.history]},
+        "probes": {"before": [r.to_dict() for r in before], "after": [r.to_dict() for r in after]},
+        "comparison": comparison,
+        "domain_gain": {c["key"]: gain(c["before"], c["after"], c["higher_is_better"])
+                        for c in comparison if c["capability"] == "domain"},
+        "drift": drift,
+    }
+
+    # 6. The run folder: weights (if asked), summary.csv, and results.json last.
+    if main:
+        if config.save_model:
+            _save_model(model, tok, out)
+        results["wall_s"] = time.perf_counter() - t_start
+        rr.write_summary_csv(out / rr.SUMMARY_FILE, results)
+        rr.write_json_atomic(out / rr.RESULTS_FILE, results)
+    return results

@@ -1,0 +1,85 @@
+"""The strategy registry and the one place a run's strategy list is validated.
+
+Adding a strategy: write its module (a ``Strategy`` subclass with its ``Config``) and add one line
+to ``STRATEGIES``. ``build_strategies`` turns config specs into instances, validating each option
+with the strategy's pydantic config and refusing combinations that cannot work together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from retain.errors import UserError
+from retain.strategies.base import RunContext, Strategy, StrategyConfig
+from retain.strategies.full import FullFineTune
+from retain.strategies.lora import LoRA
+from retain.strategies.distill import Distill
+from retain.strategies.ewc import EWC
+from retain.strategies.l2sp import L2SP
+from retain.strategies.mas import MAS
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    "full": FullFineTune,
+    "lora": LoRA,
+    "ewc": EWC,
+    "mas": MAS,
+    "l2sp": L2SP,
+    "distill": Distill,
+}
+
+__all__ = ["STRATEGIES", "RunContext", "Strategy", "StrategyConfig", "build_strategies",
+           "check_compatible", "strategy_label"]
+
+
+def _one_line(err: ValidationError, name: str) -> str:
+    e = err.errors()[0]
+    where = ".".join(str(x) for x in e["loc"]) or "config"
+    if e["type"] == "extra_forbidden":
+        known = ", ".join(STRATEGIES[name].Config.model_fields) or "none"
+        return f"strategy {name!r}: unknown option {where!r} (known: {known})"
+    return f"strategy {name!r}: option {where!r}: {e['msg']}"
+
+
+def build_strategies(specs: Sequence[Mapping[str, Any] | str]) -> list[Strategy]:
+    """Instances for specs like ``[{"name": "lora", "r": 16}, "replay"]`` (a bare string = the
+    defaults), in order. Unknown names/options and incompatible combinations raise UserError."""
+    out: list[Strategy] = []
+    for spec in specs:
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise UserError(f"a strategy needs a name, e.g. {{name: lora}}; got {spec!r}")
+        opts = dict(spec)
+        name = opts.pop("name")
+        if name not in STRATEGIES:
+            raise UserError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+        cls = STRATEGIES[name]
+        try:
+            out.append(cls(cls.Config(**opts)))
+        except ValidationError as e:
+            raise UserError(_one_line(e, name)) from None
+    check_compatible(out)
+    return out
+
+
+def check_compatible(strategies: Sequence[Strategy]) -> None:
+    """Refuse combinations that contradict each other, before any work is done."""
+    names = [s.name for s in strategies]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise UserError(f"strategy {dups[0]!r} is listed twice; list each strategy once")
+    peft = [s.name for s in strategies if s.family == "peft"]
+    if len(peft) > 1:
+        raise UserError(f"strategies {' and '.join(peft)} both wrap the model in adapters; pick one")
+    baseline = [s.name for s in strategies if s.family == "baseline"]
+    if baseline and peft:
+        raise UserError(f"{baseline[0]!r} trains every weight but {peft[0]!r} freezes them; "
+                        "pick one")
+
+
+def strategy_label(strategies: Sequence[Strategy]) -> str:
+    """How a run is named in tables: ``"lora+replay"``; no strategy at all is ``"full"``."""
+    return "+".join(s.name for s in strategies) or "full"
