@@ -1,0 +1,221 @@
+"""The merge engine: check that the inputs fit together, then merge tensor by tensor, from folders
+to a folder (``merge``, streaming: memory stays near one tensor per input) or between state dicts
+in memory (``merge_state_dicts``, used by the search and by strategies).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+import retain
+from retain.errors import UserError
+from retain.merging.base import MergeMethod, MergeOptions, TensorSet
+from retain.merging.output import (Entry, ShardWriter, atomic_folder, copy_support_files,
+                                   parse_size, write_card)
+from retain.merging.registry import get_method, parse_options
+from retain.merging.sources import (DictSource, FolderSource, StatsDict, StatsFile, TensorSource,
+                                    open_source, read_vocab)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+Progress = Callable[[int, int, str], None]
+
+
+def check_compatible(template: TensorSource, others: Sequence[TensorSource]) -> None:
+    """Same architecture, tensor names and shapes as the template, or a UserError naming the
+    first offending tensor."""
+    kind = template.config.get("model_type")
+    names = template.names()
+    for src in others:
+        other_kind = src.config.get("model_type")
+        if kind and other_kind and kind != other_kind:
+            raise UserError(f"architecture mismatch: {src.label} is {other_kind!r}, "
+                            f"{template.label} is {kind!r}")
+        theirs = set(src.names())
+        for name in names:
+            if name not in theirs:
+                raise UserError(f"tensor {name!r} of {template.label} is missing in {src.label}")
+        mine = set(names)
+        for name in src.names():
+            if name not in mine:
+                raise UserError(f"tensor {name!r} of {src.label} is not in {template.label}")
+        for name in names:
+            if src.shape(name) != template.shape(name):
+                raise UserError(f"tensor {name!r} has shape {list(src.shape(name))} in {src.label} "
+                                f"but {list(template.shape(name))} in {template.label}")
+
+
+def check_tokenizers(template: Path, folders: Sequence[Path]) -> None:
+    """Refuse folders whose tokenizer vocabulary differs from the template's (when both have one)."""
+    ref = read_vocab(template)
+    if ref is None:
+        return
+    by_id = {i: t for t, i in ref.items()}
+    for folder in folders:
+        voc = read_vocab(folder)
+        if voc is None or voc == ref:
+            continue
+        other = {i: t for t, i in voc.items()}
+        for i in sorted(set(by_id) | set(other)):
+            if by_id.get(i) != other.get(i):
+                raise UserError(f"tokenizer mismatch: token id {i} is {other.get(i)!r} in {folder} "
+                                f"but {by_id.get(i)!r} in {template}")
+
+
+def _resolve(method: MergeMethod, opts: MergeOptions, n: int, weights, densities
+             ) -> tuple[list[float], list[float] | None]:
+    """Per-model weights and densities, with the method's defaults."""
+    if weights is None:
+        weights = [method.default_weight] * n
+    weights = [float(w) for w in weights]
+    if len(weights) != n:
+        raise UserError(f"got {len(weights)} weights for {n} models")
+    has_density = "density" in type(opts).model_fields
+    if densities is not None and not has_density:
+        raise UserError(f"merge method {method.name!r} takes no densities")
+    if not has_density:
+        return weights, None
+    densities = [float(opts.density if d is None else d)
+                 for d in (densities or [None] * n)]
+    if len(densities) != n:
+        raise UserError(f"got {len(densities)} densities for {n} models")
+    for d in densities:
+        if not 0 < d <= 1:
+            raise UserError(f"density must be in (0, 1], got {d}")
+    return weights, densities
+
+
+def _stats_for(name: str, shape: tuple[int, ...], kind: str, stats: list) -> list[torch.Tensor] | None:
+    """Each model's statistic for ``name``: all or none (then the method's plain fallback)."""
+    found = [s.get(name) for s in stats]
+    if all(f is None for f in found):
+        return None
+    for s, f in zip(stats, found):
+        if f is None:
+            raise UserError(f"{s.label} has no {kind} entry for tensor {name!r} (other files do)")
+        want = shape if kind == "fisher" else (shape[-1], shape[-1])
+        if tuple(f.shape) != tuple(want):
+            raise UserError(f"{kind} of tensor {name!r} in {s.label} has shape {list(f.shape)}, "
+                            f"expected {list(want)}")
+    return [f.float() for f in found]
+
+
+def merge_tensors(method: MergeMethod, opts: MergeOptions, template: TensorSource,
+                  base: TensorSource | None, models: Sequence[TensorSource],
+                  weights: list[float], densities: list[float] | None, stats: list | None,
+                  ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, merged float tensor) in the template's order; one name in memory at a time.
+    Tensors that are not floating point (buffers, ids) are copied from the template."""
+    use_base = base is not None and (method.base_role == "required" or
+                                     (method.base_role == "pair" and len(models) == 1))
+    for name in template.names():
+        if not template.dtype(name).is_floating_point:
+            yield name, template.get(name)
+            continue
+        ts = TensorSet(
+            name=name,
+            base=base.get(name).float() if use_base else None,
+            models=[m.get(name).float() for m in models],  # (*shape) float32 each
+            weights=weights, densities=densities,
+            stats=_stats_for(name, template.shape(name), method.stats, stats) if stats else None)
+        merged = method.apply(ts, opts)
+        if tuple(merged.shape) != template.shape(name):
+            raise RuntimeError(f"{method.name} returned shape {tuple(merged.shape)} for {name}")
+        yield name, merged
+
+
+def _prepare(method_name: str, n_models: int, has_base: bool, options: dict, stats_given: bool):
+    method = get_method(method_name)
+    method.check_counts(n_models, has_base)
+    opts = parse_options(method, options)
+    if method.stats and not stats_given:
+        flag = "fisher_files" if method.stats == "fisher" else "gram_files"
+        raise UserError(f"merge method {method.name!r} needs one {method.stats} file per model "
+                        f"({flag})")
+    return method, opts
+
+
+def merge_state_dicts(method: str, base: dict[str, torch.Tensor] | None,
+                      models: Sequence[dict[str, torch.Tensor]], *,
+                      weights: Sequence[float] | None = None,
+                      densities: Sequence[float | None] | None = None,
+                      stats: Sequence[dict[str, torch.Tensor]] | None = None,
+                      **options) -> dict[str, torch.Tensor]:
+    """Merge state dicts in memory; the result has the template's (base's, else the first
+    model's) names and dtypes. ``stats``: one Fisher / Gram dict per model for fisher / regmean."""
+    spec, opts = _prepare(method, len(models), base is not None, options, stats is not None)
+    if stats is not None and len(stats) != len(models):
+        raise UserError(f"got {len(stats)} {spec.stats} dicts for {len(models)} models")
+    srcs = [DictSource(m, f"model {i}") for i, m in enumerate(models)]
+    base_src = DictSource(base, "base") if base is not None else None
+    template = base_src or srcs[0]
+    check_compatible(template, srcs)
+    w, d = _resolve(spec, opts, len(models), weights, densities)
+    st = [StatsDict(s, f"{spec.stats} {i}") for i, s in enumerate(stats)] if stats else None
+    return {name: t.to(template.dtype(name))
+            for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, st)}
+
+
+def merge(method: str, models: Sequence[str | Path], out: str | Path, *,
+          base: str | Path | None = None, weights: Sequence[float] | None = None,
+          densities: Sequence[float | None] | None = None, shard_size: int | str = "2GB",
+          dtype: str | None = None, overwrite: bool = False, progress: Progress | None = None,
+          **options) -> Path:
+    """Merge model folders (or LoRA adapter folders over ``base``) into the folder ``out``,
+    streaming tensor by tensor; returns ``out``. ``options`` are the method's (see
+    ``MERGE_METHODS[method].options``), e.g. ``density=0.5``, ``alpha=0.3``, ``seed=1``."""
+    out = Path(out)
+    stat_paths = options.get("fisher_files") or options.get("gram_files")
+    spec, opts = _prepare(method, len(models), base is not None, options, bool(stat_paths))
+    if dtype is not None and dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    out_dtype = DTYPES.get(dtype) if dtype else None
+    shard_bytes = parse_size(shard_size)
+    resolved_out = out.resolve()
+    for p in [*models, *([base] if base is not None else [])]:
+        if Path(p).resolve() == resolved_out:
+            raise UserError(f"output folder {out} is also an input")
+
+    base_src = FolderSource(base) if base is not None else None
+    srcs = [open_source(m, base_src) for m in models]
+    template = base_src or srcs[0]
+    if not isinstance(template, FolderSource):
+        raise UserError(f"{models[0]} is an adapter: give --base")
+    check_compatible(template, [s for s in srcs if isinstance(s, FolderSource)])
+    check_tokenizers(template.path, [s.path for s in srcs if isinstance(s, FolderSource)])
+    w, d = _resolve(spec, opts, len(models), weights, densities)
+    stats = None
+    if spec.stats:
+        if len(stat_paths) != len(models):
+            raise UserError(f"got {len(stat_paths)} {spec.stats} files for {len(models)} models")
+        stats = [StatsFile(p) for p in stat_paths]
+
+    names = template.names()
+    entries = [Entry(n, template.shape(n), out_dtype if out_dtype and template.dtype(n)
+                     .is_floating_point else template.dtype(n)) for n in names]
+    with atomic_folder(out, overwrite) as tmp:
+        writer = ShardWriter(tmp, entries, shard_bytes,
+                             {"merge_method": spec.name, "retain_version": retain.__version__})
+        try:
+            stream = merge_tensors(spec, opts, template, base_src, srcs, w, d, stats)
+            for i, ((name, t), e) in enumerate(zip(stream, entries)):
+                writer.write(name, t.to(e.dtype))
+                if progress is not None:
+                    progress(i + 1, len(entries), name)
+            writer.finish()
+        finally:
+            writer.abort()
+        copy_support_files(template.path, tmp, out_dtype)
+        per_model = []
+        for i, m in enumerate(models):
+            row: dict = {"path": str(m), "weight": w[i]}
+            if d is not None:
+                row["density"] = d[i]
+            per_model.append(row)
+        write_card(tmp, out=str(out), method=spec.name, citation=spec.citation,
+                   base=str(base) if base is not None else None, models=per_model,
+                   options=opts.model_dump(mode="json", exclude_defaults=True),
+                   version=retain.__version__, dtype=dtype)
+    return out
