@@ -20,6 +20,11 @@ from retain.strategies.distill import Distill
 from retain.strategies.ewc import EWC
 from retain.strategies.l2sp import L2SP
 from retain.strategies.mas import MAS
+from retain.strategies.freeze import Freeze
+from retain.strategies.peft_methods import IA3, OSF, LoHa, LoKr, PrefixTuning, PromptTuning
+from retain.strategies.replay import Replay
+from retain.strategies.self_replay import SelfReplay
+from retain.strategies.wise_ft import WiseFT, check_order
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "full": FullFineTune,
@@ -28,6 +33,16 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "mas": MAS,
     "l2sp": L2SP,
     "distill": Distill,
+    "ia3": IA3,
+    "prompt_tuning": PromptTuning,
+    "prefix_tuning": PrefixTuning,
+    "loha": LoHa,
+    "lokr": LoKr,
+    "osf": OSF,
+    "freeze": Freeze,
+    "replay": Replay,
+    "self_replay": SelfReplay,
+    "wise_ft": WiseFT,
 }
 
 __all__ = ["STRATEGIES", "RunContext", "Strategy", "StrategyConfig", "build_strategies",
@@ -74,6 +89,7 @@ def check_compatible(strategies: Sequence[Strategy]) -> None:
     peft = [s.name for s in strategies if s.family == "peft"]
     if len(peft) > 1:
         raise UserError(f"strategies {' and '.join(peft)} both wrap the model in adapters; pick one")
+    check_order(strategies)  # merging strategies last; none after prompt-based PEFT
     baseline = [s.name for s in strategies if s.family == "baseline"]
     if baseline and peft:
         raise UserError(f"{baseline[0]!r} trains every weight but {peft[0]!r} freezes them; "
