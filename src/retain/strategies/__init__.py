@@ -3,6 +3,8 @@
 Adding a strategy: write its module (a ``Strategy`` subclass with its ``Config``) and add one line
 to ``STRATEGIES``. ``build_strategies`` turns config specs into instances, validating each option
 with the strategy's pydantic config and refusing combinations that cannot work together.
+Hooks run in list order (``prepare``, then ``train_data``, then per step ``penalty`` summed, then
+``finalize``); ``tests/test_run.py`` checks the order.
 """
 
 from __future__ import annotations
@@ -14,34 +16,38 @@ from pydantic import ValidationError
 
 from retain.errors import UserError
 from retain.strategies.base import RunContext, Strategy, StrategyConfig
-from retain.strategies.full import FullFineTune
-from retain.strategies.lora import LoRA
 from retain.strategies.distill import Distill
 from retain.strategies.ewc import EWC
-from retain.strategies.l2sp import L2SP
-from retain.strategies.mas import MAS
 from retain.strategies.freeze import Freeze
+from retain.strategies.full import FullFineTune
+from retain.strategies.l2sp import L2SP
+from retain.strategies.lora import LoRA
+from retain.strategies.mas import MAS
 from retain.strategies.peft_methods import IA3, OSF, LoHa, LoKr, PrefixTuning, PromptTuning
 from retain.strategies.replay import Replay
 from retain.strategies.self_replay import SelfReplay
 from retain.strategies.wise_ft import WiseFT, check_order
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    "full": FullFineTune,
+    "full": FullFineTune,  # the baseline
+    # parameter-efficient: train few (new or selected) weights, freeze the rest
     "lora": LoRA,
+    "ia3": IA3,
+    "loha": LoHa,
+    "lokr": LoKr,
+    "osf": OSF,
+    "prompt_tuning": PromptTuning,
+    "prefix_tuning": PrefixTuning,
+    "freeze": Freeze,
+    # regularization: a penalty that holds the weights or the outputs near the base
     "ewc": EWC,
     "mas": MAS,
     "l2sp": L2SP,
     "distill": Distill,
-    "ia3": IA3,
-    "prompt_tuning": PromptTuning,
-    "prefix_tuning": PrefixTuning,
-    "loha": LoHa,
-    "lokr": LoKr,
-    "osf": OSF,
-    "freeze": Freeze,
+    # replay: mix data of the old capabilities into training
     "replay": Replay,
     "self_replay": SelfReplay,
+    # merging: combine the trained weights with the base after training
     "wise_ft": WiseFT,
 }
 
