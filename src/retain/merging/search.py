@@ -95,7 +95,7 @@ def pick_coefficient(points: Sequence[CurvePoint], new_domain: str,
     best: tuple[float, float, CurvePoint] | None = None
     for p in points:
         gain = p.scores[new_domain] - base_scores[new_domain]
-        if gain < min_gain_share * full_gain:
+        if gain < min_gain_share * full_gain - 1e-9:  # tolerance: scores are often 0.1-steps
             continue
         kept = sum(p.scores[k] for k in keys) / len(keys) if keys else 0.0
         if best is None or (kept, gain) > (best[0], best[1]):

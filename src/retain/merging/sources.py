@@ -157,7 +157,7 @@ class AdapterSource:
 
     delta = B @ A * scaling (scaling = lora_alpha / r, or / sqrt(r) with rsLoRA), transposed for
     ``fan_in_fan_out`` layers (GPT-2 Conv1D) and for embeddings; ``lora_B.bias`` adds to the
-    bias; ``modules_to_save`` tensors replace the base's."""
+    bias; ``modules_to_save`` tensors (and saved embedding layers) replace the base's."""
 
     def __init__(self, path: str | Path, base: FolderSource):
         self.path, self.label, self.base = Path(path), str(path), base
@@ -192,8 +192,8 @@ class AdapterSource:
                     raise UserError(f"{path}: LoRA tensor {key!r} is not 2-D (conv LoRA unsupported)")
             elif "lora_" in rel:
                 raise UserError(f"{path}: unsupported adapter tensor {key!r}")
-            else:
-                target = rel
+            else:  # modules_to_save, or saved embedding layers (".base_layer.weight")
+                target = rel.replace(".base_layer.", ".")
                 self._full[target] = key
             if target not in base_names:
                 raise UserError(f"{path}: adapter tensor {key!r} targets {target!r}, "
@@ -235,10 +235,12 @@ class AdapterSource:
         return None
 
     def get(self, name: str) -> torch.Tensor:
-        if name in self._full:
-            return _read_tensor(self.file, self._full[name])
+        full = name in self._full
+        base = _read_tensor(self.file, self._full[name]) if full else self.base.get(name)
+        if full and tuple(base.shape) != self.base.shape(name):
+            raise UserError(f"{self.label}: tensor {name!r} has shape {list(base.shape)}, "
+                            f"the base's {list(self.base.shape(name))} (resized embeddings?)")
         d = self.delta(name)
-        base = self.base.get(name)
         return base if d is None else base.float() + d
 
 
