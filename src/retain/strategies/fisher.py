@@ -134,7 +134,7 @@ def _per_sample_stat(
             ids, labels, mask = _pad(chunk, device)
             grads = per_sample_grads(params, ids, labels, mask)  # name -> (B, *shape)
             for k, g in grads.items():
-                total[k] += reduce(g.float()).sum(0)
+                total[k] += reduce(g.float()).sum(0)  # reduce works in place: g is a fresh (B, *shape)
     return {k: (v / len(examples)).cpu() for k, v in total.items()}
 
 
@@ -206,7 +206,7 @@ def estimate_fisher(
     if estimator == "sampled":
         chosen = sample_labels(model, chosen, seed, chunk_size)
     return _per_sample_stat(
-        model, lambda logits, labels, mask: token_nll(logits, labels), chosen, torch.square, chunk_size
+        model, lambda logits, labels, mask: token_nll(logits, labels), chosen, torch.Tensor.square_, chunk_size
     )
 
 
@@ -223,7 +223,7 @@ def estimate_mas(
     squared L2 norm of the output logits (averaged over the sequence's positions). Needs no labels."""
     chosen = select_examples(examples, n_samples, seed)
     return _per_sample_stat(
-        model, lambda logits, labels, mask: logit_sq_norm(logits, mask), chosen, torch.abs, chunk_size
+        model, lambda logits, labels, mask: logit_sq_norm(logits, mask), chosen, torch.Tensor.abs_, chunk_size
     )
 
 
