@@ -92,7 +92,7 @@ def _one_line(err: ValidationError) -> str:
     where = ".".join(str(x) for x in e["loc"]) or "config"
     if e["type"] == "extra_forbidden":
         return f"config: unknown key {where!r} (known: {', '.join(RunConfig.model_fields)})"
-    return f"config: {where}: {e['msg']}"
+    return f"config: {where}: {e['msg'].removeprefix('Value error, ')}"
 
 
 def parse_config(data: dict[str, Any]) -> RunConfig:

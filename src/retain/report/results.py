@@ -42,6 +42,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; a run folder is meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -61,7 +61,8 @@ def _one_line(err: ValidationError, name: str) -> str:
     if e["type"] == "extra_forbidden":
         known = ", ".join(STRATEGIES[name].Config.model_fields) or "none"
         return f"strategy {name!r}: unknown option {where!r} (known: {known})"
-    return f"strategy {name!r}: option {where!r}: {e['msg']}"
+    msg = e["msg"].removeprefix("Value error, ")
+    return f"strategy {name!r}: option {where!r}: {msg}" if e["loc"] else f"strategy {name!r}: {msg}"
 
 
 def build_strategies(specs: Sequence[Mapping[str, Any] | str]) -> list[Strategy]:
