@@ -134,3 +134,23 @@ def test_self_replay_sampling_is_seeded_and_builtin_pool_is_train_split(tok, mod
     assert len(prompts) == 40 and not probe & set(prompts)
     with pytest.raises(RuntimeError, match="before prepare"):
         SelfReplay().train_data([], ctx([]))
+
+
+@pytest.mark.parametrize("peft_name", ["lora", "prompt_tuning"])
+def test_self_replay_after_a_peft_wrap_still_asks_the_base(tok, model, peft_name):
+    """Listed after a PEFT method, self-replay generates with the adapter disabled."""
+    import copy
+
+    from retain.strategies import STRATEGIES
+
+    cfg = SelfReplay.Config(num_prompts=4, max_new_tokens=5)
+    plain = SelfReplay(cfg)
+    plain.prepare(model, ctx([], tokenizer=tok))
+    wrapped = STRATEGIES[peft_name]().prepare(copy.deepcopy(model), ctx([], tokenizer=tok))
+    with torch.no_grad():  # an adapter far from the identity
+        for n, p in wrapped.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 3.0, generator=torch.Generator().manual_seed(0))
+    after = SelfReplay(cfg)
+    after.prepare(wrapped, ctx([], tokenizer=tok))
+    assert after.pool == plain.pool
