@@ -129,6 +129,15 @@ def demo_cmd(
     run_demo(out, quick=quick, overwrite=overwrite)
 
 
+def _register_merge() -> None:
+    from retain.merging.cli import merge_command
+
+    app.command("merge")(merge_command)
+
+
+_register_merge()
+
+
 def main() -> None:
     try:
         app()
