@@ -1,0 +1,584 @@
+"""``retain report DIR``: a run folder or a comparison folder rendered into one self-contained
+``DIR/report.html`` (CSS inline, images as base64 PNG data URIs, no script, nothing fetched),
+plus the same charts as PNG files in ``DIR/figures/``. Everything comes from ``results.json``
+(and ``metrics.jsonl`` for the curves). Model output, prompts, names and config values are
+untrusted text: every one goes through ``html.escape`` before it reaches the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import retain
+from retain.errors import UserError
+from retain.report import figures as fg
+from retain.report.results import (
+    CONFIG_FILE, METRICS_FILE, RESULTS_FILE, read_results, write_text_atomic)
+
+REPORT_FILE, FIGURES_DIR, COMPARISON_FILE = "report.html", "figures", "comparison.json"
+SECTIONS = ("summary", "strategies", "capabilities", "training", "tradeoff", "drift", "guard",
+            "examples", "config")  # stable ids; "guard" only when a run has guard events
+MAX_TEXT = 600  # characters of a prompt or an answer shown before it is cut
+
+
+@dataclass
+class Run:
+    """One run folder: its label in the report, results.json, metrics.jsonl (None: absent)."""
+    label: str
+    dir: Path
+    results: dict[str, Any]
+    metrics: list[dict] | None
+    config_text: str | None = None
+
+
+@dataclass
+class Folder:
+    dir: Path
+    kind: str  # "run" or "comparison"
+    runs: list[Run]
+    comparison: dict[str, Any] = field(default_factory=dict)  # comparison.json, if any
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+def _load_run(d: Path, label: str | None = None) -> Run:
+    results = read_results(d)
+    cfg = d / CONFIG_FILE
+    return Run(label=label or str(results.get("strategy") or d.name), dir=d, results=results,
+               metrics=fg.read_metrics(d / METRICS_FILE),
+               config_text=cfg.read_text(encoding="utf-8", errors="replace") if cfg.is_file() else None)
+
+
+def load_folder(d: Path) -> Folder:
+    """A run folder (``results.json``) or a comparison folder (``comparison.json`` and run
+    folders inside); runs keep the order and labels comparison.json gives them."""
+    d = Path(d)
+    if not d.is_dir():
+        raise UserError(f"{d} is not a folder")
+    if (d / RESULTS_FILE).is_file():
+        return Folder(d, "run", [_load_run(d)])
+    subs = sorted(p for p in d.iterdir() if p.is_dir() and (p / RESULTS_FILE).is_file())
+    if not (d / COMPARISON_FILE).is_file() or not subs:
+        raise UserError(f"{d} is neither a run folder ({RESULTS_FILE}) nor a comparison folder "
+                        f"({COMPARISON_FILE} and run folders with {RESULTS_FILE})")
+    try:
+        comp = json.loads((d / COMPARISON_FILE).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{d / COMPARISON_FILE} is not valid JSON: {e}") from None
+    # comparison.json names each run's folder (perhaps by an old absolute path): match by name
+    labels = {Path(str(r.get("dir", ""))).name: str(r.get("strategy"))
+              for r in comp.get("runs", []) if isinstance(r, dict) and r.get("strategy")}
+    order = {name: i for i, name in enumerate(labels)}
+    subs.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
+    runs = [_load_run(p, labels.get(p.name)) for p in subs]
+    seen: dict[str, int] = {}
+    for r in runs:  # two runs of one strategy (seeds) need distinct labels
+        seen[r.label] = seen.get(r.label, 0) + 1
+    for r in runs:
+        if seen[r.label] > 1:
+            r.label = f"{r.label} ({r.dir.name})"
+    return Folder(d, "comparison", runs, comp)
+
+
+# -- small formatting helpers (all return safe HTML) ------------------------------------------
+
+def esc(x: Any) -> str:
+    """Untrusted text -> HTML text (quotes too, so it is also safe inside an attribute)."""
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _cut(text: Any) -> str:
+    s = "" if text is None else str(text)
+    return s if len(s) <= MAX_TEXT else s[:MAX_TEXT] + f"… ({len(s) - MAX_TEXT} more characters)"
+
+
+def num(x: Any, digits: int = 3) -> str:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return "–"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if x != 0 and abs(x) < 10 ** -digits:
+        return f"{x:.2e}"
+    return f"{x:.{digits}f}"
+
+
+def _ci(ci: Any) -> str:
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        return f'<span class="ci">[{num(ci[0])}, {num(ci[1])}]</span>'
+    return ""
+
+
+def _duration(s: Any) -> str:
+    if not isinstance(s, (int, float)) or not math.isfinite(s):
+        return "–"
+    m, sec = divmod(float(s), 60)
+    return f"{int(m)} min {sec:.0f} s" if m else f"{sec:.1f} s"
+
+
+def _arrow(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two 95% intervals overlap (True when either is unknown)."""
+    try:
+        return not (a[1] < b[0] or b[1] < a[0])
+    except (TypeError, IndexError, KeyError):
+        return True
+
+
+def change_class(row: dict) -> str:
+    """CSS class of a before/after row: ``gain``/``loss`` by the metric's direction, ``weak``
+    added when the two intervals overlap (the change may be noise), ``same`` for no change."""
+    d = row.get("delta")
+    if not isinstance(d, (int, float)) or not math.isfinite(d) or abs(d) < 1e-12:
+        return "same"
+    good = d > 0 if row.get("higher_is_better", True) else d < 0
+    weak = _overlap(row.get("before_ci"), row.get("after_ci"))
+    return ("gain" if good else "loss") + (" weak" if weak else "")
+
+
+_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+def linkify(text: Any) -> str:
+    """Escape ``text``, turning its http(s) URLs into links (only those schemes)."""
+    s, out, last = "" if text is None else str(text), [], 0
+    for m in _URL.finditer(s):
+        url = m.group(0).rstrip(".,;)")
+        out.append(esc(s[last:m.start()]))
+        out.append(f'<a href="{esc(url)}" rel="noreferrer">{esc(url)}</a>')
+        last = m.start() + len(url)
+    out.append(esc(s[last:]))
+    return "".join(out)
+
+
+def _img(data: bytes, name: str, alt: str, wide: bool = False) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    cls = ' class="wide"' if wide else ""
+    return (f'<figure{cls}><img alt="{esc(alt)}" src="data:image/png;base64,{b64}">'
+            f'<figcaption>{esc(FIGURES_DIR + "/" + name)}</figcaption></figure>')
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    """Cells are HTML already (escaped by the caller)."""
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{esc(title)}</h2>\n{body}\n</section>'
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{esc(text)}</p>'
+
+
+# -- figures (saved under DIR/figures/, embedded in the page) --------------------------------
+
+def _comparison_rows(runs: list[Run]) -> list[dict]:
+    from retain.comparison import comparison_rows
+
+    return comparison_rows([r.label for r in runs], [r.results for r in runs])
+
+
+def make_figures(folder: Folder) -> dict[str, bytes]:
+    """Every chart the data allows: name (``loss.png``...) -> PNG bytes, also written to
+    ``DIR/figures/``. A chart without data is left out (its section says why)."""
+    from retain.report.plots import PROPORTION_METRICS, plot_capabilities, plot_tradeoff
+
+    out, figs, runs = folder.dir / FIGURES_DIR, {}, folder.runs
+    losses = {r.label: _loss_curve(r) for r in runs}
+    losses = {k: v for k, v in losses.items() if v}
+    if losses:
+        figs["loss.png"] = fg.plot_loss(losses, out / "loss.png")
+    probes: dict[str, dict[str, fg.Series]] = {}
+    for r in runs:
+        for key, pts in fg.probe_series(r.metrics or []).items():
+            probes.setdefault(key, {})[r.label] = pts
+    if probes:
+        figs["probes.png"] = fg.plot_probe_curves(probes, out / "probes.png")
+
+    rows = _comparison_rows(runs)
+    labels = [r.label for r in runs]
+    if any(r["metric"] in PROPORTION_METRICS for r in rows):
+        plot_capabilities(rows, labels, out / "capabilities.png",
+                          title="capabilities before and after fine-tuning")
+        figs["capabilities.png"] = (out / "capabilities.png").read_bytes()
+    trade = tradeoff(runs)
+    if trade is not None:
+        plot_tradeoff(trade[0], out / "tradeoff.png", base=trade[1])
+        figs["tradeoff.png"] = (out / "tradeoff.png").read_bytes()
+    drift = {r.label: (r.results.get("drift") or {}).get("per_layer") or {} for r in runs}
+    drift = {k: v for k, v in drift.items() if v}
+    if drift:
+        figs["drift.png"] = fg.plot_drift(drift, out / "drift.png")
+    return figs
+
+
+def tradeoff(runs: list[Run]) -> tuple[dict[str, tuple[float, float]], tuple[float, float]] | None:
+    """(label -> (new-domain score, mean retained score) after, the same before fine-tuning),
+    or None when the probes lack a proportion metric on either axis."""
+    from retain.report.plots import PROPORTION_METRICS, tradeoff_points
+
+    rows = _comparison_rows(runs)
+    domain = {r["probe"] for r in rows if r["capability"] == "domain"}
+    if {r["probe"] in domain for r in rows if r["metric"] in PROPORTION_METRICS} != {True, False}:
+        return None
+    before = [dict(r, strategy="before", after=r["before"]) for r in rows
+              if r["strategy"] == runs[0].label]
+    return tradeoff_points(rows, domain), tradeoff_points(before, domain)["before"]
+
+
+def _loss_curve(r: Run) -> fg.Series:
+    """From metrics.jsonl; from results.json's ``training.loss_curve`` when that log is gone."""
+    if r.metrics:
+        pts = fg.loss_series(r.metrics)
+        if pts:
+            return pts
+    curve = (r.results.get("training") or {}).get("loss_curve") or []
+    return [(int(p[0]), float(p[1])) for p in curve
+            if isinstance(p, (list, tuple)) and len(p) == 2 and fg._finite(p[1])]
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+def _run_facts(r: Run) -> list[tuple[str, str]]:
+    res = r.results
+    m, t, d = res.get("model") or {}, res.get("training") or {}, res.get("data") or {}
+    params, trainable = m.get("params"), m.get("trainable_params")
+    share = (f" ({100 * trainable / params:.2f}% of {num(params)})"
+             if isinstance(params, int) and isinstance(trainable, int) and params else "")
+    drift = ((res.get("drift") or {}).get("overall") or {}).get("relative_l2")
+    return [
+        ("model", esc(m.get("name")) + (f' <span class="dim">{esc(m.get("architecture"))}, '
+                                        f'{esc(m.get("dtype"))}, {esc(m.get("device"))}</span>'
+                                        if m.get("architecture") else "")),
+        ("strategy", esc(res.get("strategy"))),
+        ("new-domain data", esc(d.get("spec")) + (f' <span class="dim">{num(d.get("examples"))} '
+                                                  f'examples</span>' if "examples" in d else "")),
+        ("steps", num(t.get("steps"))),
+        ("learning rate, batch", f'{esc(t.get("lr"))}, {esc(t.get("batch_size"))} × '
+                                 f'{esc(t.get("seq_len"))} tokens'),
+        ("seed", esc(res.get("seed"))),
+        ("wall time", _duration(res.get("wall_s")) +
+         (f' <span class="dim">(training {_duration(t.get("wall_s"))}, '
+          f'{num(t.get("tokens_per_s"), 0)} tokens/s)</span>' if "wall_s" in t else "")),
+        ("trainable params", num(trainable) + share),
+        ("final training loss", num(t.get("final_loss"))),
+        ("weight drift (relative L2)", num(drift, 4)),
+        ("created", esc(res.get("created")) + f' <span class="dim">retain '
+                                              f'{esc(res.get("retain_version"))}</span>'),
+    ]
+
+
+def _headline(r: Run) -> str:
+    """One line: what was lost beyond the noise, and what the new domain gained."""
+    lost, learnt = [], []
+    for c in r.results.get("comparison", []):
+        cls = change_class(c)
+        text = f'{esc(c.get("key") or c["probe"] + "." + c["metric"])} {num(c["before"])} → {num(c["after"])}'
+        if c.get("capability") == "domain" and cls.startswith("gain"):
+            learnt.append(text)
+        elif cls == "loss":
+            lost.append(text)
+    parts = [f'<span class="loss">lost (intervals apart): {", ".join(lost)}</span>' if lost else
+             '<span class="gain">no retained capability fell beyond its 95% interval</span>']
+    if learnt:
+        parts.append(f'<span class="gain">new domain: {", ".join(learnt)}</span>')
+    return f'<p class="headline">{" &nbsp; ".join(parts)}</p>'
+
+
+def section_summary(folder: Folder) -> str:
+    if folder.kind == "run":
+        r = folder.runs[0]
+        rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in _run_facts(r))
+        return _section("summary", "Summary", _headline(r) + f'<table class="facts">{rows}</table>')
+    head = ["run", "model", "steps", "seed", "lr", "trainable params", "wall time",
+            "final loss", "drift (rel. L2)", "folder"]
+    rows = []
+    for r in folder.runs:
+        res, t = r.results, r.results.get("training") or {}
+        drift = ((res.get("drift") or {}).get("overall") or {}).get("relative_l2")
+        rows.append([esc(r.label), esc((res.get("model") or {}).get("name")), num(t.get("steps")),
+                     esc(res.get("seed")), esc(t.get("lr")),
+                     num((res.get("model") or {}).get("trainable_params")),
+                     _duration(res.get("wall_s")), num(t.get("final_loss")), num(drift, 4),
+                     f"<code>{esc(r.dir.name)}/</code>"])
+    title = folder.comparison.get("title")
+    intro = f"<p>{esc(title)}</p>" if title else ""
+    heads = "".join(f'<p class="run-head"><b>{esc(r.label)}</b></p>{_headline(r)}'
+                    for r in folder.runs)
+    return _section("summary", "Summary", intro + _table(head, rows) + heads)
+
+
+def section_strategies(folder: Folder) -> str:
+    seen, items = set(), []
+    for r in folder.runs:
+        for s in r.results.get("strategies") or []:
+            name = s.get("name")
+            if name in seen:
+                continue
+            seen.add(name)
+            cfg = json.dumps(s.get("config") or {}, ensure_ascii=False, sort_keys=True)
+            items.append(f'<li><b>{esc(name)}</b> <span class="dim">{esc(s.get("family"))}</span>'
+                         f'<br>{linkify(s.get("citation")) or "<i>no citation</i>"}'
+                         f'<br><code class="cfg">{esc(cfg)}</code></li>')
+    body = f'<ul class="cites">{"".join(items)}</ul>' if items else _note(
+        "plain full fine-tuning: no strategy listed")
+    return _section("strategies", "Strategies and their papers", body)
+
+
+def _cap_rows_run(r: Run) -> list[list[str]]:
+    rows = []
+    comp = sorted(r.results.get("comparison", []), key=lambda c: c.get("capability") == "domain")
+    for c in comp:
+        cls = change_class(c)
+        d = c.get("delta")
+        rows.append([
+            esc(c.get("capability")), f'{esc(c["probe"])}.{esc(c["metric"])} '
+                                      f'{_arrow(c.get("higher_is_better", True))}',
+            num(c.get("n")), f'{num(c["before"])} {_ci(c.get("before_ci"))}',
+            f'{num(c["after"])} {_ci(c.get("after_ci"))}',
+            f'<span class="{cls}">{"+" if isinstance(d, (int, float)) and d > 0 else ""}'
+            f'{num(d)}</span> {_ci(c.get("delta_ci"))}'])
+    return rows
+
+
+def section_capabilities(folder: Folder, figs: dict[str, bytes]) -> str:
+    legend = ('<p class="legend"><span class="gain">better</span> <span class="loss">worse</span> '
+              '(by the metric\'s direction ↑/↓); pale: the 95% intervals before and after overlap '
+              '(the change may be noise).</p>')
+    if folder.kind == "run":
+        table = _table(["capability", "probe.metric", "n", "before [95% CI]", "after [95% CI]",
+                        "delta"], _cap_rows_run(folder.runs[0]), "caps")
+    else:
+        keys: dict[str, dict] = {}
+        for r in folder.runs:
+            for c in r.results.get("comparison", []):
+                k = keys.setdefault(f'{c["probe"]}.{c["metric"]}', {"row": c, "by": {}})
+                k["by"][r.label] = c
+        head = ["probe.metric", "before [95% CI]"] + [f"{esc(r.label)}: after (delta)"
+                                                      for r in folder.runs]
+        rows = []
+        for key, k in sorted(keys.items(), key=lambda kv: kv[1]["row"].get("capability") == "domain"):
+            c0 = k["row"]
+            cells = [f'{esc(key)} {_arrow(c0.get("higher_is_better", True))}',
+                     f'{num(c0["before"])} {_ci(c0.get("before_ci"))}']
+            for r in folder.runs:
+                c = k["by"].get(r.label)
+                if c is None:
+                    cells.append("–")
+                    continue
+                d = c.get("delta")
+                cells.append(f'<span class="{change_class(c)}">{num(c["after"])} '
+                             f'({"+" if isinstance(d, (int, float)) and d > 0 else ""}{num(d)})'
+                             f'</span> {_ci(c.get("after_ci"))}')
+            rows.append(cells)
+        table = _table(head, rows, "caps")
+    fig = _img(figs["capabilities.png"], "capabilities.png", "capabilities before and after") \
+        if "capabilities.png" in figs else ""
+    return _section("capabilities", "Capabilities before and after", legend + table + fig)
+
+
+def section_training(folder: Folder, figs: dict[str, bytes]) -> str:
+    parts = []
+    if "loss.png" not in figs and "probes.png" not in figs:
+        return _section("training", "Training curves", _note("no training curve recorded"))
+    missing = [r.label for r in folder.runs if r.metrics is None]
+    if missing:
+        parts.append(_note(f"no {METRICS_FILE} in: {', '.join(missing)} (the loss comes from "
+                           f"{RESULTS_FILE}; no probe curve recorded)"))
+    if "loss.png" in figs:
+        parts.append(_img(figs["loss.png"], "loss.png", "training loss against steps"))
+    if "probes.png" in figs:
+        parts.append(_note("each probe at step 0 (before), every probe_every steps, and after "
+                           "the strategies' finalize step (the last point)"))
+        parts.append(_img(figs["probes.png"], "probes.png", "probe values against steps",
+                          wide=True))
+    return _section("training", "Training curves", "".join(parts))
+
+
+def section_tradeoff(folder: Folder, figs: dict[str, bytes]) -> str:
+    if "tradeoff.png" not in figs:
+        return _section("tradeoff", "Trade-off: the new domain against the old", _note(
+            "no trade-off to chart: it needs a proportion-type probe of the new domain "
+            "(capability \"domain\") and one of a retained capability"))
+    from retain.report.plots import pareto_front
+
+    points, base = tradeoff(folder.runs)
+    front = set(pareto_front(points)) if len(points) > 1 else set()
+    head = ["", "new-domain score", "mean retained score"] + (
+        ["on the Pareto front"] if front else [])
+    body = [["before fine-tuning", num(base[0]), num(base[1])] + (["–"] if front else [])]
+    body += [[esc(k), num(x), num(y)] + (["yes" if k in front else "no"] if front else [])
+             for k, (x, y) in points.items()]
+    table = _table(head, body)
+    text = ("scores after training, higher is better on both axes; the star is the model "
+            "before fine-tuning")
+    return _section("tradeoff", "Trade-off: the new domain against the old",
+                    _note(text) + _img(figs["tradeoff.png"], "tradeoff.png", "trade-off chart") + table)
+
+
+def section_drift(folder: Folder, figs: dict[str, bytes]) -> str:
+    if "drift.png" not in figs:
+        return _section("drift", "Weight drift per layer", _note("no weight drift recorded"))
+    rows = []
+    for r in folder.runs:
+        o = (r.results.get("drift") or {}).get("overall") or {}
+        rows.append([esc(r.label), num(o.get("l2"), 4), num(o.get("relative_l2"), 4),
+                     num(o.get("tensors"))])
+    return _section("drift", "Weight drift per layer",
+                    _img(figs["drift.png"], "drift.png", "relative L2 drift per layer") +
+                    _table(["run", "L2 of W - W0", "relative L2", "tensors"], rows))
+
+
+def _guard_html(g: dict) -> str:
+    limits = "".join(f"<li><code>{esc(x if isinstance(x, str) else json.dumps(x))}</code></li>"
+                     for x in g.get("limits") or [])
+    events = [[num(e.get("step")), f'<code>{esc(e.get("limit"))}</code>', num(e.get("value")),
+               esc(e.get("action"))] for e in g.get("events") or [] if isinstance(e, dict)]
+    back = g.get("rolled_back_to_step")
+    out = f"<p>limits:</p><ul>{limits}</ul>" if limits else ""
+    out += _table(["step", "limit", "value", "action"], events, "guard") if events else _note(
+        "no limit was crossed")
+    if back is not None:
+        out += (f'<p class="loss">rolled back: the final model is the checkpoint of step '
+                f'{esc(back)}, the last that met every limit</p>')
+    return out
+
+
+def section_guard(folder: Folder) -> str:
+    guarded = [r for r in folder.runs if isinstance(r.results.get("guard"), dict)]
+    if not guarded:
+        return ""
+    if folder.kind == "run":
+        body = _guard_html(guarded[0].results["guard"])
+    else:
+        body = "".join(f"<h3>{esc(r.label)}</h3>{_guard_html(r.results['guard'])}" for r in guarded)
+    return _section("guard", "Guard events", body)
+
+
+def _answer(ex: dict | None) -> str:
+    if ex is None:
+        return "–"
+    if ex.get("answer") is None and "value" in ex:  # perplexity-type: a per-text score
+        return f'<span class="dim">{num(ex.get("value"))} nats/token</span>'
+    mark = {True: '<span class="gain mark">✓</span> ', False: '<span class="loss mark">✗</span> '}
+    return f'<pre>{mark.get(ex.get("ok"), "")}{esc(_cut(ex.get("answer")))}</pre>'
+
+
+def section_examples(folder: Folder) -> str:
+    """Per probe, up to 5 prompts with the answer before and after (matched by prompt)."""
+    first = folder.runs[0].results.get("probes") or {}
+    blocks = []
+    for b in first.get("before") or []:
+        key = f'{b.get("probe")}.{b.get("metric")}'
+        before = b.get("examples") or []
+        if not before:
+            continue
+        afters = []
+        for r in folder.runs:
+            res = next((a for a in (r.results.get("probes") or {}).get("after") or []
+                        if f'{a.get("probe")}.{a.get("metric")}' == key), {})
+            afters.append(res.get("examples") or [])
+        rows = []
+        for i, ex in enumerate(before):
+            cells = [f'<pre>{esc(_cut(ex.get("prompt")))}</pre>',
+                     f'<pre>{esc(_cut(ex.get("expected")))}</pre>' if ex.get("expected")
+                     is not None else "–", _answer(ex)]
+            for after in afters:
+                match = next((a for a in after if a.get("prompt") == ex.get("prompt")),
+                             after[i] if i < len(after) else None)
+                cells.append(_answer(match))
+            rows.append(cells)
+        head = ["prompt", "expected", "before"] + (
+            ["after"] if folder.kind == "run" else [f"after: {esc(r.label)}" for r in folder.runs])
+        blocks.append(f'<details open><summary>{esc(key)} <span class="dim">'
+                      f'{esc(b.get("kind"))}</span></summary>{_table(head, rows, "examples")}'
+                      f'</details>')
+    body = "".join(blocks) or _note("no examples recorded")
+    return _section("examples", "Examples: the model's answers before and after", body)
+
+
+def section_config(folder: Folder) -> str:
+    blocks = []
+    for r in folder.runs:
+        text = r.config_text or json.dumps(r.results.get("config") or {}, indent=2,
+                                           ensure_ascii=False)
+        blocks.append(f"<details><summary>{esc(r.label)}: {esc(CONFIG_FILE)}</summary>"
+                      f"<pre>{esc(text)}</pre></details>")
+    return _section("config", "Configuration", "".join(blocks))
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+CSS = """
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;
+ max-width:1180px;margin:0 auto;padding:0 24px 48px;background:#fff}
+header{border-bottom:1px solid #d0d7de;padding:18px 0 8px}
+h1{font-size:24px;margin:0 0 4px} h2{font-size:19px;margin:30px 0 10px;border-bottom:1px solid
+ #eaeef2;padding-bottom:4px} h3{font-size:15px}
+nav a{margin-right:12px;color:#0969da;text-decoration:none;font-size:13px}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:13.5px}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+thead th{background:#f6f8fa} table.facts th{background:#f6f8fa;font-weight:600;width:220px}
+table.caps td:nth-child(n+3){font-variant-numeric:tabular-nums;white-space:nowrap}
+.gain{background:#dafbe1;color:#116329;padding:1px 4px;border-radius:3px}
+.loss{background:#ffebe9;color:#a40e26;padding:1px 4px;border-radius:3px}
+.gain.weak{background:#f0fbf2;color:#4b8a5a} .loss.weak{background:#fff5f4;color:#b65c68}
+.same{color:#57606a} .ci,.dim{color:#57606a;font-size:12px} .note{color:#57606a;font-style:italic}
+.headline{font-size:14px} .mark{font-weight:700}
+pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12.5px/1.35 ui-monospace,Menlo,
+ Consolas,monospace;max-width:360px;display:inline-block;vertical-align:top}
+code{font:12.5px ui-monospace,Menlo,Consolas,monospace} code.cfg{color:#57606a;font-size:11.5px}
+figure{margin:10px 0} figure img{max-width:min(100%,720px)} figure.wide img{max-width:100%} figcaption{font-size:11px;color:#57606a}
+details{margin:6px 0 10px} summary{cursor:pointer;font-weight:600}
+ul.cites li{margin-bottom:8px} footer{margin-top:36px;color:#57606a;font-size:12px}
+"""
+
+
+def render(folder: Folder, figs: dict[str, bytes]) -> str:
+    """The whole page as one string (figures from ``make_figures``)."""
+    sections = [section_summary(folder), section_strategies(folder),
+                section_capabilities(folder, figs), section_training(folder, figs),
+                section_tradeoff(folder, figs), section_drift(folder, figs),
+                section_guard(folder), section_examples(folder), section_config(folder)]
+    sections = [s for s in sections if s]
+    ids = [sid for sid in SECTIONS if f'<section id="{sid}">' in "".join(sections)]
+    nav = "".join(f'<a href="#{sid}">{sid}</a>' for sid in ids)
+    if folder.kind == "run":
+        res = folder.runs[0].results
+        title = f'{res.get("strategy")} on {(res.get("model") or {}).get("name")}'
+    else:
+        title = str(folder.comparison.get("title") or f"{len(folder.runs)} runs compared")
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            f'img-src data:; style-src \'unsafe-inline\'">'
+            f'<title>retain report: {esc(title)}</title><style>{CSS}</style></head>\n<body>'
+            f'<header><h1>retain report: {esc(title)}</h1>'
+            f'<p class="dim">{esc(folder.kind)} folder <code>{esc(folder.dir.name)}</code></p>'
+            f'<nav>{nav}</nav></header>\n<main>\n' + "\n".join(sections) +
+            f'\n</main><footer>generated by retain {esc(retain.__version__)} at {esc(now)} from '
+            f'{esc(RESULTS_FILE)} and {esc(METRICS_FILE)}</footer></body></html>\n')
+
+
+def build_report(dir: Path) -> Path:
+    """Render the run or comparison folder ``dir`` into ``dir/report.html`` (written atomically:
+    a failure leaves no half page) and its charts into ``dir/figures/*.png``; the page's path."""
+    folder = load_folder(Path(dir))
+    page = render(folder, make_figures(folder))
+    path = folder.dir / REPORT_FILE
+    write_text_atomic(path, page)
+    return path

@@ -1,0 +1,187 @@
+"""The HTML report: sections, escaping of planted markup, PNG figures, atomic writes, and the
+cases where data is missing (no metrics.jsonl, no domain probe, no guard)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from retain.errors import UserError
+from retain.report import html as rh
+from retain.report.figures import short_layer_names
+
+from conftest import PLANTED, make_run
+
+SCRIPT_TAG = re.compile(r"<script\b", re.I)
+
+
+def _ids(page: str) -> list[str]:
+    return re.findall(r'<section id="([a-z]+)">', page)
+
+
+def test_run_report_has_every_section_and_figure(run_dir: Path):
+    path = rh.build_report(run_dir)
+    assert path == run_dir / "report.html"
+    page = path.read_text()
+    assert _ids(page) == list(rh.SECTIONS)  # guard included: the fixture has guard events
+    for name in ("loss.png", "probes.png", "tradeoff.png", "drift.png", "capabilities.png"):
+        png = (run_dir / "figures" / name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000
+    # the same images are embedded, nothing is fetched
+    assert page.count('src="data:image/png;base64,') == 5
+    assert not re.search(r'(src|href)="(?!data:|#|https://arxiv\.org/)', page)
+    assert "<link" not in page
+    # the summary's facts, and the citation with its link
+    assert "65,536 (1.87% of 3,500,000)" in page and "1 min 23 s" in page
+    assert '<a href="https://arxiv.org/abs/2106.09685"' in page
+    assert "Low-Rank Adaptation of Large Language Models" in page
+
+
+def test_planted_script_is_escaped_everywhere(run_dir: Path):
+    page = rh.build_report(run_dir).read_text()
+    assert PLANTED not in page and SCRIPT_TAG.search(page) is None  # no script at all in the page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    # in a model answer, in config.yaml and in the config in results.json both shown escaped
+    assert page.count(escaped) >= 2
+    assert "12 " + escaped + " &amp; &quot;quotes&quot;" in page
+
+
+def test_strings_from_results_are_escaped(tmp_path: Path):
+    d = make_run(tmp_path / "r", "lora")
+    res = json.loads((d / "results.json").read_text())
+    res["strategy"] = "lora<img src=x onerror=alert(2)>"
+    res["strategies"][0]["citation"] = 'X, 2020, https://e.org/a"onmouseover="alert(3)'
+    res["probes"]["before"][0]["probe"] = "ma<b>th"
+    res["comparison"][0]["probe"] = "ma<b>th"
+    (d / "results.json").write_text(json.dumps(res))
+    page = rh.build_report(d).read_text()
+    assert "<img src=x" not in page and "lora&lt;img src=x onerror=alert(2)&gt;" in page
+    assert 'onmouseover="alert' not in page  # the quote ends the URL: it cannot open an attribute
+    assert "<b>th" not in page and "ma&lt;b&gt;th" in page
+
+
+def test_capability_table_colours_follow_the_metric_direction(run_dir: Path):
+    page = rh.build_report(run_dir).read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(
+        r"<tr><td>[^<]*</td><td>([a-z_.]+) [↑↓]</td>(.*?)</tr>", page)}
+    # lower is better: a rise in cross-entropy is a loss, within noise here (intervals overlap)
+    assert 'class="loss weak">+0.060' in rows["writing.ce_nats_per_token"]
+    assert 'class="gain">+0.550' in rows["legal.accuracy"]  # intervals apart: strong colour
+    assert "[0.480, 0.720]" in rows["legal.accuracy"]  # the after interval
+    full = rh.build_report(make_run(run_dir.parent / "full", "full")).read_text()
+    assert 'class="loss">-0.650' in full  # safety.refusal_rate 0.95 -> 0.30
+    assert "lost (intervals apart): math.accuracy" in full
+
+
+def test_change_class():
+    row = {"delta": -0.1, "higher_is_better": False, "before_ci": [0.3, 0.4], "after_ci": [0.1, 0.2]}
+    assert rh.change_class(row) == "gain"
+    assert rh.change_class({**row, "higher_is_better": True}) == "loss"
+    assert rh.change_class({**row, "after_ci": [0.2, 0.35]}) == "gain weak"
+    assert rh.change_class({**row, "delta": 0.0}) == "same"
+
+
+def test_comparison_report(comparison_dir: Path):
+    page = rh.build_report(comparison_dir).read_text()
+    assert _ids(page) == list(rh.SECTIONS)  # the full run has guard events
+    assert "tiny on legal: full vs lora" in page
+    # runs in comparison.json's order, labelled by it, though its dirs point elsewhere
+    assert page.index("full: after (delta)") < page.index("lora: after (delta)")
+    assert "after: full" in page and "after: lora" in page
+    # both points on the front (full learns more, lora keeps more), and the base point
+    tradeoff = page[page.index('<section id="tradeoff">'):page.index('<section id="drift">')]
+    assert tradeoff.count("<td>yes</td>") == 2 and "before fine-tuning" in tradeoff
+    # both citations shown
+    assert "https://arxiv.org/abs/1801.06146" in page and "https://arxiv.org/abs/2106.09685" in page
+    assert sorted(p.name for p in (comparison_dir / "figures").iterdir()) == [
+        "capabilities.png", "drift.png", "loss.png", "probes.png", "tradeoff.png"]
+    guard = page[page.index('<section id="guard">'):page.index('<section id="examples">')]
+    assert "<h3>full</h3>" in guard and "<h3>lora</h3>" not in guard
+
+
+def test_guard_section(run_dir: Path):
+    page = rh.build_report(run_dir).read_text()
+    guard = page[page.index('<section id="guard">'):page.index('<section id="examples">')]
+    assert "safety.refusal_rate&gt;=0.9" in guard and "<td>0.620</td>" in guard
+    assert "<td>stop</td>" in guard and "checkpoint of step 20" in guard
+
+
+def test_no_guard_no_section(tmp_path: Path):
+    page = rh.build_report(make_run(tmp_path / "r", guard=False)).read_text()
+    assert "guard" not in _ids(page) and 'href="#guard"' not in page
+
+
+def test_missing_metrics_jsonl(tmp_path: Path):
+    d = make_run(tmp_path / "r", metrics=False)
+    page = rh.build_report(d).read_text()
+    training = page[page.index('<section id="training">'):page.index('<section id="tradeoff">')]
+    assert "no probe curve recorded" in training and "loss.png" in training  # from results.json
+    assert not (d / "figures" / "probes.png").exists()
+    res = json.loads((d / "results.json").read_text())
+    res["training"]["loss_curve"] = []
+    (d / "results.json").write_text(json.dumps(res))
+    page = rh.build_report(d).read_text()
+    training = page[page.index('<section id="training">'):page.index('<section id="tradeoff">')]
+    assert "no training curve recorded" in training and "<img" not in training
+
+
+def test_no_domain_probe_no_tradeoff_chart(tmp_path: Path):
+    d = make_run(tmp_path / "r")
+    res = json.loads((d / "results.json").read_text())
+    for c in res["comparison"]:
+        c["capability"] = "math" if c["capability"] == "domain" else c["capability"]
+    (d / "results.json").write_text(json.dumps(res))
+    page = rh.build_report(d).read_text()
+    assert "no trade-off to chart" in page and not (d / "figures" / "tradeoff.png").exists()
+
+
+def test_failed_render_leaves_no_page(tmp_path: Path, monkeypatch):
+    d = make_run(tmp_path / "r")
+
+    def boom(folder):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(rh, "section_examples", boom)
+    with pytest.raises(RuntimeError):
+        rh.build_report(d)
+    assert not (d / "report.html").exists()
+    monkeypatch.undo()
+    rh.build_report(d)
+    good = (d / "report.html").read_bytes()
+
+    def broken_fsync(fd):  # the write itself fails half-way: the old page stays whole
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        rh.build_report(d)
+    assert (d / "report.html").read_bytes() == good
+    assert [p.name for p in d.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_not_a_report_folder(tmp_path: Path):
+    with pytest.raises(UserError, match="neither a run folder"):
+        rh.build_report(tmp_path)
+    with pytest.raises(UserError, match="is not a folder"):
+        rh.build_report(tmp_path / "nope")
+
+
+def test_comparison_duplicate_labels_get_folder_names(tmp_path: Path):
+    make_run(tmp_path / "c" / "seed0", "lora", seed=0)
+    make_run(tmp_path / "c" / "seed1", "lora", seed=1)
+    (tmp_path / "c" / "comparison.json").write_text("{}")
+    folder = rh.load_folder(tmp_path / "c")
+    assert [r.label for r in folder.runs] == ["lora (seed0)", "lora (seed1)"]
+
+
+def test_helpers():
+    assert short_layer_names(["model.layers.0", "model.layers.1"]) == ["layers.0", "layers.1"]
+    assert short_layer_names(["model.layers.0", "lm_head.weight"]) == ["model.layers.0", "lm_head.weight"]
+    assert rh.num(None) == "–" and rh.num(float("nan")) == "–" and rh.num(1234) == "1,234"
+    assert rh.linkify("see https://a.org/x.") == 'see <a href="https://a.org/x" rel="noreferrer">https://a.org/x</a>.'
+    assert rh.linkify("javascript:alert(1) <b>") == "javascript:alert(1) &lt;b&gt;"
+    assert rh._cut("x" * 700).endswith("(100 more characters)")
