@@ -95,7 +95,10 @@ def make_accelerator(device: torch.device, mixed_precision: str = "no"):
     from accelerate import Accelerator
 
     cpu = device.type == "cpu"
-    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else mixed_precision)
+    # The model is already where load_model put it (cuda:LOCAL_RANK under accelerate launch);
+    # without device_placement=False a single process would move a cuda:1 model to cuda:0.
+    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else mixed_precision,
+                       device_placement=False)
 
 
 def _progress_bar(total: int):
@@ -131,12 +134,13 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
         s, steps=config.steps, warmup_steps=config.warmup_steps, schedule=config.schedule))
     model, opt = acc.prepare(model, opt)
     inner = acc.unwrap_model(model)
+    device = next(inner.parameters()).device
     rank, world = acc.process_index, acc.num_processes
 
     history: list[dict] = []
-    tokens = torch.zeros((), dtype=torch.long, device=acc.device)  # non-pad tokens, this rank
-    loss_tokens = torch.zeros((), dtype=torch.long, device=acc.device)
-    window = torch.zeros(3, device=acc.device)  # sum of (total loss, lm loss, penalty) since log
+    tokens = torch.zeros((), dtype=torch.long, device=device)  # non-pad tokens, this rank
+    loss_tokens = torch.zeros((), dtype=torch.long, device=device)
+    window = torch.zeros(3, device=device)  # sum of (total loss, lm loss, penalty) since log
     window_n, train_s, last_loss, grad_norm = 0, 0.0, float("nan"), None
     bar = _progress_bar(config.steps) if progress and acc.is_main_process else None
     task = bar.add_task("", total=config.steps, loss=float("nan"), tps=0.0) if bar else None
@@ -149,9 +153,9 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                                        config.seed)
         for step, idx in enumerate(global_batches, 1):
             mine = idx[rank * config.batch_size:(rank + 1) * config.batch_size]
-            batch = {k: v.to(acc.device) for k, v in collate([data[i] for i in mine], pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad_id).items()}
             lm_loss = model(**batch).loss  # mean CE over this rank's loss tokens
-            penalty = torch.zeros((), device=acc.device)
+            penalty = torch.zeros((), device=device)
             for s in strategies:
                 p = s.penalty(inner, batch)
                 if p is not None:
