@@ -195,3 +195,48 @@ def test_unknown_option_is_a_user_error():
         merge_state_dicts("ties", sd(0.0), [sd(1.0)], densty=0.5)
     with pytest.raises(UserError, match="give --base"):
         merge_state_dicts("ties", None, [sd(1.0)])
+
+
+@pytest.mark.parametrize("method,opts", [
+    ("linear", {}), ("wise_ft", {"alpha": 0.3}), ("task_arithmetic", {"scale": 0.7}),
+    ("ties", {"density": 0.3}), ("ties", {"density": 0.6, "majority_sign": "frequency"}),
+    ("dare_ties", {"density": 1.0}), ("slerp", {"alpha": 0.4}), ("fisher", {}), ("regmean", {})])
+def test_chunked_merge_equals_whole_tensor_merge(method, opts, monkeypatch):
+    """The engine cuts big tensors into row chunks; the result must not depend on it. Values are
+    quantized so that TIES meets many equal magnitudes at its threshold."""
+    from retain.merging import engine
+    from retain.merging.base import TensorSet
+
+    g = torch.Generator().manual_seed(4)
+    q = lambda t: (t * 4).round() / 4  # noqa: E731
+    base = {"w": q(torch.randn(37, 11, generator=g)), "b": q(torch.randn(37, generator=g))}
+    models = [{k: q(v + torch.randn(v.shape, generator=g)) for k, v in base.items()}
+              for _ in range(2 if method in ("slerp",) else 3)]
+    spec = MERGE_METHODS[method]
+    stats = None
+    if spec.stats == "fisher":
+        stats = [{k: torch.rand(v.shape, generator=g) for k, v in base.items()} for _ in models]
+    if spec.stats == "gram":
+        stats = [{"w": (lambda x: x.T @ x)(torch.randn(20, 11, generator=g))} for _ in models]
+    use_base = None if spec.base_role == "template" or (spec.base_role == "pair"
+                                                        and len(models) == 2) else base
+    if method == "wise_ft":
+        models = models[:1]
+        use_base = base
+    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 50)  # "w" in 9 chunks of 4 rows, "b" in 1
+    assert len(engine.row_chunks((37, 11))) == 10
+    chunked = merge_state_dicts(method, use_base, models, stats=stats, **opts)
+    o = spec.options(**opts)
+    n = len(models)
+    for k in base:
+        ts = TensorSet(k, use_base[k] if use_base else None, [m[k] for m in models], [1.0] * n,
+                       [o.density] * n if hasattr(o, "density") else None,
+                       [s[k] for s in stats] if stats and k in stats[0] else None)
+        assert torch.allclose(chunked[k], spec.apply(ts, o), atol=1e-5), (method, k)
+
+
+def test_ties_trim_keeps_exactly_k_with_equal_magnitudes():
+    x = T([1.0, -2.0, 2.0, 1.0, -1.0, 2.0, 0.5, -2.0, 1.0, 1.0])  # four 2s, five 1s
+    out = trim(x, 0.6)  # k = 6: the four 2s and the first two 1s
+    assert torch.equal(out, T([1.0, -2.0, 2.0, 1.0, 0.0, 2.0, 0.0, -2.0, 0.0, 0.0]))
+    assert int((trim(x, 0.25) != 0).sum()) == 2 and torch.equal(trim(x, 0.05), torch.zeros(10))

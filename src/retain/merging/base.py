@@ -1,12 +1,14 @@
 """What every merge method shares: the per-tensor inputs (``TensorSet``), the frozen options base,
 and the registry entry (``MergeMethod``). A method is a pure function of one tensor name's inputs;
-the engine (``engine.py``) feeds it tensor by tensor, from folders or from state dicts.
+the engine (``engine.py``) feeds it tensor by tensor, from folders or from state dicts, and cuts
+large tensors into row chunks so memory stays small. A method that needs a whole-tensor quantity
+(TIES's magnitude threshold, SLERP's angle) computes it in ``prepare`` from passes over the chunks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -25,8 +27,9 @@ class TensorSet:
     """The inputs of one tensor name. Tensors are float32 and share one shape.
 
     ``weights``/``densities`` have one entry per model; ``stats`` holds each model's statistic
-    for this tensor (diagonal Fisher, or the Gram matrix of the layer's inputs), when the
-    method uses one."""
+    for this tensor (diagonal Fisher rows, or the Gram matrix of the layer's inputs), when the
+    method uses one. ``rows`` is the chunk's row range in the whole tensor (None: all of it);
+    ``prepared`` is what the method's ``prepare`` computed over the whole tensor."""
 
     name: str
     base: torch.Tensor | None
@@ -34,6 +37,15 @@ class TensorSet:
     weights: list[float]
     densities: list[float] | None = None
     stats: list[torch.Tensor] | None = None
+    rows: tuple[int, int] | None = None
+    prepared: Any = None
+
+    @property
+    def row_start(self) -> int:
+        return 0 if self.rows is None else self.rows[0]
+
+
+Chunks = Callable[[], Iterable[TensorSet]]  # a fresh pass over one tensor's chunks per call
 
 
 # How a method uses the base model:
@@ -54,6 +66,8 @@ class MergeMethod:
     citation: str  # title, year, link
     stats: Literal["fisher", "gram"] | None = None  # per-model statistics files it needs
     default_weight: float = 1.0
+    # whole-tensor pass(es) over the chunks: (chunks, full shape, densities, options) -> prepared
+    prepare: Callable[[Chunks, tuple[int, ...], list[float] | None, MergeOptions], Any] | None = None
 
     def check_counts(self, n_models: int, has_base: bool) -> None:
         """Refuse a number of inputs the method cannot use, with one clear line."""

@@ -4,8 +4,8 @@
 Language Models are Super Mario: Absorbing Abilities from Homologous Models as a Free Lunch
 (Yu et al., 2024), https://arxiv.org/abs/2311.03099
 Same math as peft's ``dare_linear``/``dare_ties``, but the drop mask is drawn from a seeded
-``torch.Generator`` per (seed, tensor name, model), so a merge is reproducible and independent of
-tensor order or sharding (peft draws from the global RNG).
+``torch.Generator`` per (seed, tensor name, model, chunk start row), so a merge is reproducible
+and independent of tensor order or sharding (peft draws from the global RNG).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ class DareTiesOptions(MergeOptions):
     majority_sign: Literal["total", "frequency"] = "total"  # sum of values, or count of signs
 
 
-def generator_for(seed: int, name: str, index: int) -> torch.Generator:
-    """A generator seeded from (seed, tensor name, model index): stable across runs/processes."""
-    key = zlib.crc32(f"{seed}:{index}:{name}".encode())
+def generator_for(seed: int, name: str, index: int, row_start: int = 0) -> torch.Generator:
+    """A generator seeded from (seed, tensor name, model index, chunk row): stable everywhere."""
+    key = zlib.crc32(f"{seed}:{index}:{row_start}:{name}".encode())
     return torch.Generator().manual_seed(((seed << 32) | key) % (1 << 63))
 
 
@@ -49,10 +49,10 @@ def drop_and_rescale(delta: torch.Tensor, density: float, generator: torch.Gener
 
 
 def dare(base: torch.Tensor, tensors: list[torch.Tensor], weights: list[float],
-         densities: list[float], *, seed: int = 0, name: str = "",
+         densities: list[float], *, seed: int = 0, name: str = "", row_start: int = 0,
          ties: bool = False, majority_sign: str = "total", scale: float = 1.0) -> torch.Tensor:
     """base + scale * combine(DARE(tau_i)); combine is sum_i w_i tau_i, or TIES when ``ties``."""
-    deltas = [drop_and_rescale(t - base, d, generator_for(seed, name, i))
+    deltas = [drop_and_rescale(t - base, d, generator_for(seed, name, i, row_start))
               for i, (t, d) in enumerate(zip(tensors, densities))]
     if ties:
         mixed = elect_and_merge(deltas, weights, majority_sign)
@@ -63,9 +63,9 @@ def dare(base: torch.Tensor, tensors: list[torch.Tensor], weights: list[float],
 
 def apply_linear(ts: TensorSet, opts: DareLinearOptions) -> torch.Tensor:
     return dare(ts.base, ts.models, ts.weights, ts.densities, seed=opts.seed, name=ts.name,
-                scale=opts.scale)
+                row_start=ts.row_start, scale=opts.scale)
 
 
 def apply_ties(ts: TensorSet, opts: DareTiesOptions) -> torch.Tensor:
     return dare(ts.base, ts.models, ts.weights, ts.densities, seed=opts.seed, name=ts.name,
-                ties=True, majority_sign=opts.majority_sign, scale=opts.scale)
+                row_start=ts.row_start, ties=True, majority_sign=opts.majority_sign, scale=opts.scale)

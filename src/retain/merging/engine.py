@@ -1,10 +1,12 @@
-"""The merge engine: check that the inputs fit together, then merge tensor by tensor, from folders
-to a folder (``merge``, streaming: memory stays near one tensor per input) or between state dicts
-in memory (``merge_state_dicts``, used by the search and by strategies).
+"""The merge engine: check that the inputs fit together, then merge tensor by tensor (large
+tensors in row chunks), from folders to a folder (``merge``, streaming: memory stays near a few
+chunks per input, not a model) or between state dicts in memory (``merge_state_dicts``, used by
+the search and by strategies). Both paths cut tensors the same way and give identical results.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -87,43 +89,71 @@ def _resolve(method: MergeMethod, opts: MergeOptions, n: int, weights, densities
     return weights, densities
 
 
-def _stats_for(name: str, shape: tuple[int, ...], kind: str, stats: list) -> list[torch.Tensor] | None:
-    """Each model's statistic for ``name``: all or none (then the method's plain fallback)."""
-    found = [s.get(name) for s in stats]
-    if all(f is None for f in found):
-        return None
-    for s, f in zip(stats, found):
-        if f is None:
+CHUNK_ELEMENTS = 1 << 19  # rows per chunk are chosen so one input chunk holds at most this many
+
+
+def row_chunks(shape: tuple[int, ...]) -> list[tuple[int, int] | None]:
+    """Row ranges (dim 0) that cut a tensor into chunks of at most CHUNK_ELEMENTS entries (a
+    row is never split); [None] when the tensor is small enough to take whole. Fixed, so
+    streaming and in-memory merges cut identically (DARE's masks are drawn per chunk)."""
+    numel = math.prod(shape)
+    if len(shape) == 0 or numel <= CHUNK_ELEMENTS:
+        return [None]
+    step = max(1, CHUNK_ELEMENTS // max(1, numel // shape[0]))
+    return [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
+
+
+def _check_stats(name: str, shape: tuple[int, ...], kind: str, stats: list) -> bool:
+    """Whether every model has a statistic for ``name`` (none: the method's plain fallback)."""
+    shapes = [s.shape(name) for s in stats]
+    if all(sh is None for sh in shapes):
+        return False
+    want = shape if kind == "fisher" else (shape[-1], shape[-1])
+    for s, sh in zip(stats, shapes):
+        if sh is None:
             raise UserError(f"{s.label} has no {kind} entry for tensor {name!r} (other files do)")
-        want = shape if kind == "fisher" else (shape[-1], shape[-1])
-        if tuple(f.shape) != tuple(want):
-            raise UserError(f"{kind} of tensor {name!r} in {s.label} has shape {list(f.shape)}, "
+        if tuple(sh) != tuple(want):
+            raise UserError(f"{kind} of tensor {name!r} in {s.label} has shape {list(sh)}, "
                             f"expected {list(want)}")
-    return [f.float() for f in found]
+    return True
 
 
 def merge_tensors(method: MergeMethod, opts: MergeOptions, template: TensorSource,
                   base: TensorSource | None, models: Sequence[TensorSource],
                   weights: list[float], densities: list[float] | None, stats: list | None,
                   ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, merged float tensor) in the template's order; one name in memory at a time.
+    """Yield (name, merged float rows) in the template's order, chunk by chunk (row ranges of
+    at most CHUNK_ELEMENTS entries per input), so memory stays near a few chunks per input.
     Tensors that are not floating point (buffers, ids) are copied from the template."""
     use_base = base is not None and (method.base_role == "required" or
                                      (method.base_role == "pair" and len(models) == 1))
     for name in template.names():
+        shape = template.shape(name)
         if not template.dtype(name).is_floating_point:
             yield name, template.get(name)
             continue
-        ts = TensorSet(
-            name=name,
-            base=base.get(name).float() if use_base else None,
-            models=[m.get(name).float() for m in models],  # (*shape) float32 each
-            weights=weights, densities=densities,
-            stats=_stats_for(name, template.shape(name), method.stats, stats) if stats else None)
-        merged = method.apply(ts, opts)
-        if tuple(merged.shape) != template.shape(name):
-            raise RuntimeError(f"{method.name} returned shape {tuple(merged.shape)} for {name}")
-        yield name, merged
+        has_stats = bool(stats) and _check_stats(name, shape, method.stats, stats)
+        whole_stats = (has_stats and method.stats == "gram") and [s.get(name).float() for s in stats]
+        chunks = row_chunks(shape)
+
+        def read(rows, prepared=None) -> TensorSet:
+            if has_stats:
+                st = whole_stats or [s.get(name, rows).float() for s in stats]
+            return TensorSet(
+                name=name, rows=rows, prepared=prepared,
+                base=base.get(name, rows).float() if use_base else None,
+                models=[m.get(name, rows).float() for m in models],  # (rows, *shape[1:]) each
+                weights=weights, densities=densities, stats=st if has_stats else None)
+
+        prepared = None
+        if method.prepare is not None:
+            prepared = method.prepare(lambda: (read(r) for r in chunks), shape, densities, opts)
+        for rows in chunks:
+            merged = method.apply(read(rows, prepared), opts)
+            want = shape if rows is None else (rows[1] - rows[0], *shape[1:])
+            if tuple(merged.shape) != tuple(want):
+                raise RuntimeError(f"{method.name} returned shape {tuple(merged.shape)} for {name}")
+            yield name, merged
 
 
 def _prepare(method_name: str, n_models: int, has_base: bool, options: dict, stats_given: bool):
@@ -154,8 +184,11 @@ def merge_state_dicts(method: str, base: dict[str, torch.Tensor] | None,
     check_compatible(template, srcs)
     w, d = _resolve(spec, opts, len(models), weights, densities)
     st = [StatsDict(s, f"{spec.stats} {i}") for i, s in enumerate(stats)] if stats else None
-    return {name: t.to(template.dtype(name))
-            for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, st)}
+    pieces: dict[str, list[torch.Tensor]] = {}
+    for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, st):
+        pieces.setdefault(name, []).append(t)
+    return {name: (p[0] if len(p) == 1 else torch.cat(p)).to(template.dtype(name))
+            for name, p in pieces.items()}
 
 
 def merge(method: str, models: Sequence[str | Path], out: str | Path, *,
@@ -195,15 +228,16 @@ def merge(method: str, models: Sequence[str | Path], out: str | Path, *,
     names = template.names()
     entries = [Entry(n, template.shape(n), out_dtype if out_dtype and template.dtype(n)
                      .is_floating_point else template.dtype(n)) for n in names]
+    entries_by_name = {e.name: e for e in entries}
     with atomic_folder(out, overwrite) as tmp:
         writer = ShardWriter(tmp, entries, shard_bytes,
                              {"merge_method": spec.name, "retain_version": retain.__version__})
         try:
-            stream = merge_tensors(spec, opts, template, base_src, srcs, w, d, stats)
-            for i, ((name, t), e) in enumerate(zip(stream, entries)):
-                writer.write(name, t.to(e.dtype))
-                if progress is not None:
-                    progress(i + 1, len(entries), name)
+            done = 0
+            for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, stats):
+                if writer.write(name, t.to(entries_by_name[name].dtype)) and progress:
+                    done += 1
+                    progress(done, len(entries), name)
             writer.finish()
         finally:
             writer.abort()

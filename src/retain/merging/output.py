@@ -96,23 +96,33 @@ class ShardWriter:
         self.metadata = {"format": "pt", **(metadata or {})}
         self._order = [(i, e) for i, shard in enumerate(self.shards) for e in shard]
         self._pos = 0
+        self._written = 0  # bytes of the current entry written so far
         self._fh = None
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def write(self, name: str, rows: torch.Tensor) -> bool:
+        """Append the next rows (dim 0) of the current tensor, or all of it; True when that
+        tensor is complete."""
         shard, entry = self._order[self._pos]
-        if name != entry.name or tuple(tensor.shape) != entry.shape or tensor.dtype != entry.dtype:
-            raise RuntimeError(f"writer expected {entry}, got {name} {tuple(tensor.shape)} "
-                               f"{tensor.dtype}")
+        if name != entry.name or rows.dtype != entry.dtype or (
+                tuple(rows.shape) != entry.shape and tuple(rows.shape[1:]) != entry.shape[1:]):
+            raise RuntimeError(f"writer expected {entry}, got {name} {tuple(rows.shape)} "
+                               f"{rows.dtype}")
         if self._fh is None:
             self._fh = open(self.folder / self.files[shard], "wb")
             self._fh.write(_header(self.shards[shard], self.metadata))
-        data = tensor.detach().contiguous().reshape(-1)
+        data = rows.detach().contiguous().reshape(-1)
         if data.numel():
             self._fh.write(data.view(torch.uint8).numpy().data)
-        self._pos += 1
+        self._written += data.numel() * data.element_size()
+        if self._written > entry.nbytes:
+            raise RuntimeError(f"writer got more bytes than {entry}")
+        if self._written < entry.nbytes:
+            return False
+        self._pos, self._written = self._pos + 1, 0
         if self._pos == len(self._order) or self._order[self._pos][0] != shard:
             self._fh.close()
             self._fh = None
+        return True
 
     def finish(self) -> None:
         """Check every tensor was written; write the index when there are several shards."""

@@ -20,7 +20,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
         "required", citation="Editing Models with Task Arithmetic (Ilharco et al., 2023), "
                              "https://arxiv.org/abs/2212.04089"),
     "ties": MergeMethod(
-        "ties", ties.TiesOptions, ties.apply, "required",
+        "ties", ties.TiesOptions, ties.apply, "required", prepare=ties.prepare,
         citation="TIES-Merging: Resolving Interference When Merging Models (Yadav et al., 2023), "
                  "https://arxiv.org/abs/2306.01708"),
     "dare_linear": MergeMethod(
@@ -32,7 +32,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
         citation="Language Models are Super Mario (Yu et al., 2024), "
                  "https://arxiv.org/abs/2311.03099; TIES (Yadav et al., 2023)"),
     "slerp": MergeMethod(
-        "slerp", slerp.SlerpOptions, slerp.apply, "pair",
+        "slerp", slerp.SlerpOptions, slerp.apply, "pair", prepare=slerp.prepare,
         citation="Animating rotation with quaternion curves (Shoemake, 1985), "
                  "https://doi.org/10.1145/325165.325242"),
     "fisher": MergeMethod(

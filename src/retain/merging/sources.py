@@ -38,7 +38,7 @@ class TensorSource(Protocol):
     def names(self) -> list[str]: ...
     def shape(self, name: str) -> tuple[int, ...]: ...
     def dtype(self, name: str) -> torch.dtype: ...
-    def get(self, name: str) -> torch.Tensor: ...
+    def get(self, name: str, rows: Rows = None) -> torch.Tensor: ...
 
 
 def _read_header(file: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -59,9 +59,16 @@ def _read_header(file: Path) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         raise UserError(f"{file}: not a readable safetensors file ({e})") from None
 
 
-def _read_tensor(file: Path, name: str) -> torch.Tensor:
-    with safe_open(str(file), framework="pt") as f:  # reopened per tensor: see module docstring
-        return f.get_tensor(name)
+Rows = tuple[int, int] | None  # a range of rows (dim 0) of a tensor; None: all of it
+
+
+def _read_tensor(file: Path, name: str, rows: Rows = None) -> torch.Tensor:
+    with safe_open(str(file), framework="pt") as f:  # reopened per read: see module docstring
+        return f.get_tensor(name) if rows is None else f.get_slice(name)[rows[0]:rows[1]]
+
+
+def _rows(t: torch.Tensor, rows: Rows) -> torch.Tensor:
+    return t if rows is None else t[rows[0]:rows[1]]
 
 
 def _read_json(path: Path) -> dict:
@@ -113,8 +120,8 @@ class FolderSource:
     def dtype(self, name: str) -> torch.dtype:
         return self._meta[name][2]
 
-    def get(self, name: str) -> torch.Tensor:
-        return _read_tensor(self._meta[name][0], name)
+    def get(self, name: str, rows: Rows = None) -> torch.Tensor:
+        return _read_tensor(self._meta[name][0], name, rows)
 
 
 class DictSource:
@@ -132,8 +139,8 @@ class DictSource:
     def dtype(self, name: str) -> torch.dtype:
         return self._state[name].dtype
 
-    def get(self, name: str) -> torch.Tensor:
-        return self._state[name]
+    def get(self, name: str, rows: Rows = None) -> torch.Tensor:
+        return _rows(self._state[name], rows)
 
 
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>A|B)(\.[^.]+)?\.(?P<param>weight|bias)$")
@@ -201,6 +208,16 @@ class AdapterSource:
         for target, parts in self._lora.items():
             if "A" not in parts or "B" not in parts:
                 raise UserError(f"{path}: tensor {target!r} has only one of lora_A/lora_B")
+            want = (header[parts["B"]][0][0], header[parts["A"]][0][1])  # (out, in) of B @ A
+            if parts["kind"] == "embedding" or cfg.get("fan_in_fan_out"):
+                want = want[::-1]
+            if want != base.shape(target):
+                raise UserError(f"{path}: LoRA delta of {target!r} has shape {list(want)}, the "
+                                f"base tensor {list(base.shape(target))}")
+        for target, key in self._full.items():
+            if header[key][0] != base.shape(target):
+                raise UserError(f"{path}: tensor {target!r} has shape {list(header[key][0])}, the "
+                                f"base's {list(base.shape(target))} (resized embeddings?)")
 
     def names(self) -> list[str]:
         return self.base.names()
@@ -215,32 +232,27 @@ class AdapterSource:
         alpha = _pattern_value(self._cfg.get("alpha_pattern"), module, self._cfg.get("lora_alpha", 8))
         return alpha / math.sqrt(r) if self._cfg.get("use_rslora") else alpha / r
 
-    def delta(self, name: str) -> torch.Tensor | None:
-        """The effective weight delta of a base tensor, float32, or None when it has none."""
+    def delta(self, name: str, rows: Rows = None) -> torch.Tensor | None:
+        """The effective weight delta of (rows of) a base tensor, float32; None if it has none."""
         if name in self._lora:
             p = self._lora[name]
             a = _read_tensor(self.file, p["A"]).float()  # (r, in) / embedding: (r, num)
             b = _read_tensor(self.file, p["B"]).float()  # (out, r) / embedding: (dim, r)
-            d = (b @ a) * self._scaling(p["module"], a.shape[0])
-            if p["kind"] == "embedding" or self._cfg.get("fan_in_fan_out"):
-                d = d.T
-            if tuple(d.shape) != self.base.shape(name):
-                raise UserError(f"{self.label}: LoRA delta of {name!r} has shape {tuple(d.shape)}, "
-                                f"the base tensor {self.base.shape(name)}")
-            return d
+            transposed = p["kind"] == "embedding" or self._cfg.get("fan_in_fan_out")
+            scaling = self._scaling(p["module"], a.shape[0])
+            if transposed:  # rows of (B @ A)^T are columns of B @ A
+                return (b @ _rows(a.T, rows).T).T * scaling
+            return (_rows(b, rows) @ a) * scaling
         if name in self._bias:
             key, module = self._bias[name]
             r = _read_tensor(self.file, self._lora[f"{module}.weight"]["A"]).shape[0]
-            return _read_tensor(self.file, key).float() * self._scaling(module, r)
+            return _read_tensor(self.file, key, rows).float() * self._scaling(module, r)
         return None
 
-    def get(self, name: str) -> torch.Tensor:
+    def get(self, name: str, rows: Rows = None) -> torch.Tensor:
         full = name in self._full
-        base = _read_tensor(self.file, self._full[name]) if full else self.base.get(name)
-        if full and tuple(base.shape) != self.base.shape(name):
-            raise UserError(f"{self.label}: tensor {name!r} has shape {list(base.shape)}, "
-                            f"the base's {list(self.base.shape(name))} (resized embeddings?)")
-        d = self.delta(name)
+        base = _read_tensor(self.file, self._full[name], rows) if full else self.base.get(name, rows)
+        d = self.delta(name, rows)
         return base if d is None else base.float() + d
 
 
@@ -252,12 +264,15 @@ class StatsFile:
         self.path, self.label = Path(path), str(path)
         if not self.path.is_file():
             raise UserError(f"statistics file not found: {path}")
-        self._keys = {(k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k): k
-                      for k in _read_header(self.path)}
+        header = _read_header(self.path)
+        self._keys = {(k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k): k for k in header}
+        self._shapes = {k: header[v][0] for k, v in self._keys.items()}
 
-    def get(self, name: str) -> torch.Tensor | None:
-        key = self._keys.get(name)
-        return None if key is None else _read_tensor(self.path, key)
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return self._shapes.get(name)
+
+    def get(self, name: str, rows: Rows = None) -> torch.Tensor:
+        return _read_tensor(self.path, self._keys[name], rows)
 
 
 class StatsDict:
@@ -268,8 +283,12 @@ class StatsDict:
                        for k, v in state.items()}
         self.label = label
 
-    def get(self, name: str) -> torch.Tensor | None:
-        return self._state.get(name)
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        t = self._state.get(name)
+        return None if t is None else tuple(t.shape)
+
+    def get(self, name: str, rows: Rows = None) -> torch.Tensor:
+        return _rows(self._state[name], rows)
 
 
 def open_source(path: str | Path, base: FolderSource | None) -> FolderSource | AdapterSource:
