@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from retain import strategies as strategies_mod
 from retain.builtin.build import build_tokenizer
-from retain.config import RunConfig, apply_override, load_config, to_yaml
+from retain.config import RunConfig, apply_override, load_config, load_run_config, to_yaml
 from retain.errors import UserError
 from retain.report import results as rr
 from retain.run import run
@@ -178,6 +178,10 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     with pytest.raises(Exception):
         c.lr = 1.0  # frozen
     assert apply_override({"a": [{"b": 1}]}, "a.0.b=2") == {"a": [{"b": 2}]}
+    flags = {"steps": 5, "lr": 1e-3, "strategies": [{"name": "lora"}]}
+    c = load_run_config(p, ["steps=9", "strategies.0.r=2"], **flags)  # file < flags < overrides
+    assert (c.steps, c.lr, c.strategies[0]["r"]) == (9, 1e-3, 2)
+    assert flags["strategies"] == [{"name": "lora"}]  # the caller's values are not edited
 
 
 def test_results_helpers(tmp_path):

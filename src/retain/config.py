@@ -10,6 +10,7 @@ stored with every option resolved, so ``config.yaml`` in a run folder says exact
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,7 @@ class RunConfig(BaseModel):
     probe_every: int = Field(0, ge=0)  # probe during training every N steps (0: never)
     probe_batch_size: int = Field(32, gt=0)
     log_every: int = Field(10, gt=0)  # a training record into metrics.jsonl every N steps
+    report_to: str | list[str] | None = None  # trackers: "tensorboard", "wandb", "all", ...
     # output
     out: Path = Path("runs/run")  # default: runs/<strategies>-seed<seed>
     overwrite: bool = False
@@ -131,24 +133,36 @@ def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """A ``RunConfig`` from a YAML file (or the defaults when None) plus ``a.b=c`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{p}: expected a mapping of config keys at the top level")
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping of config keys at the top level")
+    return data
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                    **flags: Any) -> RunConfig:
+    """A ``RunConfig`` from a YAML file (or the defaults when None), then keyword ``flags`` (the
+    CLI's options, whole values), then ``a.b=c`` overrides: file < flags < overrides."""
+    data = _read_yaml(path) if path is not None else {}
+    data.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
+    data = copy.deepcopy(data)  # overrides edit nested values: never the caller's
     if "strategies" in data or any(o.startswith("strategies.") for o in overrides):
         data["strategies"] = list(data.get("strategies") or [{"name": "full"}])
     for o in overrides:
         apply_override(data, o)
     return parse_config(data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """A ``RunConfig`` from a YAML file (or the defaults when None) plus ``a.b=c`` overrides."""
+    return load_run_config(path, overrides)
 
 
 def to_yaml(config: RunConfig) -> str:

@@ -55,8 +55,10 @@ def run(config: RunConfig) -> dict:
     from retain.models import copy_state, count_params, load_model
     from retain.probes import evaluate, load_probes
     from retain.probes.engine import pad_token_id
+    from retain.report.trackers import log_metrics, make_trackers, start_trackers
     from retain.strategies import RunContext, build_strategies, strategy_label
     from retain.train import TrainConfig, train
+    from retain.train.loop import make_accelerator
 
     t_start = time.perf_counter()
     main = PartialState().is_main_process  # under `accelerate launch`, one process writes
@@ -65,17 +67,21 @@ def run(config: RunConfig) -> dict:
         _prepare_out_dir(out, config.overwrite)
         rr.write_text_atomic(out / rr.CONFIG_FILE, to_yaml(config))
 
-    def log(record: dict) -> None:
-        if main:
-            rr.append_jsonl(out / rr.METRICS_FILE, record)
-
     # Everything a user can get wrong is checked before the model is loaded.
     strategies = build_strategies(config.strategies)
     probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)
+    tracker_kwargs, tracker_init = make_trackers(config.report_to, out)
     set_seed(config.seed)
     model, tok = load_model(config.model, dtype=config.dtype, device=config.device,
                             trust_remote_code=config.trust_remote_code)
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    acc = make_accelerator(device, **tracker_kwargs)  # trackers (report_to) log through it
+    start_trackers(acc, config.model_dump(mode="json"), tracker_init)
+
+    def log(record: dict) -> None:  # metrics.jsonl, and a copy to the trackers
+        if main:
+            rr.append_jsonl(out / rr.METRICS_FILE, record)
+        log_metrics(acc, record)
     base_state = copy_state(model)  # CPU copy: drift and strategies (EWC, L2-SP) compare to it
     needs_base = any(getattr(p, "needs_base", False) for p in probes)
     base_model = copy.deepcopy(model) if needs_base else None  # for KL-to-base probes
@@ -110,8 +116,9 @@ def run(config: RunConfig) -> dict:
                        seed=config.seed, log_every=config.log_every,
                        probe_every=config.probe_every)
     trained = train(model, train_data, pad_id=pad_token_id(tok), config=tcfg,
-                    strategies=strategies, on_log=log,
-                    on_probe=lambda step, m: probe(m, step, "during"), progress=config.progress)
+                    strategies=strategies, on_log=log, accelerator=acc,
+                    on_probe=lambda step, m: probe(m, step, "during") and None,
+                    progress=config.progress)
 
     # 4. Strategies finalize (merge adapters, merge with the base, ...), in list order.
     for s in strategies:
@@ -119,7 +126,8 @@ def run(config: RunConfig) -> dict:
     model.eval()
 
     # 5. After: what it can do now, and what changed.
-    after = probe(model, config.steps, "after")
+    after = probe(model, trained.steps, "after")
+    acc.end_training()
     comparison = compare(before, after)
     with torch.no_grad():
         drift = weight_drift(base_state, dict(model.named_parameters()))
@@ -141,7 +149,8 @@ def run(config: RunConfig) -> dict:
                  "train_examples": len(train_data),
                  "train_tokens": sum(len(e["input_ids"]) for e in train_data),
                  "reference_spec": config.reference, "reference_examples": len(reference)},
-        "training": {"steps": trained.steps, "tokens_seen": trained.tokens_seen,
+        "training": {"steps": trained.steps, "stopped_early": trained.stopped_early,
+                     "tokens_seen": trained.tokens_seen,
                      "loss_tokens": trained.loss_tokens, "tokens_per_s": trained.tokens_per_s,
                      "wall_s": trained.wall_s, "final_loss": trained.final_loss,
                      "lr": config.lr, "batch_size": config.batch_size, "seq_len": config.seq_len,
@@ -154,10 +163,10 @@ def run(config: RunConfig) -> dict:
     }
 
     # 6. The run folder: weights (if asked), summary.csv, and results.json last.
+    results["wall_s"] = time.perf_counter() - t_start
     if main:
         if config.save_model:
             _save_model(model, tok, out)
-        results["wall_s"] = time.perf_counter() - t_start
         rr.write_summary_csv(out / rr.SUMMARY_FILE, results)
         rr.write_json_atomic(out / rr.RESULTS_FILE, results)
     return results

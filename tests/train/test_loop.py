@@ -111,3 +111,12 @@ def test_same_seed_same_weights(tok, legal):
     train(a, legal, pad_id=0, config=cfg, progress=True)
     train(b, legal, pad_id=0, config=cfg, progress=False)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_on_probe_true_stops_training(tok, legal):
+    logs = []
+    res = train(tiny(tok), legal, pad_id=0, on_probe=lambda step, m: step >= 4, on_log=logs.append,
+                progress=False, config=TrainConfig(lr=1e-3, steps=10, batch_size=2, log_every=3,
+                                                   probe_every=2))
+    assert res.steps == 4 and res.stopped_early
+    assert [r["step"] for r in logs] == [3, 4]  # the partial window is logged at the stop

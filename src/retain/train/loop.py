@@ -44,6 +44,7 @@ class TrainResult:
     tokens_per_s: float
     final_loss: float  # mean total loss over the last log window
     history: list[dict] = field(default_factory=list)  # the log records
+    stopped_early: bool = False  # on_probe asked to stop before config.steps
 
 
 def collate(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -91,14 +92,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
-def make_accelerator(device: torch.device, mixed_precision: str = "no"):
+def make_accelerator(device: torch.device, mixed_precision: str = "no", **kwargs):
+    """The run's Accelerator (``kwargs``: e.g. ``log_with``/``project_dir`` for trackers)."""
     from accelerate import Accelerator
 
     cpu = device.type == "cpu"
     # The model is already where load_model put it (cuda:LOCAL_RANK under accelerate launch);
     # without device_placement=False a single process would move a cuda:1 model to cuda:0.
     return Accelerator(cpu=cpu, mixed_precision="no" if cpu else mixed_precision,
-                       device_placement=False)
+                       device_placement=False, **kwargs)
 
 
 def _progress_bar(total: int):
@@ -114,13 +116,14 @@ def _progress_bar(total: int):
 
 def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: TrainConfig,
           strategies: Sequence = (), on_log: Callable[[dict], None] | None = None,
-          on_probe: Callable[[int, torch.nn.Module], None] | None = None,
+          on_probe: Callable[[int, torch.nn.Module], bool | None] | None = None,
           progress: bool = True, accelerator=None) -> TrainResult:
     """Train ``model`` in place on tokenized ``data`` for ``config.steps`` optimizer steps.
 
     ``strategies`` add ``penalty(model, batch)`` terms to the loss. ``on_log(record)`` gets a
     record every ``log_every`` steps and at the last; ``on_probe(step, model)`` runs every
-    ``probe_every`` steps (main process only, model in eval mode, time not counted)."""
+    ``probe_every`` steps (main process only, model in eval mode, time not counted); if it
+    returns True, training stops there (a guard, early stopping)."""
     if not data:
         raise ValueError("no training examples")
     device = next(model.parameters()).device
@@ -141,11 +144,33 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     tokens = torch.zeros((), dtype=torch.long, device=device)  # non-pad tokens, this rank
     loss_tokens = torch.zeros((), dtype=torch.long, device=device)
     window = torch.zeros(3, device=device)  # sum of (total loss, lm loss, penalty) since log
-    window_n, train_s, last_loss, grad_norm = 0, 0.0, float("nan"), None
+    window_n, train_s, last_loss, grad_norm, step = 0, 0.0, float("nan"), None, 0
+    stop = torch.zeros((), dtype=torch.long, device=device)
     bar = _progress_bar(config.steps) if progress and acc.is_main_process else None
     task = bar.add_task("", total=config.steps, loss=float("nan"), tps=0.0) if bar else None
     if bar:
         bar.start()
+
+    def emit(step: int) -> None:
+        """A log record of the steps since the last one (averaged over processes)."""
+        nonlocal window_n, last_loss
+        elapsed = train_s + time.perf_counter() - t0
+        seen = int(acc.reduce(tokens.clone(), "sum"))
+        w = (acc.reduce(window.clone(), "mean") / window_n).tolist()
+        last_loss = w[0]
+        rec = {"event": "train", "step": step, "loss": w[0], "lm_loss": w[1], "penalty": w[2],
+               "lr": sched.get_last_lr()[0],
+               "grad_norm": None if grad_norm is None else float(grad_norm),
+               "tokens_seen": seen, "tokens_per_s": seen / max(elapsed, 1e-9),
+               "elapsed_s": elapsed}
+        history.append(rec)
+        window.zero_()
+        window_n = 0
+        if on_log and acc.is_main_process:
+            on_log(rec)
+        if bar:
+            bar.update(task, loss=w[0], tps=rec["tokens_per_s"])
+
     model.train()
     t0 = time.perf_counter()
     try:
@@ -173,39 +198,27 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
             window += torch.stack([loss.detach(), lm_loss.detach(), penalty.detach()]).float()
             window_n += 1
             if step % config.log_every == 0 or step == config.steps:
-                elapsed = train_s + time.perf_counter() - t0
-                seen = int(acc.reduce(tokens.clone(), "sum"))
-                w = (acc.reduce(window.clone(), "mean") / window_n).tolist()
-                last_loss = w[0]
-                rec = {"event": "train", "step": step, "loss": w[0], "lm_loss": w[1],
-                       "penalty": w[2], "lr": sched.get_last_lr()[0],
-                       "grad_norm": None if grad_norm is None else float(grad_norm),
-                       "tokens_seen": seen, "tokens_per_s": seen / max(elapsed, 1e-9),
-                       "elapsed_s": elapsed}
-                history.append(rec)
-                window.zero_()
-                window_n = 0
-                if on_log and acc.is_main_process:
-                    on_log(rec)
-                if bar:
-                    bar.update(task, loss=w[0], tps=rec["tokens_per_s"])
+                emit(step)
             if bar:
                 bar.advance(task)
             if on_probe and config.probe_every and step % config.probe_every == 0:
                 train_s += time.perf_counter() - t0
                 if acc.is_main_process:
                     inner.eval()
-                    on_probe(step, inner)
+                    stop.fill_(bool(on_probe(step, inner)))
                     inner.train()
-                acc.wait_for_everyone()
                 t0 = time.perf_counter()
+                if int(acc.reduce(stop.clone(), "sum")):  # every process stops together
+                    if window_n:
+                        emit(step)
+                    break
     finally:
         if bar:
             bar.stop()
         inner.eval()
     train_s += time.perf_counter() - t0
     seen = int(acc.reduce(tokens, "sum"))
-    return TrainResult(steps=config.steps, tokens_seen=seen,
+    return TrainResult(steps=step, tokens_seen=seen,
                        loss_tokens=int(acc.reduce(loss_tokens, "sum")), wall_s=train_s,
                        tokens_per_s=seen / max(train_s, 1e-9), final_loss=last_loss,
-                       history=history)
+                       history=history, stopped_early=step < config.steps)
