@@ -156,3 +156,33 @@ def run_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def comparison_dir(tmp_path: Path) -> Path:
     return make_comparison(tmp_path / "cmp")
+
+
+def _tiny_png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1 RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0\xff\xff\xff"))
+            + chunk(b"IEND", b""))
+
+
+TINY_PNG = _tiny_png()
+
+
+@pytest.fixture
+def fast_figures(monkeypatch):
+    """Charts are built as usual but not rasterized (a 1x1 PNG instead): rendering is most of
+    a report's time, and most tests look at the page, not at the pixels."""
+    from matplotlib.figure import Figure
+
+    def savefig(self, fname, **kwargs):
+        if hasattr(fname, "write"):
+            fname.write(TINY_PNG)
+        else:
+            Path(fname).write_bytes(TINY_PNG)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)

@@ -17,6 +17,8 @@ from retain.report.figures import short_layer_names
 from conftest import PLANTED, make_run
 
 SCRIPT_TAG = re.compile(r"<script\b", re.I)
+# Rasterizing the charts is most of a report's time: only the first test draws real pixels.
+fast = pytest.mark.usefixtures("fast_figures")
 
 
 def _ids(page: str) -> list[str]:
@@ -41,6 +43,7 @@ def test_run_report_has_every_section_and_figure(run_dir: Path):
     assert "Low-Rank Adaptation of Large Language Models" in page
 
 
+@fast
 def test_planted_script_is_escaped_everywhere(run_dir: Path):
     page = rh.build_report(run_dir).read_text()
     assert PLANTED not in page and SCRIPT_TAG.search(page) is None  # no script at all in the page
@@ -50,6 +53,7 @@ def test_planted_script_is_escaped_everywhere(run_dir: Path):
     assert "12 " + escaped + " &amp; &quot;quotes&quot;" in page
 
 
+@fast
 def test_strings_from_results_are_escaped(tmp_path: Path):
     d = make_run(tmp_path / "r", "lora")
     res = json.loads((d / "results.json").read_text())
@@ -64,6 +68,7 @@ def test_strings_from_results_are_escaped(tmp_path: Path):
     assert "<b>th" not in page and "ma&lt;b&gt;th" in page
 
 
+@fast
 def test_capability_table_colours_follow_the_metric_direction(run_dir: Path):
     page = rh.build_report(run_dir).read_text()
     rows = {m.group(1): m.group(2) for m in re.finditer(
@@ -85,6 +90,7 @@ def test_change_class():
     assert rh.change_class({**row, "delta": 0.0}) == "same"
 
 
+@fast
 def test_comparison_report(comparison_dir: Path):
     page = rh.build_report(comparison_dir).read_text()
     assert _ids(page) == list(rh.SECTIONS)  # the full run has guard events
@@ -103,6 +109,7 @@ def test_comparison_report(comparison_dir: Path):
     assert "<h3>full</h3>" in guard and "<h3>lora</h3>" not in guard
 
 
+@fast
 def test_guard_section(run_dir: Path):
     page = rh.build_report(run_dir).read_text()
     guard = page[page.index('<section id="guard">'):page.index('<section id="examples">')]
@@ -110,11 +117,13 @@ def test_guard_section(run_dir: Path):
     assert "<td>stop</td>" in guard and "checkpoint of step 20" in guard
 
 
+@fast
 def test_no_guard_no_section(tmp_path: Path):
     page = rh.build_report(make_run(tmp_path / "r", guard=False)).read_text()
     assert "guard" not in _ids(page) and 'href="#guard"' not in page
 
 
+@fast
 def test_missing_metrics_jsonl(tmp_path: Path):
     d = make_run(tmp_path / "r", metrics=False)
     page = rh.build_report(d).read_text()
@@ -129,6 +138,7 @@ def test_missing_metrics_jsonl(tmp_path: Path):
     assert "no training curve recorded" in training and "<img" not in training
 
 
+@fast
 def test_no_domain_probe_no_tradeoff_chart(tmp_path: Path):
     d = make_run(tmp_path / "r")
     res = json.loads((d / "results.json").read_text())
@@ -139,17 +149,18 @@ def test_no_domain_probe_no_tradeoff_chart(tmp_path: Path):
     assert "no trade-off to chart" in page and not (d / "figures" / "tradeoff.png").exists()
 
 
+@fast
 def test_failed_render_leaves_no_page(tmp_path: Path, monkeypatch):
     d = make_run(tmp_path / "r")
 
     def boom(folder):
         raise RuntimeError("render failed")
 
-    monkeypatch.setattr(rh, "section_examples", boom)
-    with pytest.raises(RuntimeError):
-        rh.build_report(d)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rh, "section_examples", boom)
+        with pytest.raises(RuntimeError):
+            rh.build_report(d)
     assert not (d / "report.html").exists()
-    monkeypatch.undo()
     rh.build_report(d)
     good = (d / "report.html").read_bytes()
 
@@ -163,6 +174,7 @@ def test_failed_render_leaves_no_page(tmp_path: Path, monkeypatch):
     assert [p.name for p in d.iterdir() if p.name.endswith(".tmp")] == []
 
 
+@fast
 def test_not_a_report_folder(tmp_path: Path):
     with pytest.raises(UserError, match="neither a run folder"):
         rh.build_report(tmp_path)
@@ -170,6 +182,7 @@ def test_not_a_report_folder(tmp_path: Path):
         rh.build_report(tmp_path / "nope")
 
 
+@fast
 def test_comparison_duplicate_labels_get_folder_names(tmp_path: Path):
     make_run(tmp_path / "c" / "seed0", "lora", seed=0)
     make_run(tmp_path / "c" / "seed1", "lora", seed=1)
