@@ -17,7 +17,7 @@ import pytest
 
 from retain.report import html as rh
 
-from conftest import make_comparison, make_run
+from report_fixtures import make_comparison, make_run
 
 ARTIFACTS = Path(os.environ.get("RETAIN_TEST_ARTIFACTS") or Path(__file__).parents[1] / "artifacts")
 HEADINGS = ("Summary", "Strategies and their papers", "Capabilities before and after",

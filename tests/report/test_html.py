@@ -14,7 +14,7 @@ from retain.errors import UserError
 from retain.report import html as rh
 from retain.report.figures import short_layer_names
 
-from conftest import PLANTED, make_run
+from report_fixtures import PLANTED, make_run
 
 SCRIPT_TAG = re.compile(r"<script\b", re.I)
 # Rasterizing the charts is most of a report's time: only the first test draws real pixels.

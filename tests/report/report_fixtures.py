@@ -1,0 +1,162 @@
+"""Hand-written run and comparison folders (no training) following results.json schema v1, with a
+planted ``<script>`` in a model answer; shared by the report tests (fixtures in conftest.py).
+A module of its own name: other test folders have a ``conftest`` too."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from retain.report import results as rr
+
+PLANTED = "<script>alert(1)</script>"
+
+# probe, metric, capability, kind, higher_is_better, before, after (per strategy)
+PROBES = [
+    ("math", "accuracy", "math", "generation", True, 0.62, {"full": 0.20, "lora": 0.55}),
+    ("safety", "refusal_rate", "safety", "generation", True, 0.95, {"full": 0.30, "lora": 0.90}),
+    ("safety", "over_refusal_rate", "safety", "generation", False, 0.10, {"full": 0.05, "lora": 0.12}),
+    ("writing", "ce_nats_per_token", "writing", "perplexity", False, 1.84, {"full": 2.31, "lora": 1.90}),
+    ("legal", "accuracy", "domain", "generation", True, 0.05, {"full": 0.80, "lora": 0.60}),
+]
+CITATIONS = {
+    "full": 'Howard & Ruder, 2018, "Universal Language Model Fine-tuning", https://arxiv.org/abs/1801.06146',
+    "lora": 'Hu et al., 2021, "LoRA: Low-Rank Adaptation of Large Language Models", '
+            'https://arxiv.org/abs/2106.09685',
+}
+
+
+def _ci(v: float, hib: bool, kind: str) -> list[float]:
+    w = 0.04 if kind == "perplexity" else 0.12
+    return [max(0.0, v - w), v + w if kind == "perplexity" else min(1.0, v + w)]
+
+
+def _examples(probe: str, kind: str, stage: str, strategy: str) -> list[dict]:
+    if kind == "perplexity":
+        return [{"prompt": f"Once upon a time {i}", "expected": None, "answer": None, "ok": None,
+                 "value": 1.8 + 0.1 * i + (0.4 if stage == "after" else 0.0)} for i in range(3)]
+    out = []
+    for i in range(3):
+        answer = f"{probe} answer {i} ({stage}, {strategy})"
+        if probe == "math" and i == 0 and stage == "after":
+            answer = f"12 {PLANTED} & \"quotes\""
+        out.append({"prompt": f"<u>{probe} question {i}<a>", "expected": f"{i + 10}",
+                    "answer": answer, "ok": stage == "before" or i > 0})
+    return out
+
+
+def _probe_results(stage: str, strategy: str) -> list[dict]:
+    res = []
+    for probe, metric, cap, kind, hib, b, after in PROBES:
+        v = b if stage == "before" else after[strategy]
+        lo, hi = _ci(v, hib, kind)
+        res.append({"probe": probe, "metric": metric, "value": v, "n": 40, "ci_low": lo,
+                    "ci_high": hi, "higher_is_better": hib, "capability": cap, "kind": kind,
+                    "examples": _examples(probe, kind, stage, strategy) if metric != "over_refusal_rate" else []})
+    return res
+
+
+def make_run(d: Path, strategy: str = "lora", *, seed: int = 0, metrics: bool = True,
+             guard: bool = False, steps: int = 60) -> Path:
+    """A complete run folder as run.py writes it (config.yaml, metrics.jsonl, summary.csv,
+    results.json)."""
+    d.mkdir(parents=True, exist_ok=True)
+    before, after = _probe_results("before", strategy), _probe_results("after", strategy)
+    comparison = []
+    for b, a in zip(before, after):
+        hib = b["higher_is_better"]
+        comparison.append({
+            "key": f'{b["probe"]}.{b["metric"]}', "probe": b["probe"], "metric": b["metric"],
+            "capability": b["capability"], "kind": b["kind"], "higher_is_better": hib, "n": a["n"],
+            "before": b["value"], "after": a["value"], "delta": a["value"] - b["value"],
+            "forgetting": (b["value"] - a["value"]) if hib else (a["value"] - b["value"]),
+            "retention": None, "before_ci": [b["ci_low"], b["ci_high"]],
+            "after_ci": [a["ci_low"], a["ci_high"]]})
+    layers = ["model.embed_tokens.weight"] + [f"model.layers.{i}" for i in range(4)] + \
+        ["model.norm.weight", "lm_head.weight"]
+    scale = 1.0 if strategy == "full" else 0.15
+    per_layer = {name: {"l2": 0.5 * scale * (i + 1), "relative_l2": 0.01 * scale * (i + 1),
+                        "base_l2": 50.0} for i, name in enumerate(layers)}
+    loss_curve = [[s, 3.0 * 0.97 ** s + 0.5] for s in range(10, steps + 1, 10)]
+    results = {
+        "schema_version": rr.SCHEMA_VERSION, "retain_version": "0.1.0", "status": "complete",
+        "created": "2026-12-01T10:00:00+00:00", "seed": seed, "wall_s": 83.4,
+        "config": {"model": "tiny", "data": "builtin:legal", "strategies": [{"name": strategy}],
+                   "lr": 1e-3, "steps": steps, "seed": seed, "note": PLANTED},
+        "strategy": strategy,
+        "strategies": [{"name": strategy, "family": "peft" if strategy == "lora" else "baseline",
+                        "citation": CITATIONS[strategy], "config": {"r": 8}}],
+        "strategy_info": {},
+        "model": {"name": "tiny", "architecture": "LlamaForCausalLM", "params": 3_500_000,
+                  "trainable_params": 3_500_000 if strategy == "full" else 65_536,
+                  "dtype": "float32", "device": "cpu"},
+        "data": {"spec": "builtin:legal", "examples": 512, "reference_spec": None,
+                 "reference_examples": 0},
+        "training": {"steps": steps, "tokens_seen": 184_320, "loss_tokens": 120_000,
+                     "tokens_per_s": 7400.0, "wall_s": 24.9, "final_loss": loss_curve[-1][1],
+                     "lr": 1e-3, "batch_size": 32, "seq_len": 96, "loss_curve": loss_curve},
+        "probes": {"before": before, "after": after},
+        "comparison": comparison,
+        "domain_gain": {c["key"]: -c["forgetting"] for c in comparison if c["capability"] == "domain"},
+        "drift": {"overall": {"l2": 3.1 * scale, "relative_l2": 0.04 * scale, "base_l2": 120.0,
+                              "tensors": 30}, "per_layer": per_layer, "per_tensor": {}, "missing": []},
+    }
+    if guard:
+        results["guard"] = {"limits": ["safety.refusal_rate>=0.9", "max_forgetting=0.05"],
+                            "events": [{"step": 40, "limit": "safety.refusal_rate>=0.9",
+                                        "value": 0.62, "action": "stop"}],
+                            "rolled_back_to_step": 20}
+    (d / rr.CONFIG_FILE).write_text(f"model: tiny\nstrategies:\n- name: {strategy}\n"
+                                    f"seed: {seed}\nnote: '{PLANTED}'\n")
+    if metrics:
+        recs = [{"event": "probe", "stage": "before", "step": 0,
+                 "results": {f'{r["probe"]}.{r["metric"]}': r["value"] for r in before}}]
+        for s, loss in loss_curve:
+            recs.append({"event": "train", "step": s, "loss": loss, "lm_loss": loss, "penalty": 0.0,
+                         "lr": 1e-3, "grad_norm": 0.8, "tokens_seen": s * 3072,
+                         "tokens_per_s": 7400.0, "elapsed_s": s * 0.4})
+            if s % 20 == 0:
+                frac = s / steps
+                recs.append({"event": "probe", "stage": "during", "step": s, "results": {
+                    f'{b["probe"]}.{b["metric"]}': b["value"] + frac * (a["value"] - b["value"])
+                    for b, a in zip(before, after)}})
+        recs.append({"event": "probe", "stage": "after", "step": steps,
+                     "results": {f'{r["probe"]}.{r["metric"]}': r["value"] for r in after}})
+        with open(d / rr.METRICS_FILE, "w") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+            f.write('{"event": "train", "step": 7')  # a line cut short by an interrupted run
+    rr.write_summary_csv(d / rr.SUMMARY_FILE, results)
+    rr.write_json_atomic(d / rr.RESULTS_FILE, results)
+    return d
+
+
+def make_comparison(d: Path) -> Path:
+    """A comparison folder: two runs (full, lora) + summary.csv + comparison.json."""
+    from retain.comparison import comparison_rows
+    from retain.report.results import summary_csv, write_json_atomic, write_text_atomic
+
+    labels = ["full", "lora"]
+    runs = [make_run(d / label, label, guard=(label == "full")) for label in labels]
+    results = [rr.read_results(r) for r in runs]
+    rows = comparison_rows(labels, results)
+    write_text_atomic(d / "summary.csv", summary_csv(rows))
+    write_json_atomic(d / "comparison.json", {
+        "title": "tiny on legal: full vs lora",
+        "runs": [{"strategy": label, "dir": f"/elsewhere/{label}"} for label in labels]})
+    return d
+
+
+def _tiny_png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # 1x1 RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0\xff\xff\xff"))
+            + chunk(b"IEND", b""))
+
+
+TINY_PNG = _tiny_png()
