@@ -73,6 +73,8 @@ def test_run_writes_every_file(model_dir, tmp_path):
     probes = [(r["stage"], r["step"]) for r in records if r["event"] == "probe"]
     assert probes == [("before", 0), ("during", 2), ("during", 4), ("after", 4)]
     assert [r["step"] for r in records if r["event"] == "train"] == [2, 4]
+    probe_keys = [set(r["results"]) for r in records if r["event"] == "probe"]
+    assert all(k == probe_keys[0] for k in probe_keys)  # during = the same probes by default
 
     assert RunConfig(**yaml.safe_load((out / "config.yaml").read_text())) == quick(
         model_dir, out, save_model=True)
@@ -83,7 +85,10 @@ def test_run_writes_every_file(model_dir, tmp_path):
 
 def test_lora_run_trains_few_params(model_dir, tmp_path):
     res = run(quick(model_dir, tmp_path / "lora", strategies=[{"name": "lora", "r": 2}],
-                    probes=["writing"], probe_every=0))
+                    probes=["writing"], probes_during=["math"], probe_every=3))
+    during = [r for r in rr.read_jsonl(tmp_path / "lora" / "metrics.jsonl")
+              if r["event"] == "probe" and r["stage"] == "during"]
+    assert [(r["step"], list(r["results"])) for r in during] == [(3, ["math.accuracy"])]
     assert res["strategy"] == "lora" and res["strategies"][0]["config"]["r"] == 2
     assert "Hu et al." in res["strategies"][0]["citation"]
     assert res["model"]["architecture"] == "LlamaForCausalLM"  # merged back

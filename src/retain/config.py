@@ -51,6 +51,7 @@ class RunConfig(BaseModel):
     probes: list[str] = Field(default_factory=list)  # default: retained suites + the domain
     probe_n: int | None = Field(None, gt=0)  # items per probe (None: each suite's default)
     probe_every: int = Field(0, ge=0)  # probe during training every N steps (0: never)
+    probes_during: list[str] | None = None  # the probes run during training (None: `probes`)
     probe_batch_size: int = Field(32, gt=0)
     log_every: int = Field(10, gt=0)  # a training record into metrics.jsonl every N steps
     report_to: str | list[str] | None = None  # trackers: "tensorboard", "wandb", "all", ...

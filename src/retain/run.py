@@ -70,6 +70,8 @@ def run(config: RunConfig) -> dict:
     # Everything a user can get wrong is checked before the model is loaded.
     strategies = build_strategies(config.strategies)
     probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)
+    probes_during = probes if config.probes_during is None else load_probes(
+        config.probes_during, n=config.probe_n, seed=config.seed)
     tracker_kwargs, tracker_init = make_trackers(config.report_to, out)
     set_seed(config.seed)
     model, tok = load_model(config.model, dtype=config.dtype, device=config.device,
@@ -83,11 +85,12 @@ def run(config: RunConfig) -> dict:
             rr.append_jsonl(out / rr.METRICS_FILE, record)
         log_metrics(acc, record)
     base_state = copy_state(model)  # CPU copy: drift and strategies (EWC, L2-SP) compare to it
-    needs_base = any(getattr(p, "needs_base", False) for p in probes)
+    needs_base = any(getattr(p, "needs_base", False) for p in probes + probes_during)
     base_model = copy.deepcopy(model) if needs_base else None  # for KL-to-base probes
 
     def probe(m, step: int, stage: str) -> list:
-        res = evaluate(m, tok, probes, base_model=base_model, batch_size=config.probe_batch_size,
+        res = evaluate(m, tok, probes_during if stage == "during" else probes,
+                       base_model=base_model, batch_size=config.probe_batch_size,
                        progress=config.progress)
         log({"event": "probe", "stage": stage, "step": step, "results": {r.key: r.value for r in res}})
         return res
