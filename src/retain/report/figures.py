@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from retain.report.results import _write_atomic  # noqa: E402
 
@@ -83,6 +84,7 @@ def plot_loss(curves: dict[str, Series], path: Path) -> bytes:
     for label, pts in curves.items():
         ax.plot([s for s, _ in pts], [v for _, v in pts], marker="." if len(pts) < 30 else None,
                 label=label, color=colours[label])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (LM + penalties)")
     ax.grid(alpha=0.3)
@@ -106,6 +108,7 @@ def plot_probe_curves(curves: dict[str, dict[str, Series]], path: Path) -> bytes
             ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", markersize=3,
                     label=label, color=colours[label])
         ax.set_title(key, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
