@@ -129,6 +129,16 @@ def demo_cmd(
     run_demo(out, quick=quick, overwrite=overwrite)
 
 
+@app.command("report")
+def report_cmd(
+    dir: Path = typer.Argument(..., help="A run folder or a comparison folder."),
+) -> None:
+    """Turn a run or comparison folder into one self-contained DIR/report.html (+ PNG figures)."""
+    from retain.report.html import build_report
+
+    typer.echo(f"wrote {build_report(dir)}")
+
+
 def _register_merge() -> None:
     from retain.merging.cli import merge_command
 
