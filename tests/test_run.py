@@ -108,6 +108,11 @@ def test_existing_folder_is_refused_unless_overwrite(model_dir, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
 
 
+def test_seq_len_longer_than_the_model_is_refused(model_dir, tmp_path):
+    with pytest.raises(UserError, match="256 positions"):
+        run(quick(model_dir, tmp_path / "long", seq_len=300, probes=["writing"]))
+
+
 def test_interrupted_run_leaves_no_results(model_dir, tmp_path, monkeypatch):
     import retain.train
 

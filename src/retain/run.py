@@ -54,7 +54,7 @@ def run(config: RunConfig) -> dict:
     from retain.metrics import compare, gain, weight_drift
     from retain.models import copy_state, count_params, load_model
     from retain.probes import evaluate, load_probes
-    from retain.probes.engine import pad_token_id
+    from retain.probes.engine import max_positions, pad_token_id
     from retain.report.trackers import log_metrics, make_trackers, start_trackers
     from retain.strategies import RunContext, build_strategies, strategy_label
     from retain.train import TrainConfig, train
@@ -77,6 +77,8 @@ def run(config: RunConfig) -> dict:
     model, tok = load_model(config.model, dtype=config.dtype, device=config.device,
                             trust_remote_code=config.trust_remote_code)
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    if (limit := max_positions(model)) and config.seq_len > limit:
+        raise UserError(f"seq_len={config.seq_len} is longer than the model's {limit} positions")
     acc = make_accelerator(device, **tracker_kwargs)  # trackers (report_to) log through it
     start_trackers(acc, config.model_dump(mode="json"), tracker_init)
 
