@@ -20,5 +20,7 @@ def __getattr__(name: str):
     if name == "run":
         from retain.run import run
 
+        # Importing the submodule bound `retain.run` to the module; bind the function instead.
+        globals()["run"] = run
         return run
     raise AttributeError(name)

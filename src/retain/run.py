@@ -45,8 +45,12 @@ def _save_model(model, tokenizer, out: Path) -> None:
     tmp.rename(out / rr.MODEL_DIR)
 
 
-def run(config: RunConfig) -> dict:
-    """Run ``config`` and write its run folder; returns the ``results.json`` content."""
+def run(config: RunConfig, *, before: list | None = None) -> dict:
+    """Run ``config`` and write its run folder; returns the ``results.json`` content.
+
+    ``before``: the probe results of the same model on the same probes, when the caller already
+    has them (a comparison probes its base once, not once per strategy).
+    """
     from accelerate import PartialState
     from accelerate.utils import set_seed
 
@@ -97,8 +101,12 @@ def run(config: RunConfig) -> dict:
         log({"event": "probe", "stage": stage, "step": step, "results": {r.key: r.value for r in res}})
         return res
 
-    # 1. Before: what the model can do now.
-    before = probe(model, 0, "before")
+    # 1. Before: what the model can do now (measured here unless the caller measured it).
+    if before is None:
+        before = probe(model, 0, "before")
+    else:
+        log({"event": "probe", "stage": "before", "step": 0, "reused": True,
+             "results": {r.key: r.value for r in before}})
 
     # 2. Strategies prepare the model, then the data (in list order).
     domain_data = load_train_data(config.data, tok, seq_len=config.seq_len, n=config.data_n,
