@@ -137,13 +137,14 @@ def merge_tensors(method: MergeMethod, opts: MergeOptions, template: TensorSourc
         chunks = row_chunks(shape)
 
         def read(rows, prepared=None) -> TensorSet:
-            if has_stats:
+            st = None
+            if has_stats:  # Fisher rows follow the chunk; a Gram matrix is the whole layer's
                 st = whole_stats or [s.get(name, rows).float() for s in stats]
             return TensorSet(
                 name=name, rows=rows, prepared=prepared,
                 base=base.get(name, rows).float() if use_base else None,
                 models=[m.get(name, rows).float() for m in models],  # (rows, *shape[1:]) each
-                weights=weights, densities=densities, stats=st if has_stats else None)
+                weights=weights, densities=densities, stats=st)
 
         prepared = None
         if method.prepare is not None:
@@ -156,7 +157,8 @@ def merge_tensors(method: MergeMethod, opts: MergeOptions, template: TensorSourc
             yield name, merged
 
 
-def _prepare(method_name: str, n_models: int, has_base: bool, options: dict, stats_given: bool):
+def _method_and_options(method_name: str, n_models: int, has_base: bool, options: dict,
+                        stats_given: bool) -> tuple[MergeMethod, MergeOptions]:
     method = get_method(method_name)
     method.check_counts(n_models, has_base)
     opts = parse_options(method, options)
@@ -175,7 +177,8 @@ def merge_state_dicts(method: str, base: dict[str, torch.Tensor] | None,
                       **options) -> dict[str, torch.Tensor]:
     """Merge state dicts in memory; the result has the template's (base's, else the first
     model's) names and dtypes. ``stats``: one Fisher / Gram dict per model for fisher / regmean."""
-    spec, opts = _prepare(method, len(models), base is not None, options, stats is not None)
+    spec, opts = _method_and_options(method, len(models), base is not None, options,
+                                     stats is not None)
     if stats is not None and len(stats) != len(models):
         raise UserError(f"got {len(stats)} {spec.stats} dicts for {len(models)} models")
     srcs = [DictSource(m, f"model {i}") for i, m in enumerate(models)]
@@ -201,7 +204,8 @@ def merge(method: str, models: Sequence[str | Path], out: str | Path, *,
     ``MERGE_METHODS[method].options``), e.g. ``density=0.5``, ``alpha=0.3``, ``seed=1``."""
     out = Path(out)
     stat_paths = options.get("fisher_files") or options.get("gram_files")
-    spec, opts = _prepare(method, len(models), base is not None, options, bool(stat_paths))
+    spec, opts = _method_and_options(method, len(models), base is not None, options,
+                                     bool(stat_paths))
     if dtype is not None and dtype not in DTYPES:
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     out_dtype = DTYPES.get(dtype) if dtype else None

@@ -7,8 +7,8 @@ merged = base + scale * sum_i w_i * (theta_i - base)
 from __future__ import annotations
 
 import torch
-from peft.utils.merge_utils import task_arithmetic as _peft_task_arithmetic
 
+from retain.merging._peft import merge_utils
 from retain.merging.base import MergeOptions, TensorSet
 
 
@@ -20,7 +20,7 @@ def task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], weights: li
                     scale: float = 1.0) -> torch.Tensor:
     """base + scale * sum_i w_i (theta_i - base); peft's weighted sum of task tensors."""
     deltas = [t - base for t in tensors]
-    mixed = _peft_task_arithmetic(deltas, torch.tensor(weights, dtype=base.dtype))
+    mixed = merge_utils.task_arithmetic(deltas, torch.tensor(weights, dtype=base.dtype))
     return base + scale * mixed
 
 

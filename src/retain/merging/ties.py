@@ -17,9 +17,9 @@ import math
 from typing import Callable, Iterable, Literal
 
 import torch
-from peft.utils.merge_utils import calculate_majority_sign_mask, disjoint_merge
 from pydantic import Field
 
+from retain.merging._peft import merge_utils
 from retain.merging.base import Chunks, MergeOptions, TensorSet
 
 
@@ -126,9 +126,9 @@ def elect_and_merge(deltas: list[torch.Tensor], weights: list[float],
     """Sign election on the (unweighted) trimmed task vectors, then the disjoint mean of the
     weighted entries that agree with it: sum_i w_i tau_i [agree] / #agree (peft's definition)."""
     stacked = torch.stack(deltas)  # (n_models, *shape)
-    mask = calculate_majority_sign_mask(stacked, method=majority_sign)
+    mask = merge_utils.calculate_majority_sign_mask(stacked, method=majority_sign)
     w = torch.tensor(weights, dtype=stacked.dtype).view(-1, *([1] * (stacked.dim() - 1)))
-    return disjoint_merge(stacked.mul_(w), mask)
+    return merge_utils.disjoint_merge(stacked.mul_(w), mask)
 
 
 def ties(base: torch.Tensor, tensors: list[torch.Tensor], weights: list[float],
