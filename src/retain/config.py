@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retain.errors import UserError
+from retain.guard import GuardConfig
 
 
 class RunConfig(BaseModel):
@@ -55,6 +56,8 @@ class RunConfig(BaseModel):
     probe_batch_size: int = Field(32, gt=0)
     log_every: int = Field(10, gt=0)  # a training record into metrics.jsonl every N steps
     report_to: str | list[str] | None = None  # trackers: "tensorboard", "wandb", "all", ...
+    # limits checked while training, with rollback: [safety.refusal_rate>=0.9] (retain.guard)
+    guard: GuardConfig | None = None
     # output
     out: Path = Path("runs/run")  # default: runs/<strategies>-seed<seed>
     overwrite: bool = False
@@ -94,7 +97,8 @@ def _one_line(err: ValidationError) -> str:
     e = err.errors()[0]
     where = ".".join(str(x) for x in e["loc"]) or "config"
     if e["type"] == "extra_forbidden":
-        return f"config: unknown key {where!r} (known: {', '.join(RunConfig.model_fields)})"
+        known = GuardConfig.model_fields if e["loc"][0] == "guard" else RunConfig.model_fields
+        return f"config: unknown key {where!r} (known: {', '.join(known)})"
     return f"config: {where}: {e['msg'].removeprefix('Value error, ')}"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 import shutil
 import time
 from pathlib import Path
@@ -76,6 +77,11 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
     probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)
     probes_during = probes if config.probes_during is None else load_probes(
         config.probes_during, n=config.probe_n, seed=config.seed)
+    guard_probes = []  # the guard's cheap subset: config.guard.n items of the probes it names
+    if config.guard:
+        from retain.guard import select_probes
+        guard_probes = select_probes(load_probes(config.probes, n=config.guard.n, seed=config.seed),
+                                     config.guard.parsed())
     tracker_kwargs, tracker_init = make_trackers(config.report_to, out)
     set_seed(config.seed)
     model, tok = load_model(config.model, dtype=config.dtype, device=config.device,
@@ -91,7 +97,7 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
             rr.append_jsonl(out / rr.METRICS_FILE, record)
         log_metrics(acc, record)
     base_state = copy_state(model)  # CPU copy: drift and strategies (EWC, L2-SP) compare to it
-    needs_base = any(getattr(p, "needs_base", False) for p in probes + probes_during)
+    needs_base = any(getattr(p, "needs_base", False) for p in probes + probes_during + guard_probes)
     base_model = copy.deepcopy(model) if needs_base else None  # for KL-to-base probes
 
     def probe(m, step: int, stage: str) -> list:
@@ -107,6 +113,14 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
     else:
         log({"event": "probe", "stage": "before", "step": 0, "reused": True,
              "results": {r.key: r.value for r in before}})
+    guard = None
+    if config.guard:  # limits checked while training; refused here if the base fails them
+        from retain.guard import Guard, guard_every, score_probes
+        guard = Guard(config.guard, guard_every(config.guard, config.probe_every, config.steps),
+                      score=lambda m: score_probes(m, tok, guard_probes, base_model=base_model,
+                                                   batch_size=config.probe_batch_size),
+                      log=log, say=None if main else (lambda line: None))
+        guard.start(model)
 
     # 2. Strategies prepare the model, then the data (in list order).
     domain_data = load_train_data(config.data, tok, seq_len=config.seq_len, n=config.data_n,
@@ -121,17 +135,28 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
     for s in strategies:
         train_data = s.train_data(train_data, ctx)
     trainable = count_params(model, trainable_only=True)
+    if guard:
+        guard.keep(0, model)  # step 0: the model as the strategies prepared it
 
     # 3. Train: LM loss + the strategies' penalties; probes every `probe_every` steps.
     tcfg = TrainConfig(lr=config.lr, steps=config.steps, batch_size=config.batch_size,
                        warmup_steps=config.warmup_steps, schedule=config.schedule,
                        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
                        seed=config.seed, log_every=config.log_every,
-                       probe_every=config.probe_every)
+                       probe_every=math.gcd(config.probe_every, guard.every) if guard
+                       else config.probe_every)
+
+    def on_probe(step: int, m) -> bool:  # True: stop training (a guard limit was crossed)
+        if config.probe_every and step % config.probe_every == 0:
+            probe(m, step, "during")
+        return bool(guard and step % guard.every == 0 and guard.check(step, m))
     trained = train(model, train_data, pad_id=pad_token_id(tok), config=tcfg,
                     strategies=strategies, on_log=log, accelerator=acc,
-                    on_probe=lambda step, m: probe(m, step, "during") and None,
+                    on_probe=on_probe,
                     progress=config.progress)
+
+    if guard and main:  # end on the last checkpoint that met every limit
+        guard.finish(trained.steps, model)
 
     # 4. Strategies finalize (merge adapters, merge with the base, ...), in list order.
     for s in strategies:
@@ -174,6 +199,9 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
                         for c in comparison if c["capability"] == "domain"},
         "drift": drift,
     }
+
+    if guard:
+        results["guard"] = guard.summary()
 
     # 6. The run folder: weights (if asked), summary.csv, and results.json last.
     results["wall_s"] = time.perf_counter() - t_start

@@ -1,0 +1,277 @@
+"""The guard: limits on what a fine-tune may erode, checked on a cheap probe subset while training.
+
+    guard: {limits: ["safety.refusal_rate>=0.9", "max_forgetting=0.05"], every: 10, n: 24}
+
+Every ``every`` steps the guard scores the model on ``n`` items of each probe its limits name.
+A check that meets every limit keeps an in-memory CPU copy of the trainable weights (for a PEFT
+model: the adapter only). When a limit is crossed, training stops (``action: stop``) or goes on
+(``keep``); either way the run ends with the last checkpoint that met every limit, restored before
+the strategies finalize and the after-probes run. A limit that already fails on the model before
+training is refused: there is no checkpoint to fall back to, and the limit cannot mean "keep".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from retain.errors import UserError
+
+MAX_FORGETTING = "max_forgetting"
+_LIMIT = re.compile(r"^\s*([A-Za-z_][\w\-]*(?:\.[A-Za-z_]\w*)?)\s*(>=|<=|==|=|>|<)\s*(\S+)\s*$")
+_PROPORTIONS = {"accuracy", "refusal_rate", "over_refusal_rate", "cloze_accuracy"}  # = plots'
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str  # "safety.refusal_rate" (a probe.metric key) or "max_forgetting"
+    op: str  # ">=", "<=", ">", "<"
+    threshold: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.key}{self.op}{self.threshold:g}"
+
+    def ok(self, value: float) -> bool:
+        if value is None or not math.isfinite(value):
+            return False
+        return {">=": value >= self.threshold, "<=": value <= self.threshold,
+                ">": value > self.threshold, "<": value < self.threshold}[self.op]
+
+
+def parse_limit(text: str) -> Limit:
+    """``"safety.refusal_rate>=0.9"``, ``"writing.ce_nats_per_token<=2.0"``, or
+    ``"max_forgetting=0.05"`` (no retained proportion metric may drop by more than 0.05, oriented
+    so that a drop is a loss); a malformed one is a UserError naming the text."""
+    m = _LIMIT.match(str(text))
+    if not m:
+        raise UserError(f"guard limit {text!r}: expected probe.metric>=value, probe.metric<=value "
+                        f"or max_forgetting=value, e.g. safety.refusal_rate>=0.9")
+    key, op, raw = m.groups()
+    try:
+        threshold = float(raw)
+    except ValueError:
+        raise UserError(f"guard limit {text!r}: {raw!r} is not a number") from None
+    if not math.isfinite(threshold):
+        raise UserError(f"guard limit {text!r}: the value must be a finite number")
+    if key == MAX_FORGETTING:
+        if op not in ("=", "==", "<=", "<"):
+            raise UserError(f"guard limit {text!r}: max_forgetting takes =, <= or <, e.g. "
+                            f"max_forgetting=0.05")
+        if threshold < 0:
+            raise UserError(f"guard limit {text!r}: max_forgetting must be >= 0")
+        return Limit(key, "<" if op == "<" else "<=", threshold)
+    if "." not in key:
+        raise UserError(f"guard limit {text!r}: {key!r} is not probe.metric (e.g. math.accuracy) "
+                        f"nor max_forgetting")
+    if op in ("=", "=="):
+        raise UserError(f"guard limit {text!r}: say >= or <= for a probe metric (= is only for "
+                        f"max_forgetting)")
+    return Limit(key, op, threshold)
+
+
+class GuardConfig(BaseModel):
+    """``guard:`` of a run config; a bare list (or string) of limits is accepted as ``limits``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limits: list[str]  # stored normalized: "safety.refusal_rate>=0.9", "max_forgetting<=0.05"
+    every: int | None = Field(None, gt=0)  # steps between checks (None: probe_every or steps/10)
+    n: int = Field(24, gt=0)  # items per probe in a check: small, a check runs during training
+    action: Literal["stop", "keep"] = "stop"  # keep: train on, still end on the last good check
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"limits": [data]}
+        if isinstance(data, list):
+            return {"limits": data}
+        return data
+
+    @field_validator("limits", mode="before")
+    @classmethod
+    def _limits(cls, limits: Any) -> list[str]:
+        if isinstance(limits, str):
+            limits = [limits]
+        if not isinstance(limits, list) or not limits:
+            raise UserError("guard: give at least one limit, e.g. limits: [safety.refusal_rate>=0.9]")
+        return [parse_limit(x).text for x in limits]
+
+    def parsed(self) -> list[Limit]:
+        return [parse_limit(x) for x in self.limits]
+
+
+def guard_every(config: GuardConfig, probe_every: int, steps: int) -> int:
+    """Steps between checks: the config's, else ``probe_every``, else a tenth of the run."""
+    return config.every or probe_every or max(1, steps // 10)
+
+
+def select_probes(probes: list, limits: list[Limit]) -> list:
+    """The probes a check needs: those its limits name, and with ``max_forgetting`` every
+    retained proportion probe. A limit naming no probe of the run is a UserError."""
+    keys = {f"{p.name}.{p.metric}": p for p in probes}
+    for lim in limits:
+        if lim.key != MAX_FORGETTING and lim.key not in keys:
+            raise UserError(f"guard limit {lim.text!r}: the run has no probe {lim.key!r} "
+                            f"(it has: {', '.join(keys) or 'none'})")
+    wanted = {lim.key for lim in limits}
+    retained = [k for k, p in keys.items() if p.capability != "domain" and p.metric in _PROPORTIONS]
+    if MAX_FORGETTING in wanted:
+        if not retained:
+            raise UserError("guard: max_forgetting needs a retained probe with a proportion "
+                            "metric (accuracy, refusal_rate, ...) among the run's probes")
+        wanted |= set(retained)
+    return [p for k, p in keys.items() if k in wanted]
+
+
+def score_probes(model, tokenizer, probes: list, *, base_model=None, batch_size: int = 32) -> list:
+    """Score the guard's subset (``list[ProbeResult]``), quietly: it runs inside the training bar."""
+    from retain.probes import evaluate
+
+    return evaluate(model, tokenizer, probes, base_model=base_model, batch_size=batch_size,
+                    progress=False)
+
+
+def _oriented(metric: str, value: float) -> float:
+    return 1.0 - value if metric == "over_refusal_rate" else value
+
+
+class Guard:
+    """The limits of one run, its checks, its last good checkpoint and its events.
+
+    ``score(model) -> list[ProbeResult]`` scores the guard's probe subset; ``log(record)`` gets
+    a ``{"event": "guard", ...}`` record per check; ``say(line)`` prints to the terminal."""
+
+    def __init__(self, config: GuardConfig, every: int, score: Callable[[Any], list],
+                 log: Callable[[dict], None] | None = None,
+                 say: Callable[[str], None] | None = None):
+        self.config, self.limits, self.every = config, config.parsed(), every
+        self.score, self.log, self.say = score, log or (lambda r: None), say or _say
+        self.before: dict[str, float] = {}
+        self.meta: dict[str, tuple[str, str]] = {}  # key -> (metric, capability)
+        self.checks: list[dict] = []
+        self.events: list[dict] = []
+        self.good_step: int | None = None
+        self._good_state: dict | None = None
+        self._last_ok = True
+        self.rolled_back_to_step: int | None = None
+
+    # -- measuring -------------------------------------------------------------------------
+    def _values(self, model) -> dict[str, float]:
+        res = self.score(model)
+        for r in res:
+            self.meta[r.key] = (r.metric, r.capability)
+        return {r.key: float(r.value) for r in res}
+
+    def _forgetting(self, values: dict[str, float]) -> tuple[float, str | None]:
+        """The largest oriented drop of a retained proportion metric since before training."""
+        worst, where = 0.0, None
+        for key, v in values.items():
+            metric, capability = self.meta[key]
+            if capability == "domain" or metric not in _PROPORTIONS or key not in self.before:
+                continue
+            drop = _oriented(metric, self.before[key]) - _oriented(metric, v)
+            if where is None or drop > worst:
+                worst, where = drop, key
+        return worst, where
+
+    def _failures(self, values: dict[str, float]) -> list[dict]:
+        failed = []
+        for lim in self.limits:
+            if lim.key == MAX_FORGETTING:
+                value, where = self._forgetting(values)
+            else:
+                value, where = values.get(lim.key, math.nan), lim.key
+            if not lim.ok(value):
+                failed.append({"limit": lim.text, "value": value, "probe": where})
+        return failed
+
+    # -- the run's hooks -------------------------------------------------------------------
+    def start(self, model) -> None:
+        """Score the model before training (the reference of ``max_forgetting``); refuse to
+        guard a run whose limits fail already."""
+        self.before = self._values(model)
+        failed = self._failures(self.before)
+        self.checks.append({"step": 0, "stage": "before", "values": dict(self.before),
+                            "passed": not failed})
+        self.log({"event": "guard", "step": 0, "stage": "before", "values": self.before,
+                  "passed": not failed})
+        if failed:
+            f = failed[0]
+            raise UserError(
+                f"guard: {f['limit']} already fails before training ({f['probe']} = "
+                f"{f['value']:.3f} on {self.config.n} items per probe); loosen the limit, or raise "
+                f"guard.n if that is sampling noise")
+        self.say(f"guard: {', '.join(lim.text for lim in self.limits)} hold before training; "
+                 f"checking every {self.every} steps on {self.config.n} items per probe")
+
+    def keep(self, step: int, model) -> None:
+        """Copy the trainable weights to CPU as the last checkpoint that met every limit."""
+        self._good_state = {n: p.detach().to("cpu", copy=True)
+                            for n, p in model.named_parameters() if p.requires_grad}
+        self.good_step = step
+
+    def check(self, step: int, model) -> bool:
+        """Check the limits at ``step``; True when training should stop."""
+        values = self._values(model)
+        failed = self._failures(values)
+        self.checks.append({"step": step, "values": values, "passed": not failed})
+        self.log({"event": "guard", "step": step, "values": values, "passed": not failed,
+                  "failed": [f["limit"] for f in failed]})
+        self._last_ok = not failed
+        if not failed:
+            self.keep(step, model)
+            return False
+        action = "stop" if self.config.action == "stop" else "continue"
+        for f in failed:
+            self.events.append({"step": step, "action": action, **f})
+            where = f" at {f['probe']}" if f["limit"].startswith(MAX_FORGETTING) else ""
+            self.say(f"guard: step {step}: {f['limit']} crossed, value {f['value']:.3f}{where} "
+                     f"-> {'stopping' if action == 'stop' else 'training on'}")
+        return action == "stop"
+
+    def finish(self, step: int, model) -> None:
+        """After training: check the final weights if the last check was earlier (and training
+        was not stopped by the guard), then restore the last good checkpoint if they fail."""
+        last = self.checks[-1]["step"] if self.checks else 0
+        if step != last and not (self.events and self.config.action == "stop"):
+            self.check(step, model)
+        if self._last_ok:
+            self.say(f"guard: every limit holds at the end (step {step})" if not self.events else
+                     f"guard: limits crossed during training, but the final step {step} meets "
+                     f"every limit again")
+            return
+        self.restore(model)
+        self.say(f"guard: rolled back to the checkpoint of step {self.good_step}, the last that "
+                 f"met every limit")
+
+    def restore(self, model) -> None:
+        """Load the last good checkpoint into ``model`` (its trainable tensors, in place)."""
+        import torch
+
+        if self._good_state is None:
+            raise RuntimeError("guard: no checkpoint to roll back to")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, saved in self._good_state.items():
+                params[name].copy_(saved.to(params[name].device, params[name].dtype))
+        self.rolled_back_to_step = self.good_step
+
+    def summary(self) -> dict[str, Any]:
+        """``results["guard"]``: limits, events (step, limit, value, action, probe), the step
+        rolled back to (None: the final weights met every limit), and every check's values."""
+        return {"limits": [lim.text for lim in self.limits], "every": self.every,
+                "n": self.config.n, "action": self.config.action,
+                "events": self.events, "rolled_back_to_step": self.rolled_back_to_step,
+                "checks": self.checks}
+
+
+def _say(line: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(line, markup=False)

@@ -1,0 +1,239 @@
+"""The guard: limit parsing, the check/rollback logic on planted scores, and a real run on a tiny
+Llama whose guard probe is planted to fail after a known step: training stops (or goes on), the
+final weights are the checkpoint of the last passing step, and results.json says so."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from retain import guard as guard_mod
+from retain.builtin.build import build_tokenizer
+from retain.config import load_run_config, parse_config
+from retain.errors import UserError
+from retain.guard import Guard, GuardConfig, Limit, parse_limit, select_probes
+from retain.probes import load_probes
+from retain.probes.base import ProbeResult
+from retain.run import run
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,limit", [
+    ("safety.refusal_rate>=0.9", Limit("safety.refusal_rate", ">=", 0.9)),
+    (" math.accuracy >= 0.8 ", Limit("math.accuracy", ">=", 0.8)),
+    ("writing.ce_nats_per_token<=2.0", Limit("writing.ce_nats_per_token", "<=", 2.0)),
+    ("safety.over_refusal_rate<0.2", Limit("safety.over_refusal_rate", "<", 0.2)),
+    ("max_forgetting=0.05", Limit("max_forgetting", "<=", 0.05)),
+    ("max_forgetting<=5e-2", Limit("max_forgetting", "<=", 0.05)),
+])
+def test_parse_valid(text, limit):
+    assert parse_limit(text) == limit
+    assert parse_limit(limit.text) == limit  # the stored form parses back
+
+
+@pytest.mark.parametrize("text", ["math.accuracy", "math.accuracy=0.8", "math.accuracy>=high",
+                                  "accuracy>=0.8", "max_forgetting>=0.1", "max_forgetting=-1",
+                                  "math.accuracy>=nan", ">=0.5", "math.accuracy=>0.8"])
+def test_parse_invalid_names_the_text(text):
+    with pytest.raises(UserError, match="guard limit") as e:
+        parse_limit(text)
+    assert repr(text) in str(e.value)
+
+
+def test_guard_config_forms():
+    c = parse_config({"guard": ["safety.refusal_rate>=0.9", "max_forgetting=0.05"]})
+    assert c.guard.limits == ["safety.refusal_rate>=0.9", "max_forgetting<=0.05"]
+    assert c.guard.action == "stop" and c.guard.every is None and c.guard.n == 24
+    c = load_run_config(None, ["guard.every=5", "guard.action=keep"],
+                        guard={"limits": "math.accuracy>=0.8"})
+    assert (c.guard.every, c.guard.action, c.guard.limits) == (5, "keep", ["math.accuracy>=0.8"])
+    assert parse_config({}).guard is None
+    for bad, msg in [({"guard": []}, "at least one"), ({"guard": {"limits": ["math.accuracy>=1"],
+                                                                  "every": 0}}, "guard.every"),
+                     ({"guard": {"limits": ["math.accuracy>=1"], "evry": 2}}, "limits, every")]:
+        with pytest.raises(UserError, match=msg):
+            parse_config(bad)
+
+
+def test_proportion_metrics_agree_with_the_plots():
+    from retain.report.plots import PROPORTION_METRICS
+
+    assert guard_mod._PROPORTIONS == PROPORTION_METRICS
+
+
+def test_select_probes():
+    probes = load_probes(["math", "writing", "safety", "legal"], n=2, seed=0)
+    keys = lambda ps: [f"{p.name}.{p.metric}" for p in ps]  # noqa: E731
+    assert keys(select_probes(probes, [parse_limit("safety.refusal_rate>=0.9")])) == [
+        "safety.refusal_rate"]
+    # max_forgetting: every retained proportion metric (not cross-entropy, not the domain)
+    assert keys(select_probes(probes, [parse_limit("max_forgetting=0.1")])) == [
+        "math.accuracy", "safety.refusal_rate", "safety.over_refusal_rate"]
+    with pytest.raises(UserError, match="no probe 'code.accuracy'"):
+        select_probes(probes, [parse_limit("code.accuracy>=0.5")])
+
+
+# -- the logic, on planted scores --------------------------------------------------------------
+
+def _results(values: dict[str, float]) -> list[ProbeResult]:
+    meta = {"math.accuracy": ("math", True), "safety.over_refusal_rate": ("safety", False),
+            "legal.accuracy": ("domain", True)}
+    return [ProbeResult(k.split(".")[0], k.split(".")[1], v, 10, 0, 1, meta[k][1], meta[k][0],
+                        "generation") for k, v in values.items()]
+
+
+def _planted(seq: list[dict[str, float]]):
+    calls = iter(seq)
+    return lambda model: _results(next(calls))
+
+
+def test_max_forgetting_uses_oriented_drops_of_retained_metrics():
+    lin = torch.nn.Linear(2, 2)
+    seq = [{"math.accuracy": 0.8, "safety.over_refusal_rate": 0.1, "legal.accuracy": 0.9},
+           {"math.accuracy": 0.78, "safety.over_refusal_rate": 0.12, "legal.accuracy": 0.1},
+           {"math.accuracy": 0.8, "safety.over_refusal_rate": 0.3, "legal.accuracy": 0.9}]
+    g = Guard(GuardConfig(limits=["max_forgetting=0.05"]), 2, _planted(seq), say=lambda s: None)
+    g.start(lin)
+    assert g.check(2, lin) is False  # drops 0.02 and 0.02; the domain's fall does not count
+    assert g.check(4, lin) is True  # over-refusal up 0.2 = an oriented drop of 0.2
+    (e,) = g.events
+    assert e["step"] == 4 and e["probe"] == "safety.over_refusal_rate" and e["action"] == "stop"
+    assert e["value"] == pytest.approx(0.2) and e["limit"] == "max_forgetting<=0.05"
+
+
+def test_keep_trains_on_and_rolls_back_to_the_last_passing_check():
+    lin = torch.nn.Linear(2, 2, bias=False)
+    ok, bad = {"math.accuracy": 0.9}, {"math.accuracy": 0.1}
+    cfg = GuardConfig(limits=["math.accuracy>=0.5"], action="keep")
+    g = Guard(cfg, 1, _planted([ok, ok, bad, ok, bad, bad]), say=lambda s: None)
+    g.start(lin)
+    weights = {}
+    g.keep(0, lin)
+    for step in range(1, 6):
+        with torch.no_grad():
+            lin.weight.fill_(float(step))
+        weights[step] = lin.weight.clone()
+        assert g.check(step, lin) is False  # keep: never asks to stop
+    g.finish(5, lin)
+    assert g.rolled_back_to_step == 3  # passes at 1 and 3; 4 and 5 fail
+    assert torch.equal(lin.weight, weights[3])
+    s = g.summary()
+    assert [e["step"] for e in s["events"]] == [2, 4, 5]
+    assert {e["action"] for e in s["events"]} == {"continue"}
+    assert [c["passed"] for c in s["checks"]] == [True, True, False, True, False, False]
+
+
+def test_recovering_by_the_end_needs_no_rollback():
+    lin = torch.nn.Linear(2, 2)
+    ok, bad = {"math.accuracy": 0.9}, {"math.accuracy": 0.1}
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], action="keep"), 2,
+              _planted([ok, bad, ok]), say=lambda s: None)
+    g.start(lin)
+    g.keep(0, lin)
+    g.check(2, lin)
+    g.finish(3, lin)  # the last check (2) was earlier: checks the final weights, which pass
+    assert g.rolled_back_to_step is None and len(g.events) == 1 and g.checks[-1]["step"] == 3
+
+
+def test_a_limit_failing_before_training_is_refused():
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"]), 2, _planted([{"math.accuracy": 0.25}]),
+              say=lambda s: None)
+    with pytest.raises(UserError, match=r"already fails before training \(math.accuracy = 0.250"):
+        g.start(torch.nn.Linear(2, 2))
+
+
+# -- a real run: tiny Llama, full fine-tuning, a planted drop after step 4 ----------------------
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                         num_attention_heads=4, intermediate_size=64,
+                                         max_position_embeddings=128, bos_token_id=tok.bos_token_id,
+                                         eos_token_id=tok.eos_token_id,
+                                         pad_token_id=tok.pad_token_id))
+    path = tmp_path_factory.mktemp("models") / "llama"
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def planted(monkeypatch):
+    """The guard's scorer: math.accuracy 1.0 up to call ``drop_after``, then 0.0; records the
+    trainable weights it saw at each call (call 0 is before training)."""
+    seen: list[dict[str, torch.Tensor]] = []
+    state = {"drop_after": 2}
+
+    def score(model, tok, probes, **kw):
+        seen.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        value = 1.0 if len(seen) - 1 <= state["drop_after"] else 0.0
+        return [ProbeResult(p.name, p.metric, value, len(p.items), 0, 1, True, p.capability,
+                            p.kind) for p in probes]
+
+    monkeypatch.setattr(guard_mod, "score_probes", score)
+    return seen, state
+
+
+def _config(model_dir, out, **kw):
+    base = dict(model=str(model_dir), out=str(out), steps=8, batch_size=2, seq_len=32, lr=3e-3,
+                warmup_steps=0, data_n=8, reference_n=4, probes=["math"], probe_n=2,
+                log_every=2, progress=False, save_model=True,
+                guard={"limits": ["math.accuracy>=0.5"], "every": 2, "n": 2})
+    return parse_config({**base, **kw})
+
+
+def _saved(out):
+    return load_file(str(out / "model" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("action", ["stop", "keep"])
+def test_run_stops_and_rolls_back(model_dir, tmp_path, planted, action, capsys):
+    seen, state = planted
+    state["drop_after"] = 2  # checks at steps 2 and 4 pass; step 6 fails
+    cfg = _config(model_dir, tmp_path / action, guard={"limits": ["math.accuracy>=0.5"],
+                                                       "every": 2, "n": 2, "action": action})
+    res = run(cfg)
+    g = res["guard"]
+    assert g["rolled_back_to_step"] == 4
+    assert g["limits"] == ["math.accuracy>=0.5"]
+    assert g["events"][0] == {"step": 6, "limit": "math.accuracy>=0.5", "value": 0.0,
+                              "action": "stop" if action == "stop" else "continue",
+                              "probe": "math.accuracy"}
+    if action == "stop":
+        assert res["training"]["steps"] == 6 and res["training"]["stopped_early"]
+        assert len(seen) == 4  # before, 2, 4, 6
+    else:
+        assert res["training"]["steps"] == 8 and [e["step"] for e in g["events"]] == [6, 8]
+    # the saved weights are the ones the guard saw at step 4 (call 2), not the trained ones
+    final, at4, at6 = _saved(tmp_path / action), seen[2], seen[3]
+    assert any(not torch.equal(at4[n], at6[n]) for n in at4)  # training did move them
+    for name, w in final.items():
+        assert torch.equal(w, at4[name]), name
+    assert "rolled back to the checkpoint of step 4" in capsys.readouterr().err
+
+
+def test_run_without_crossing_keeps_the_trained_weights(model_dir, tmp_path, planted):
+    seen, state = planted
+    state["drop_after"] = 99
+    res = run(_config(model_dir, tmp_path / "ok", steps=5))
+    g = res["guard"]
+    assert g["events"] == [] and g["rolled_back_to_step"] is None
+    assert [c["step"] for c in g["checks"]] == [0, 2, 4, 5]  # the last step is checked too
+    assert res["training"]["steps"] == 5 and not res["training"]["stopped_early"]
+    final = _saved(tmp_path / "ok")
+    assert all(torch.equal(w, seen[-1][n]) for n, w in final.items())
+
+
+def test_lora_checkpoint_holds_the_adapter_only(model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(model_dir),
+                           LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"]), 1, lambda m: [], say=lambda s: None)
+    g.keep(0, model)
+    assert g._good_state and all("lora_" in n for n in g._good_state)
