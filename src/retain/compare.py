@@ -1,0 +1,269 @@
+"""`retain compare`: one model and one new domain under several strategies (and seeds), one run
+folder each, then the comparison folder (``retain.comparison``). Repeating the command resumes it.
+
+    model: tiny                  # any RunConfig key: the base of every run
+    steps: 100
+    out: runs/compare            # the comparison folder; runs go to out/<label>-seed<k>/
+    seeds: [0, 1, 2]             # optional (default: [seed])
+    runs:
+      - {label: full, strategies: [full], lr: 1.0e-4}
+      - {label: lora r=8, strategies: [{name: lora, r: 8}], lr: 1.0e-3}
+
+A run folder whose ``results.json`` is complete and whose config equals the planned one is reused;
+an unfinished one of the same config is run again; one of another config is refused unless
+``overwrite``. The base model is probed once per seed (and probe set), and the runs share it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from retain.config import RunConfig, _read_yaml, apply_override, parse_config
+from retain.errors import UserError
+
+# Keys of a compare file that are not RunConfig keys.
+COMPARE_KEYS = ("runs", "seeds", "out", "title", "rank_by")
+# Config keys that do not change what a run computes (ignored when matching a folder).
+_NOT_IDENTITY = ("out", "overwrite", "progress")
+
+
+@dataclass
+class Planned:
+    """One run of a comparison or sweep: its label (shared by its seeds), seed and config."""
+
+    label: str
+    seed: int
+    config: RunConfig
+    state: str = "new"  # "new", "complete" (reused), "unfinished" (re-run), "conflict"
+    results: dict | None = None
+    why: str = ""  # what differs, for a conflict
+
+
+def slug(label: str) -> str:
+    from retain.demo import slug as demo_slug
+
+    return demo_slug(label) or "run"
+
+
+def split_file(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the base RunConfig keys, the compare keys) of a compare or sweep file."""
+    base = {k: v for k, v in data.items() if k not in COMPARE_KEYS}
+    return base, {k: data[k] for k in COMPARE_KEYS if k in data}
+
+
+def entry_label(entry: dict[str, Any]) -> str:
+    """An entry's label, else its strategy names joined by ``+``."""
+    if entry.get("label"):
+        return str(entry["label"])
+    specs = entry.get("strategies") or [{"name": "full"}]
+    return "+".join(s if isinstance(s, str) else str(s.get("name", "?")) for s in specs)
+
+
+def read_entries(runs: Any, where: str = "runs") -> list[dict[str, Any]]:
+    """The ``runs`` list: mappings of a ``label`` and RunConfig keys (``strategies``, ``lr``...)."""
+    if not isinstance(runs, list) or not runs:
+        raise UserError(f"{where}: give a list of runs, e.g. [{{label: lora, strategies: [lora]}}]")
+    entries = []
+    for i, e in enumerate(runs):
+        if isinstance(e, str):
+            e = {"strategies": [e]}
+        if not isinstance(e, dict):
+            raise UserError(f"{where}[{i}]: expected a mapping with label and strategies, got {e!r}")
+        for bad in ("out", "seed", "overwrite"):
+            if bad in e:
+                raise UserError(f"{where}[{i}]: {bad!r} is set by compare, not per run")
+        entries.append(dict(e))
+    labels = [entry_label(e) for e in entries]
+    slugs = [slug(x) for x in labels]
+    for i, s in enumerate(slugs):
+        if slugs.index(s) != i:
+            raise UserError(f"{where}: labels {labels[slugs.index(s)]!r} and {labels[i]!r} give the "
+                            f"same folder name {s!r}; give the runs distinct labels")
+    return entries
+
+
+def read_seeds(seeds: Any, default: int) -> list[int]:
+    if seeds is None:
+        return [int(default)]
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise UserError(f"seeds: give a list of integers, e.g. [0, 1, 2]; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds: {seeds} repeats a seed")
+    return list(seeds)
+
+
+def plan(base: dict[str, Any], entries: Sequence[dict[str, Any]], seeds: Sequence[int], out: Path,
+         overrides: Sequence[str] = ()) -> list[Planned]:
+    """Every (entry, seed) run with its resolved config (all validated before anything runs):
+    the base keys, then the entry's keys, then ``a.b=c`` overrides (the entry's ``set`` list)."""
+    planned = []
+    for e in entries:
+        label = entry_label(e)
+        keys = {k: v for k, v in e.items() if k not in ("label", "set")}
+        for seed in seeds:
+            data = copy.deepcopy({**base, **keys})
+            if "strategies" in data:
+                data["strategies"] = list(data["strategies"])
+            for o in list(overrides) + list(e.get("set") or []):
+                apply_override(data, o)
+            data.update(seed=seed, out=str(Path(out) / f"{slug(label)}-seed{seed}"))
+            try:
+                cfg = parse_config(data)
+            except UserError as err:
+                raise UserError(f"run {label!r}: {err}") from None
+            planned.append(Planned(label, seed, cfg))
+    return planned
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+
+
+def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            return f"{k}: {json.dumps(a.get(k))} there, {json.dumps(b.get(k))} planned"
+    return "?"
+
+
+def inspect(p: Planned) -> None:
+    """Set ``p.state`` from its folder: new, complete (same config: reuse), unfinished (same
+    config, no results: run again), or conflict (another config, or files retain did not write)."""
+    from retain.report import results as rr
+
+    out = Path(p.config.out)
+    want = _identity(p.config.model_dump(mode="json"))
+    p.state, p.results = "new", None
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        p.state, p.why = "conflict", "it is not a folder"
+        return
+    res = None
+    if (out / rr.RESULTS_FILE).is_file():
+        try:
+            res = json.loads((out / rr.RESULTS_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            res = None
+    if isinstance(res, dict) and isinstance(res.get("config"), dict):
+        have = _identity(res["config"])
+        if have != want:
+            p.state, p.why = "conflict", _first_difference(have, want)
+        elif res.get("status") == "complete" and res.get("schema_version") == rr.SCHEMA_VERSION:
+            p.state, p.results = "complete", res
+        else:
+            p.state = "unfinished"
+        return
+    cfg_file = out / rr.CONFIG_FILE
+    try:
+        have = _identity(yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError):
+        p.state, p.why = "conflict", f"it has no readable {rr.CONFIG_FILE}"
+        return
+    if have == want:
+        p.state = "unfinished"
+    else:
+        p.state, p.why = "conflict", _first_difference(have, want)
+
+
+def _probe_key(cfg: RunConfig) -> tuple:
+    return (cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, tuple(cfg.probes),
+            cfg.probe_n, cfg.seed, cfg.probe_batch_size)
+
+
+def probe_base(cfg: RunConfig) -> list:
+    """The config's model, before any fine-tuning, on the config's probes and seed."""
+    from accelerate.utils import set_seed
+
+    from retain.models import load_model
+    from retain.probes import evaluate, load_probes
+
+    probes = load_probes(cfg.probes, n=cfg.probe_n, seed=cfg.seed)
+    set_seed(cfg.seed)
+    model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
+                            trust_remote_code=cfg.trust_remote_code)
+    needs_base = any(getattr(p, "needs_base", False) for p in probes)
+    # KL to the base of the base itself is 0: the model is its own reference here.
+    return evaluate(model, tok, probes, base_model=model if needs_base else None,
+                    batch_size=cfg.probe_batch_size, progress=cfg.progress)
+
+
+def run_planned(planned: list[Planned], *, overwrite: bool = False,
+                echo=print) -> list[dict]:
+    """Run what is not done yet, in order; returns every run's results (reused or new).
+
+    Folders of another config are refused (all of them named, before anything runs) unless
+    ``overwrite``, which replaces them; complete folders of the same config are always reused."""
+    from retain.run import run
+
+    for p in planned:
+        inspect(p)
+    conflicts = [p for p in planned if p.state == "conflict"]
+    if conflicts and not overwrite:
+        first = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise UserError(f"{first.config.out} holds another run ({first.why}){more}; use "
+                        f"--overwrite to replace it, or another out")
+    todo = sum(p.state != "complete" for p in planned)
+    echo(f"{len(planned)} runs: {len(planned) - todo} already complete, {todo} to run")
+    before_cache: dict[tuple, list] = {}
+    for i, p in enumerate(planned, 1):
+        name = f"[{i}/{len(planned)}] {p.label} (seed {p.seed})"
+        if p.state == "complete":
+            echo(f"{name}: complete, reused")
+            continue
+        echo(f"{name}: {'running again (unfinished)' if p.state == 'unfinished' else 'running'}"
+             f" -> {p.config.out}")
+        key = _probe_key(p.config)
+        if key not in before_cache:
+            before_cache[key] = probe_base(p.config)
+        cfg = p.config.model_copy(update={"overwrite": p.state != "new"})
+        p.results = run(cfg, before=before_cache[key])
+        p.state = "complete"
+    return [p.results for p in planned]
+
+
+def load_compare_file(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The compare (or sweep) file as ``{base, entries, seeds, out, title, rank_by}``;
+    ``overrides`` (``a.b=c``) apply to every run."""
+    data = _read_yaml(path) if path is not None else {}
+    base, extra = split_file(data)
+    if "overwrite" in base:
+        raise UserError("overwrite is not a key of a compare file: use --overwrite")
+    return {"base": base, "extra": extra, "overrides": list(overrides),
+            "seeds": read_seeds(extra.get("seeds"), base.get("seed", 0)),
+            "out": Path(str(extra.get("out") or "runs/compare")),
+            "title": str(extra.get("title") or ""), "rank_by": str(extra.get("rank_by") or "balanced")}
+
+
+def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | None = None,
+                overwrite: bool = False, show: bool = True) -> dict:
+    """Run (or resume) the comparison of ``path`` and write its comparison folder."""
+    from retain.comparison import RANK_SCORES, write_comparison
+
+    f = load_compare_file(path, overrides)
+    if "runs" not in f["extra"]:
+        raise UserError(f"{path}: a compare file needs runs: [{{label: ..., strategies: [...]}}]")
+    if f["rank_by"] not in RANK_SCORES:
+        raise UserError(f"rank_by: {f['rank_by']!r} is not one of {', '.join(RANK_SCORES)}")
+    out = Path(out or f["out"])
+    entries = read_entries(f["extra"]["runs"])
+    planned = plan(f["base"], entries, f["seeds"], out, f["overrides"])
+    t0 = time.time()
+    results = run_planned(planned, overwrite=overwrite,
+                          echo=print if show else (lambda s: None))
+    cfg = planned[0].config
+    title = f["title"] or f"retain compare: {cfg.model} on {cfg.data}"
+    return write_comparison(out, [p.label for p in planned], results, title=title, show=show,
+                            rank_by=f["rank_by"],
+                            extra={"wall_s": round(time.time() - t0, 1), "seeds": f["seeds"]})
