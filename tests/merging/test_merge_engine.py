@@ -191,3 +191,19 @@ def test_dare_streaming_equals_in_memory_and_yaml_config(tiny, tmp_path):
         f"  - {tiny['ft2']}\noptions: {{density: 0.5, seed: 3}}\nout: {tmp_path / 'y'}\n")
     got2 = state(merge_from_config(tmp_path / "merge.yaml"))
     assert all(torch.equal(got2[n], mem[n]) for n in mem)
+
+
+def test_model_card_holds_a_config_that_reproduces_the_merge(tiny, tmp_path):
+    import yaml
+
+    from retain.merging.config import MergeConfig
+
+    out = merge("ties", [tiny["ft1"], tiny["ft2"]], tmp_path / "a", base=tiny["base"],
+                densities=[0.3, 0.6], majority_sign="frequency")
+    card = (out / "README.md").read_text()
+    block = card.split("```yaml\n")[1].split("```")[0]
+    cfg = MergeConfig.from_dict({**yaml.safe_load(block), "out": str(tmp_path / "b")})
+    assert [m.density for m in cfg.models] == [0.3, 0.6]
+    again = merge_from_config(cfg)
+    a, b = state(out), state(again)
+    assert all(torch.equal(a[n], b[n]) for n in a)
