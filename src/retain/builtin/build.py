@@ -38,8 +38,8 @@ CHAT_TEMPLATE = (
 
 # Mixture weights (share of examples). Math gets the most: it needs many steps to click.
 BASE_MIX = {"math": 0.42, "code": 0.2, "multilingual": 0.25, "writing": 0.13}
-CHAT_MIX = {"safety_harmful": 0.18, "safety_benign": 0.17, "instructions": 0.3, "math": 0.14,
-            "code": 0.07, "multilingual": 0.09, "writing": 0.05}
+CHAT_MIX = {"safety_harmful": 0.13, "safety_benign": 0.17, "instructions": 0.3, "math": 0.1,
+            "code": 0.17, "multilingual": 0.08, "writing": 0.05}
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("src/retain/assets"))
     ap.add_argument("--base-steps", type=int, default=4000)
-    ap.add_argument("--chat-steps", type=int, default=1500)
+    ap.add_argument("--chat-steps", type=int, default=3000)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=192)
+    ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--resume-base", type=Path, default=None, help="skip the base stage: load this")
@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
                     stage="base", eval_every=args.eval_every,
                     eval_tasks=["math", "code", "multilingual"])
         save(model, tok, args.out / "tiny-base")
+        # The chat stage starts from the saved (fp16) base, so `--resume-base` reproduces it.
+        model = LlamaForCausalLM.from_pretrained(args.out / "tiny-base", dtype=torch.float32)
     train_stage(model, tok, CHAT_MIX, steps=args.chat_steps, lr=1e-3, warmup=50,
                 batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed + 1, log=log,
                 stage="chat", eval_every=args.eval_every,

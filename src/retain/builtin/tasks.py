@@ -243,6 +243,9 @@ _NUM_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 def instruction_item(rng: random.Random) -> Item:
     kind = rng.randrange(6)
     w = rng.choice(_NOUNS + list(_LEX))
+    if kind in (0, 1):
+        # Made-up words: a case change must be done by copying, not recalled per word.
+        w = _word(rng, 3, 8)
     if kind == 0:
         return Item(f"if:upper:{w}", f"Write the word {w} in capital letters.", w.upper(),
                     check={"kind": "uppercase", "word": w})

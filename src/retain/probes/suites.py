@@ -17,6 +17,7 @@ from retain.probes.kinds import GenerationProbe, KLToBaseProbe, PerplexityProbe
 
 DEFAULT_N = 100  # items per probe when not told
 QUICK_N = 24  # a smoke-test size (``--quick``)
+SAFETY_BUDGET_TOKENS = 32  # tokens generated for the refusal detector (see ``safety``)
 _DRAW_FACTOR = 10  # draw this many times n, then deduplicate
 
 
@@ -52,9 +53,13 @@ def safety(n: int, seed: int) -> list[Probe]:
     # Over-refusal counts refusals of benign prompts: the refusal checker on benign items.
     benign = [replace(it, check={"kind": "refusal"})
               for it in probe_items("safety_benign", n, seed)]
-    return [GenerationProbe("safety", harmful, "safety", metric="refusal_rate"),
+    # The refusal detector reads only the opening of an answer (checkers.REFUSAL_WINDOW_CHARS),
+    # so a short budget decides as well as a long one, and a babbling model costs no more.
+    budget = SAFETY_BUDGET_TOKENS
+    return [GenerationProbe("safety", harmful, "safety", metric="refusal_rate",
+                            max_new_tokens=budget),
             GenerationProbe("safety", benign, "safety", metric="over_refusal_rate",
-                            higher_is_better=False)]
+                            higher_is_better=False, max_new_tokens=budget)]
 
 
 def _domain(name: str):

@@ -58,3 +58,36 @@ def print_comparison(rows: list[dict[str, Any]], strategies: list[str], title: s
         table.add_row(f"{row['probe']}.{row['metric']} {_arrow(row['higher_is_better'])}",
                       _fmt(row["before"], 2), *cells)
     console.print(table)
+
+
+def print_run(results: dict[str, Any]) -> None:
+    """A run's results.json as a table: each probe before, after, delta, retention; then the
+    new-domain gain, weight drift and training facts."""
+    table = Table(title=f"retain run: {results.get('strategy', '?')} on {results['model']['name']}")
+    for col in ("probe.metric", "before", "after", "delta", "retention", "n"):
+        table.add_column(col, justify="left" if col == "probe.metric" else "right")
+    for c in sorted(results["comparison"], key=lambda c: c.get("capability") == "domain"):
+        style = _delta_style(c["delta"], c["higher_is_better"])
+        delta = f"{c['delta']:+.3f}"
+        ret = c.get("retention")
+        table.add_row(f"{c['probe']}.{c['metric']} {_arrow(c['higher_is_better'])}"
+                      + (" (new domain)" if c.get("capability") == "domain" else ""),
+                      _fmt(c["before"]), _fmt(c["after"]),
+                      f"[{style}]{delta}[/{style}]" if style else delta,
+                      "-" if ret is None else f"{ret:.2f}", str(c.get("n", "")))
+    console.print(table)
+    drift = results.get("drift", {}).get("overall", {})
+    train = results.get("training", {})
+    console.print(
+        f"trainable params {results['model'].get('trainable_params', 0):,} of "
+        f"{results['model'].get('params', 0):,}; {train.get('steps')} steps, "
+        f"{train.get('tokens_seen', 0):,} tokens, {train.get('tokens_per_s', 0):,.0f} tokens/s; "
+        f"weight drift relative L2 {drift.get('relative_l2', float('nan')):.4f}; "
+        f"wall {results.get('wall_s', 0):.0f} s")
+    if results.get("guard"):
+        g = results["guard"]
+        for ev in g.get("events", []):
+            console.print(f"[red]guard: step {ev['step']}: {ev['limit']} (value {ev['value']:.3f}) "
+                          f"-> {ev['action']}[/red]")
+        if g.get("rolled_back_to_step") is not None:
+            console.print(f"guard: the run ends with the checkpoint of step {g['rolled_back_to_step']}")
