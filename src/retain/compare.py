@@ -234,9 +234,13 @@ def run_planned(planned: list[Planned], *, overwrite: bool = False,
 
 
 def load_compare_file(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The compare (or sweep) file as ``{base, entries, seeds, out, title, rank_by}``;
+    """The compare file as ``{base, extra, overrides, seeds, out, title, rank_by}``;
     ``overrides`` (``a.b=c``) apply to every run."""
-    data = _read_yaml(path) if path is not None else {}
+    return compare_data(_read_yaml(path) if path is not None else {}, overrides)
+
+
+def compare_data(data: dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``load_compare_file`` of data already read (a sweep file less its ``grid``)."""
     base, extra = split_file(data)
     if "overwrite" in base:
         raise UserError("overwrite is not a key of a compare file: use --overwrite")
