@@ -4,6 +4,8 @@ final weights are the checkpoint of the last passing step, and results.json says
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -237,3 +239,23 @@ def test_lora_checkpoint_holds_the_adapter_only(model_dir):
     g = Guard(GuardConfig(limits=["math.accuracy>=0.5"]), 1, lambda m: [], say=lambda s: None)
     g.keep(0, model)
     assert g._good_state and all("lora_" in n for n in g._good_state)
+
+
+def test_cli_guard_flags_reach_the_config(monkeypatch):
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+    from retain.report import tables
+
+    seen = []
+    monkeypatch.setattr(importlib.import_module("retain.run"), "run", lambda cfg: seen.append(cfg) or {})
+    monkeypatch.setattr(tables, "print_run", lambda res: None)
+    res = CliRunner().invoke(app, ["run", "--steps", "5", "--guard", "math.accuracy>=0.5",
+                                   "-g", "max_forgetting=0.1", "--guard-every", "2",
+                                   "--guard-action", "keep", "guard.n=4"])
+    assert res.exit_code == 0, res.output
+    g = seen[0].guard
+    assert (g.limits, g.every, g.action, g.n) == (
+        ["math.accuracy>=0.5", "max_forgetting<=0.1"], 2, "keep", 4)
+    res = CliRunner().invoke(app, ["run", "--guard", "math.accuracy=>0.5"])
+    assert isinstance(res.exception, UserError) and "math.accuracy=>0.5" in str(res.exception)

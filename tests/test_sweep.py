@@ -121,3 +121,18 @@ def test_tiny_sweep_end_to_end(tmp_path, model_dir, monkeypatch):
     monkeypatch.setattr(run_mod, "run", lambda *a, **k: calls.append(a))
     again = run_sweep(path, sets=["steps=1,3"], show=False)  # resumed: nothing to run
     assert calls == [] and again["points"] == s["points"]
+
+
+def test_cli_passes_sets_and_overrides(monkeypatch):
+    from typer.testing import CliRunner
+
+    from retain import sweep as sweep_mod
+    from retain.cli import app
+
+    seen = []
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda *a, **k: seen.append((a, k)))
+    res = CliRunner().invoke(app, ["sweep", "--set", "lr=1e-4,1e-3", "--set", "steps=5,10",
+                                   "probe_n=4", "batch_size=2"])
+    assert res.exit_code == 0, res.output
+    assert seen[0][0] == (None, ["lr=1e-4,1e-3", "steps=5,10"], ["probe_n=4", "batch_size=2"])
+    assert seen[0][1] == {"out": None, "overwrite": False}

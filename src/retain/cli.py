@@ -93,11 +93,19 @@ def run_cmd(
     out: Optional[Path] = typer.Option(None, help="Run folder."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
     save_model: Optional[bool] = typer.Option(None, help="Save the fine-tuned weights."),
+    guard: Optional[List[str]] = typer.Option(
+        None, "--guard", "-g", help="A limit checked while training, e.g. 'safety.refusal_rate>=0.9'"
+        " or 'max_forgetting=0.05'; repeatable. The run ends on the last checkpoint meeting all."),
+    guard_every: Optional[int] = typer.Option(None, help="Guard check every N steps "
+                                              "(default: probe_every, else steps/10)."),
+    guard_n: Optional[int] = typer.Option(None, help="Items per probe in a guard check (24)."),
+    guard_action: Optional[str] = typer.Option(None, help="stop (default) or keep (train on)."),
 ) -> None:
     """Fine-tune a model on new-domain data, measuring what it forgets.
 
     Extra arguments of the form a.b=c override keys of the config file.
     """
+    import json
     from retain.config import load_run_config
 
     flags = {"model": model, "data": data, "lr": lr, "steps": steps, "batch_size": batch_size,
@@ -110,11 +118,54 @@ def run_cmd(
         flags["probes"] = list(probes)
     if overwrite:
         flags["overwrite"] = True
-    cfg = load_run_config(config, overrides=list(ctx.args), **flags)
+    guard_sets = [f"guard.{k}={json.dumps(v)}" for k, v in [
+        ("limits", list(guard) if guard else None), ("every", guard_every), ("n", guard_n),
+        ("action", guard_action)] if v is not None]
+    cfg = load_run_config(config, overrides=guard_sets + list(ctx.args), **flags)
     from retain.run import run
     from retain.report.tables import print_run
 
     print_run(run(cfg))
+
+
+@app.command("compare", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def compare_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Argument(..., help="YAML: base run keys, runs: [{label, strategies, ...}],"
+                                  " seeds: [0, 1, 2], out."),
+    out: Optional[Path] = typer.Option(None, help="Comparison folder (default: the file's out)."),
+    overwrite: bool = typer.Option(False, help="Replace run folders that hold another config."),
+) -> None:
+    """Run one model and domain under several strategies (and seeds); resumes when repeated.
+
+    Extra arguments of the form a.b=c override keys of every run.
+    """
+    from retain.compare import run_compare
+
+    run_compare(config, list(ctx.args), out=out, overwrite=overwrite)
+
+
+@app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def sweep_cmd(
+    ctx: typer.Context,
+    config: Optional[str] = typer.Argument(None, help="YAML: base run keys, grid: {lr: [...]}, "
+                                           "optional runs, seeds, out."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="A grid axis, e.g. "
+                                             "lr=1e-4,3e-4,1e-3 or strategies.0.r=4,8; repeatable."),
+    out: Optional[Path] = typer.Option(None, help="Sweep folder (default: the file's out)."),
+    overwrite: bool = typer.Option(False, help="Replace run folders that hold another config."),
+) -> None:
+    """Sweep a grid of runs and fit how forgetting grows with steps, learning rate and drift.
+
+    Extra arguments of the form a.b=c override keys of every run.
+    """
+    from retain.sweep import run_sweep
+
+    overrides = list(ctx.args)
+    if config is not None and "=" in config and not Path(config).is_file():
+        overrides.insert(0, config)  # `retain sweep --set ... steps=10`: no file, an override
+        config = None
+    run_sweep(config, list(sets or []), overrides, out=out, overwrite=overwrite)
 
 
 @app.command("demo")
