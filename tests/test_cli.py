@@ -59,3 +59,17 @@ def test_malformed_probe_jsonl_names_file_and_line(tmp_path):
     r = retain("eval", "--probes", str(bad))
     assert r.returncode == 2
     assert f"{bad}:2:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_readme_documents_every_registered_strategy_and_suite():
+    from pathlib import Path
+
+    from retain.probes import SUITES
+    from retain.strategies import STRATEGIES
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in STRATEGIES:
+        assert f"`{name}`" in readme, f"strategy {name} is not in the README"
+    for name in SUITES:
+        if name != "drift":
+            assert name in readme, f"suite {name} is not in the README"
