@@ -239,6 +239,9 @@ def plot_axis(points: list[dict], axis: str, axes: Sequence[str], fits: list[dic
             ax.plot(grid, [f["A"] * g ** f["alpha"] for g in grid], "--", color=color, alpha=0.6,
                     label=f"  fit: α={f['alpha']:.2f}{r2}")
     ax.set_xscale("log")
+    values = sorted({p[axis] for p in points})
+    ax.set_xticks(values, [_fmt(v) for v in values])  # the grid's own values, not 10^k
+    ax.minorticks_off()
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel(axis)
     ax.set_ylabel("forgetting (mean oriented drop of retained proportions)")
