@@ -10,12 +10,12 @@ An example is ``{"input_ids": list[int], "labels": list[int]}``, labels -100 whe
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from retain.errors import UserError
+from retain.jsonl import iter_jsonl
 
 IGNORE = -100  # label of a position that takes no loss (PyTorch's cross-entropy ignore_index)
 BUILTIN_DOMAINS = ("legal", "support")
@@ -150,17 +150,7 @@ def read_jsonl(path: str | Path) -> list[tuple[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            records.append(_parse_line(obj, where))
+    records = [_parse_line(obj, where) for where, obj in iter_jsonl(path)]
     if not records:
         raise UserError(f"{path}: no examples (the file is empty)")
     return records

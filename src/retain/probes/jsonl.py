@@ -10,12 +10,12 @@ A malformed line raises ``UserError("<path>:<line>: what is wrong")``.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from retain.builtin.tasks import Item
 from retain.errors import UserError
+from retain.jsonl import iter_jsonl
 from retain.probes.base import Probe
 from retain.probes.kinds import ChoiceItem, ChoiceProbe, GenerationProbe, PerplexityProbe
 
@@ -73,26 +73,17 @@ def load_jsonl_probe(path: str | Path, n: int | None = None, seed: int = 0) -> P
         raise UserError(f"{path}: no such probe file")
     name, shape, chat = path.stem, None, None
     entries: list = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            this = _shape_of(obj, where)
-            if shape is not None and this != shape:
-                raise UserError(f"{where}: a {this} line in a file of {shape} lines "
-                                "(one shape per file)")
-            line_chat = obj.get("chat", True)
-            if chat is not None and this != "perplexity" and line_chat != chat:
-                raise UserError(f"{where}: 'chat' differs from earlier lines (one value per file)")
-            shape, chat = this, line_chat
-            entries.append(_parse(obj, this, where, key=f"{name}:{obj.get('id', lineno)}"))
+    for where, obj in iter_jsonl(path):
+        this = _shape_of(obj, where)
+        if shape is not None and this != shape:
+            raise UserError(f"{where}: a {this} line in a file of {shape} lines "
+                            "(one shape per file)")
+        line_chat = obj.get("chat", True)
+        if chat is not None and this != "perplexity" and line_chat != chat:
+            raise UserError(f"{where}: 'chat' differs from earlier lines (one value per file)")
+        shape, chat = this, line_chat
+        lineno = where.rsplit(":", 1)[1]
+        entries.append(_parse(obj, this, where, key=f"{name}:{obj.get('id', lineno)}"))
     if not entries:
         raise UserError(f"{path}:1: empty file, no probe items")
     if n is not None and n < len(entries):
