@@ -131,6 +131,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/retain-vs-mergekit"))
     ap.add_argument("--large", type=Path, default=None,
                     help="folder with base, ft0, ft1, ft2 from merge_memory.py")
+    ap.add_argument("--skip-small", action="store_true", help="only the --large comparison")
     args = ap.parse_args()
     if not Path(args.mergekit).exists():
         sys.exit(f"mergekit not found at {args.mergekit} (see this file's docstring)")
@@ -138,7 +139,7 @@ def main() -> None:
     if not (args.work / "ft2" / "model.safetensors").exists():
         build(args.work)
     rows = []
-    for name, (rcall, mcfg) in CASES.items():
+    for name, (rcall, mcfg) in ({} if args.skip_small else CASES).items():
         slug = re.sub(r"\W+", "_", name)
         r_out, m_out = args.work / f"out_retain_{slug}", args.work / f"out_mergekit_{slug}"
         r_wall, r_rss = run_retain(args.work, rcall, r_out)
@@ -162,7 +163,7 @@ def main() -> None:
                      "at": where, "retain_s": round(r_wall, 1), "mergekit_s": round(m_wall, 1),
                      "retain_peak_MB": round(r_rss), "mergekit_peak_MB": round(m_rss)})
         print(json.dumps(rows[-1]), flush=True)
-    (args.work / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (args.work / ("results_large.json" if args.skip_small else "results.json")).write_text(json.dumps(rows, indent=2) + "\n")
     print("\n| case | max abs diff | retain s / MB | mergekit s / MB |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['max_abs_diff']:.2e} | {r['retain_s']} / "
