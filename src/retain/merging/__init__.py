@@ -5,6 +5,7 @@ streams safetensors folders tensor by tensor (or merges state dicts in memory).
     merge_state_dicts(method, base, models, *, weights=None, **options) -> dict
     interpolate(base, finetune, alpha)        # WiSE-FT: alpha=0 base, alpha=1 fine-tune
     MERGE_METHODS                             # name -> MergeMethod (options model, citation)
+    interpolation_curve / method_curve / pick_coefficient / greedy_soup   # in-memory search
 """
 
 from retain.merging.base import MergeMethod, MergeOptions, TensorSet
@@ -12,6 +13,9 @@ from retain.merging.config import MergeConfig, load_merge_config, merge_from_con
 from retain.merging.engine import merge, merge_state_dicts
 from retain.merging.linear import interpolate
 from retain.merging.registry import MERGE_METHODS
+from retain.merging.search import (greedy_soup, interpolation_curve, method_curve,
+                                   pick_coefficient)
 
 __all__ = ["MERGE_METHODS", "MergeConfig", "MergeMethod", "MergeOptions", "TensorSet",
-           "interpolate", "load_merge_config", "merge", "merge_from_config", "merge_state_dicts"]
+           "greedy_soup", "interpolate", "interpolation_curve", "load_merge_config", "merge",
+           "merge_from_config", "merge_state_dicts", "method_curve", "pick_coefficient"]
