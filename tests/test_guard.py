@@ -18,6 +18,7 @@ from retain.errors import UserError
 from retain.guard import Guard, GuardConfig, Limit, parse_limit, select_probes
 from retain.probes import load_probes
 from retain.probes.base import ProbeResult
+from retain.report import results as rr
 from retain.run import run
 
 
@@ -222,10 +223,14 @@ def test_run_stops_and_rolls_back(model_dir, tmp_path, planted, action, capsys):
 def test_run_without_crossing_keeps_the_trained_weights(model_dir, tmp_path, planted):
     seen, state = planted
     state["drop_after"] = 99
-    res = run(_config(model_dir, tmp_path / "ok", steps=5))
+    res = run(_config(model_dir, tmp_path / "ok", steps=5, probe_every=3))
     g = res["guard"]
     assert g["events"] == [] and g["rolled_back_to_step"] is None
     assert [c["step"] for c in g["checks"]] == [0, 2, 4, 5]  # the last step is checked too
+    records = rr.read_jsonl(tmp_path / "ok" / "metrics.jsonl")  # probes keep their own rhythm
+    assert [(r["stage"], r["step"]) for r in records if r["event"] == "probe"] == [
+        ("before", 0), ("during", 3), ("after", 5)]
+    assert [r["step"] for r in records if r["event"] == "guard"] == [0, 2, 4, 5]
     assert res["training"]["steps"] == 5 and not res["training"]["stopped_early"]
     final = _saved(tmp_path / "ok")
     assert all(torch.equal(w, seen[-1][n]) for n, w in final.items())
