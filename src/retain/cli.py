@@ -173,8 +173,16 @@ def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="Comparison folder."),
     quick: bool = typer.Option(False, help="A first look in about a minute (fewer steps/items)."),
     overwrite: bool = typer.Option(True, help="Replace an earlier demo in the same folder."),
+    merge: bool = typer.Option(False, "--merge", help="Specialists, merged: a legal and a support "
+                               "fine-tune merged four ways (default out: runs/demo-merge)."),
 ) -> None:
     """Show the forgetting cliff and the cures on the built-in model, in minutes on a CPU."""
+    if merge:
+        from retain.demo_merge import run_merge_demo
+
+        run_merge_demo(Path("runs/demo-merge") if out == Path("runs/demo") else out, quick=quick,
+                       overwrite=overwrite)
+        return
     from retain.demo import run_demo
 
     run_demo(out, quick=quick, overwrite=overwrite)

@@ -56,8 +56,27 @@ def merge_command(
     shard_size: Annotated[str, typer.Option(help="output shard size, e.g. 2GB, 500MB")] = "2GB",
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+    search: Annotated[bool, typer.Option(
+        "--search", help="score a grid of coefficients on the probes in memory (--base BASE FT)"
+        " and pick one; writes search.json and curve.png into --out")] = False,
+    alphas: Annotated[Optional[str], typer.Option(
+        help="--search: the grid, e.g. 0,0.25,0.5,0.75,1 (default 0,0.1,...,1)")] = None,
+    param: Annotated[str, typer.Option(
+        help="--search with a --method other than wise_ft: the option the grid sets")] = "scale",
+    probes: Annotated[Optional[list[str]], typer.Option(
+        "--probes", "-p", help="--search: suites (default: retained + --domain; repeat)")] = None,
+    domain: Annotated[str, typer.Option(help="--search: the new-domain suite")] = "legal",
+    probe_n: Annotated[Optional[int], typer.Option(help="--search: items per probe")] = None,
+    min_gain_share: Annotated[float, typer.Option(
+        help="--search: share of the new-domain gain the pick must keep")] = 0.8,
+    soup: Annotated[bool, typer.Option(
+        "--soup", help="--search: greedy soup of several fine-tunes first")] = False,
 ) -> None:
     """Merge fine-tunes (and/or a base) into one model folder, tensor by tensor."""
+    if search:
+        _search(models or [], method, out, base, alphas, param, probes, domain, probe_n,
+                min_gain_share, soup, seed)
+        return
     try:
         path = _run(models or [], method, out, base, weights, density, alpha, seed, scale,
                     fisher or [], gram or [], set_ or [], config, shard_size, dtype, overwrite)
@@ -65,6 +84,24 @@ def merge_command(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"merged model written to {path}")
+
+
+def _search(models, method, out, base, alphas, param, probes, domain, probe_n, min_gain_share,
+            soup, seed) -> None:
+    from retain.merging.search_cli import print_search, run_search
+
+    try:
+        if base is None or out is None:
+            raise UserError("--search needs --base BASE, a fine-tune, and --out")
+        record = run_search(base, models, out, probes=probes, domain=domain,
+                            method=method or "wise_ft", param=param,
+                            values=_floats(alphas, "alphas"), min_gain_share=min_gain_share,
+                            soup=soup, probe_n=probe_n, seed=seed or 0)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    print_search(record)
+    typer.echo(f"search written to {Path(out) / 'search.json'}")
 
 
 def _run(models, method, out, base, weights, density, alpha, seed, scale, fisher, gram, sets,

@@ -1,0 +1,172 @@
+"""``retain merge --search``: score a grid of merge coefficients between a base and its fine-tune(s)
+on the probes, in memory (one model object, weights copied in per point, nothing written per
+point), print the curve, write ``curve.png`` and ``search.json``, and pick the coefficient that
+keeps the most retained capability for a stated share of the new-domain gain. With ``soup``,
+several fine-tunes are first combined by greedy soup (Wortsman et al., 2022,
+https://arxiv.org/abs/2203.05482) and the curve runs from the base to the soup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from retain.errors import UserError
+
+SEARCH_FILE, CURVE_FILE = "search.json", "curve.png"
+
+
+def probe_scores(model, tok, probes, *, batch_size: int = 32, base_model=None) -> dict[str, float]:
+    """``probe.metric`` -> score for every proportion metric, oriented so that higher is better
+    (over_refusal_rate -> 1 - x); cross-entropy metrics have no common scale and are left out."""
+    from retain.probes import evaluate
+    from retain.report.plots import PROPORTION_METRICS, oriented
+
+    results = evaluate(model, tok, probes, base_model=base_model, batch_size=batch_size,
+                       progress=False)
+    return {r.key: oriented(r.metric, float(r.value)) for r in results
+            if r.metric in PROPORTION_METRICS}
+
+
+def domain_key(probes, domain: str) -> str:
+    """The score name of the new domain's proportion metric, e.g. ``legal.accuracy``."""
+    from retain.report.plots import PROPORTION_METRICS
+
+    for p in probes:
+        if p.name == domain and p.capability == "domain" and p.metric in PROPORTION_METRICS:
+            return f"{p.name}.{p.metric}"
+    raise UserError(f"no proportion metric of the new domain {domain!r} among the probes "
+                    f"(add it to --probes)")
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _load_state(path: str, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from retain.models import load_model
+
+    other, _ = load_model(path, dtype="float32", device="cpu")
+    state = _state(other)
+    del other
+    for name, t in like.items():
+        if name not in state:
+            raise UserError(f"tensor {name!r} of the base is missing in {path}")
+        if state[name].shape != t.shape:
+            raise UserError(f"tensor {name!r} has shape {list(state[name].shape)} in {path} "
+                            f"but {list(t.shape)} in the base")
+    return state
+
+
+def run_search(base: str, finetunes: Sequence[str], out: str | Path, *,
+               probes: Sequence[str] | None = None, domain: str = "legal",
+               method: str = "wise_ft", param: str = "scale",
+               values: Sequence[float] | None = None, min_gain_share: float = 0.8,
+               soup: bool = False, probe_n: int | None = None, seed: int = 0,
+               batch_size: int = 32, plot: bool = True) -> dict:
+    """Score the grid, write ``search.json`` (and ``curve.png``) into ``out``, return the record.
+
+    ``method`` wise_ft: the grid is alpha (0 = base, 1 = fine-tune); any other merge method: the
+    grid is its option ``param`` (e.g. ties, scale), merging ``finetunes`` over ``base``."""
+    from retain.merging.search import (DEFAULT_ALPHAS, greedy_soup, interpolation_curve,
+                                       method_curve, pick_coefficient, plot_curve)
+    from retain.models import load_model
+    from retain.probes import load_probes
+    from retain.report import results as rr
+
+    if not finetunes:
+        raise UserError("--search needs a fine-tuned model folder after --base")
+    if method == "wise_ft" and len(finetunes) > 1 and not soup:
+        raise UserError("wise_ft searches one fine-tune; give --soup to combine several first")
+    if not 0 <= min_gain_share <= 1:
+        raise UserError(f"--min-gain-share must be in [0, 1], got {min_gain_share}")
+    values = list(DEFAULT_ALPHAS if values is None else values)
+    if not values:
+        raise UserError("--alphas is empty")
+    probe_list = load_probes(list(probes) if probes else ["retained", domain], n=probe_n,
+                             seed=seed)
+    new_key = domain_key(probe_list, domain)
+    if any(getattr(p, "needs_base", False) or p.kind == "kl_to_base" for p in probe_list):
+        raise UserError("divergence probes (drift) are not searched; leave them out of --probes")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model, tok = load_model(base, dtype="float32", device="cpu")
+    base_state = _state(model)
+    ft_states = [_load_state(f, base_state) for f in finetunes]
+
+    def score(m) -> dict[str, float]:
+        return probe_scores(m, tok, probe_list, batch_size=batch_size)
+
+    base_scores = score(model)
+    retained = [k for k in base_scores if k != new_key]
+    record: dict = {"base": str(base), "finetunes": [str(f) for f in finetunes],
+                    "method": method, "param": "alpha" if method == "wise_ft" else param,
+                    "domain": new_key, "retained": retained, "min_gain_share": min_gain_share,
+                    "probe_n": probe_n, "seed": seed, "base_scores": base_scores}
+
+    if soup and len(ft_states) > 1:
+        def objective(s: dict[str, float]) -> float:  # new domain and retained mean, equally
+            kept = sum(s[k] for k in retained) / len(retained) if retained else 0.0
+            return (s[new_key] + kept) / 2
+        res = greedy_soup(model, ft_states, score, objective)
+        ft_states = [_state(model)]  # the model holds the soup
+        record["soup"] = {"selected": [str(finetunes[i]) for i in res.selected],
+                          "individual": res.individual, "objective": res.objective,
+                          "history": [list(h) for h in res.history]}
+    if method == "wise_ft":
+        ft = ft_states[0]
+        points = interpolation_curve(model, base_state, ft, score, values)
+        ft_scores = next((p.scores for p in points if p.coefficient == 1.0), None) or score(model)
+    else:
+        points = method_curve(model, score, method, base_state, ft_states, param, values)
+        ft_scores = {}
+        for f in ft_states:  # the best single fine-tune is the gain to keep a share of
+            model.load_state_dict(f)
+            s = score(model)
+            if not ft_scores or s[new_key] > ft_scores[new_key]:
+                ft_scores = s
+    record["finetune_scores"] = ft_scores
+    pick = pick_coefficient(points, new_key, base_scores, ft_scores,
+                            min_gain_share=min_gain_share, retained=retained)
+
+    def kept(s: dict[str, float]) -> float | None:
+        return sum(s[k] for k in retained) / len(retained) if retained else None
+
+    record["points"] = [{"coefficient": p.coefficient, "scores": p.scores,
+                         "retained_mean": kept(p.scores)} for p in points]
+    record["pick"] = {"coefficient": pick.point.coefficient if pick.point else None,
+                      "retained_mean": pick.retained, "gain_share": pick.gain_share,
+                      "reason": pick.reason}
+    if plot:
+        label = "alpha (0 = base, 1 = fine-tune)" if method == "wise_ft" else f"{method} {param}"
+        plot_curve(points, out / CURVE_FILE, new_domain=new_key, xlabel=label)
+        record["chart"] = CURVE_FILE
+    rr.write_json_atomic(out / SEARCH_FILE, record)
+    return record
+
+
+def print_search(record: dict) -> None:
+    """The curve as a table (coefficient, new domain, retained mean, each capability) and the pick."""
+    from rich.console import Console
+    from rich.table import Table
+
+    new_key, retained = record["domain"], record["retained"]
+    picked = record["pick"]["coefficient"]
+    table = Table(record["param"], f"{new_key} (new)", "retained mean", *retained,
+                  title=f"{record['method']} search: {record['base']} -> "
+                        f"{', '.join(record['finetunes'])}")
+    for p in record["points"]:
+        s = p["scores"]
+        mean = "-" if p["retained_mean"] is None else f"{p['retained_mean']:.3f}"
+        mark = " *" if picked is not None and p["coefficient"] == picked else ""
+        table.add_row(f"{p['coefficient']:g}{mark}", f"{s[new_key]:.3f}", mean,
+                      *[f"{s[k]:.3f}" for k in retained])
+    console = Console()
+    console.print(table)
+    if "soup" in record:
+        console.print(f"greedy soup kept: {', '.join(record['soup']['selected'])}")
+    console.print(f"pick (min gain share {record['min_gain_share']:.0%}): "
+                  f"{record['pick']['reason']}")
