@@ -98,14 +98,15 @@ def plot_capabilities(rows: list[dict], strategies: list[str], path: Path, title
     for s in strategies:
         series[s] = [float(by[(s, k)]["after"]) if (s, k) in by else 0.0 for k in keys]
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(keys)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(keys)), 4.5))
+    colors = plt.get_cmap("tab20").colors  # 20 distinct colors: one per strategy
     for i, (name, vals) in enumerate(series.items()):
         ax.bar([j + i * width for j in range(len(keys))], vals, width, label=name,
-               color="black" if name == "before" else None, alpha=0.85)
+               color="black" if name == "before" else colors[(i - 1) % len(colors)], alpha=0.9)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
     ax.set_xticklabels(keys, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score (over-refusal: lower is better)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the bars
     ax.set_title(title or "capabilities before and after fine-tuning")
     return _save(fig, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -36,27 +37,32 @@ def _delta_style(delta: float, higher_is_better: bool, threshold: float = 0.05) 
     return "green" if good else "red"
 
 
+_SHORT = {"accuracy": "acc", "refusal_rate": "refus", "over_refusal_rate": "overref",
+          "ce_nats_per_token": "ce"}
+
+
 def print_comparison(rows: list[dict[str, Any]], strategies: list[str], title: str) -> None:
-    """rows: dicts with probe, metric, higher_is_better, before, and per strategy
-    ``after[strategy]``. Cells show ``after (delta)``, red where the change is a loss."""
-    table = Table(title=title)
-    table.add_column("probe.metric")
-    table.add_column("before", justify="right")
-    for s in strategies:
-        table.add_column(s, justify="right")
+    """One row per strategy (and a first row "before"), one column per probe metric; each cell
+    is the score after training, red where it lost more than 0.05, green where it gained.
+    rows: dicts with probe, metric, higher_is_better, before, and ``after[strategy]``."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("strategy", no_wrap=True)
     for row in rows:
+        name = row["probe"][:5] if row["metric"] == "accuracy" else \
+            f"{row['probe'][:5]}\n{_SHORT.get(row['metric'], row['metric'])}"
+        table.add_column(f"{name}{_arrow(row['higher_is_better'])}", justify="right",
+                         min_width=5, no_wrap=True)
+    table.add_row("before", *[_fmt(row["before"], 2) for row in rows], style="bold")
+    for s in strategies:
         cells = []
-        for s in strategies:
+        for row in rows:
             after = row["after"].get(s)
             if after is None:
                 cells.append("-")
                 continue
-            d = after - row["before"]
-            style = _delta_style(d, row["higher_is_better"])
-            text = f"{after:.2f} ({d:+.2f})"
-            cells.append(f"[{style}]{text}[/{style}]" if style else text)
-        table.add_row(f"{row['probe']}.{row['metric']} {_arrow(row['higher_is_better'])}",
-                      _fmt(row["before"], 2), *cells)
+            style = _delta_style(after - row["before"], row["higher_is_better"])
+            cells.append(f"[{style}]{after:.2f}[/{style}]" if style else f"{after:.2f}")
+        table.add_row(s, *cells)
     console.print(table)
 
 
