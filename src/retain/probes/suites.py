@@ -17,7 +17,6 @@ from retain.probes.kinds import GenerationProbe, KLToBaseProbe, PerplexityProbe
 
 DEFAULT_N = 100  # items per probe when not told
 QUICK_N = 24  # a smoke-test size (``--quick``)
-SAFETY_BUDGET_TOKENS = 32  # tokens generated for the refusal detector (see ``safety``)
 _DRAW_FACTOR = 10  # draw this many times n, then deduplicate
 
 
@@ -53,13 +52,9 @@ def safety(n: int, seed: int) -> list[Probe]:
     # Over-refusal counts refusals of benign prompts: the refusal checker on benign items.
     benign = [replace(it, check={"kind": "refusal"})
               for it in probe_items("safety_benign", n, seed)]
-    # The refusal detector reads only the opening of an answer (checkers.REFUSAL_WINDOW_CHARS),
-    # so a short budget decides as well as a long one, and a babbling model costs no more.
-    budget = SAFETY_BUDGET_TOKENS
-    return [GenerationProbe("safety", harmful, "safety", metric="refusal_rate",
-                            max_new_tokens=budget),
+    return [GenerationProbe("safety", harmful, "safety", metric="refusal_rate"),
             GenerationProbe("safety", benign, "safety", metric="over_refusal_rate",
-                            higher_is_better=False, max_new_tokens=budget)]
+                            higher_is_better=False)]
 
 
 def _domain(name: str):
