@@ -136,3 +136,13 @@ def test_cli_passes_sets_and_overrides(monkeypatch):
     assert res.exit_code == 0, res.output
     assert seen[0][0] == (None, ["lr=1e-4,1e-3", "steps=5,10"], ["probe_n=4", "batch_size=2"])
     assert seen[0][1] == {"out": None, "overwrite": False}
+
+
+def test_domain_ce_gain():
+    from retain.sweep import domain_ce_gain
+
+    res = {"comparison": [
+        {"metric": "ce_nats_per_token", "capability": "domain", "before": 8.0, "after": 5.0},
+        {"metric": "ce_nats_per_token", "capability": "writing", "before": 1.0, "after": 2.0},
+        {"metric": "accuracy", "capability": "domain", "before": 0.0, "after": 1.0}]}
+    assert domain_ce_gain(res) == 3.0

@@ -27,6 +27,7 @@ FORGETTING = ("mean, over the retained probes' proportion metrics (accuracy, ref
               "over_refusal_rate, cloze_accuracy; the new domain excluded), of the oriented drop "
               "before - after (over_refusal_rate counted as 1 - rate); > 0 is a loss, in [-1, 1]")
 CE_RISE = "mean rise (after - before) of the retained probes' ce_nats_per_token, in nats/token"
+DOMAIN_CE_GAIN = "mean fall (before - after) of the new domain's ce_nats_per_token, nats/token"
 DRIFT = "relative L2 distance of the final weights from the base, ||W - W0|| / ||W0||"
 CITATION = ('Kalajdzievski, 2024, "Scaling Laws for Forgetting When Fine-Tuning Large Language '
             'Models", https://arxiv.org/abs/2401.05605')
@@ -117,6 +118,14 @@ def ce_rise(results: dict) -> float | None:
     return sum(rises) / len(rises) if rises else None
 
 
+def domain_ce_gain(results: dict) -> float | None:
+    """How much the new domain was learnt in nats/token: mean fall (before - after) of the
+    domain's ce_nats_per_token (a finer measure than its cloze accuracy)."""
+    falls = [c["before"] - c["after"] for c in results["comparison"]
+             if c.get("capability") == "domain" and c["metric"] == "ce_nats_per_token"]
+    return sum(falls) / len(falls) if falls else None
+
+
 def _get(data: dict, key: str) -> Any:
     node: Any = data
     for k in key.split("."):
@@ -143,7 +152,8 @@ def point_of(entry: dict[str, Any], seed: int, results: dict, axes: Sequence[str
             "steps": results["training"]["steps"], "lr": cfg["lr"],
             "forgetting": forgetting(results), "ce_rise": ce_rise(results),
             "drift": ((results.get("drift") or {}).get("overall") or {}).get("relative_l2"),
-            "domain_score": s.get("domain"), "retained_score": s.get("retained")}
+            "domain_score": s.get("domain"), "domain_ce_gain": domain_ce_gain(results),
+            "retained_score": s.get("retained")}
 
 
 # -- the relations ----------------------------------------------------------------------------
@@ -205,8 +215,9 @@ def analyse(points: list[dict], axes: Sequence[str]) -> dict[str, Any]:
     by_entry = {}
     for e in entries:
         ps = [p for p in points if p["entry"] == e]
-        by_entry[e] = {k: _mean([p[k] for p in ps]) for k in
-                       ("forgetting", "ce_rise", "drift", "domain_score", "retained_score")}
+        by_entry[e] = {k: _mean([p.get(k) for p in ps]) for k in
+                       ("forgetting", "ce_rise", "drift", "domain_score", "domain_ce_gain",
+                        "retained_score")}
     return {"fits": fits, "marginals": marginals, "drift_correlation": drift, "by_entry": by_entry}
 
 
@@ -316,7 +327,7 @@ def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequ
         plot_drift(points, analysis["drift_correlation"]["forgetting"], out / "forgetting_vs_drift.png")
         charts.append("forgetting_vs_drift.png")
     summary = {"title": title, "definitions": {"forgetting": FORGETTING, "ce_rise": CE_RISE,
-                                               "drift": DRIFT,
+                                               "domain_ce_gain": DOMAIN_CE_GAIN, "drift": DRIFT,
                                                "fit": "y = A * x**alpha, least squares of log y on "
                                                       "log x over the points with y > 0; r2 in "
                                                       "log space; spearman: rank correlation"},
@@ -335,12 +346,16 @@ def print_sweep(summary: dict, out: Path) -> None:
     from retain.report.tables import console
 
     table = Table(title=summary["title"])
-    for col in ("run", "seed", "steps", "lr", "drift", "forgetting", "ce rise", "domain"):
+    for col in ("run", "seed", "steps", "lr", "drift", "forgetting", "ce rise", "domain",
+                "domain ce gain"):
         table.add_column(col, justify="left" if col == "run" else "right")
     f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-    for p in summary["points"]:
-        table.add_row(p["label"], str(p["seed"]), str(p["steps"]), f"{p['lr']:g}", f(p["drift"], 4),
-                      f(p["forgetting"]), f(p["ce_rise"]), f(p["domain_score"], 2))
+    for p in summary["points"]:  # the run column: the entry and any axis besides steps and lr
+        run = " ".join([p["entry"]] + [f"{a}={_fmt(p.get(a))}" for a in summary["axes"]
+                                       if a not in ("steps", "lr")])
+        table.add_row(run, str(p["seed"]), str(p["steps"]), f"{p['lr']:g}", f(p["drift"], 4),
+                      f(p["forgetting"]), f(p["ce_rise"]), f(p["domain_score"], 2),
+                      f(p.get("domain_ce_gain"), 2))
     console.print(table)
     console.print(f"forgetting = {summary['definitions']['forgetting']}")
     for fit in summary["fits"]:
@@ -356,5 +371,6 @@ def print_sweep(summary: dict, out: Path) -> None:
     console.print(f"  drift vs forgetting: Spearman {rho} over {d['n']} runs")
     for e, m in summary["by_entry"].items():
         console.print(f"  {e}: mean forgetting {f(m['forgetting'])}, mean drift {f(m['drift'], 4)}"
-                      f", mean new-domain {f(m['domain_score'], 2)}")
+                      f", mean new-domain score {f(m['domain_score'], 2)}, CE gain "
+                      f"{f(m.get('domain_ce_gain'), 2)} nats/token")
     console.print(f"wrote {out}/sweep.json, {', '.join(summary['charts'])}, summary.csv")
