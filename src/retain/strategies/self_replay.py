@@ -9,7 +9,7 @@ instead of in-context synthesized inputs, and no refinement pass by the fine-tun
 
 from __future__ import annotations
 
-import json
+import math
 import random
 from pathlib import Path
 from typing import ClassVar
@@ -18,6 +18,7 @@ import torch
 from pydantic import Field
 
 from retain.errors import UserError
+from retain.jsonl import iter_jsonl
 from retain.strategies.base import RunContext, Strategy, StrategyConfig
 from retain.strategies.replay import IGNORE, mix_replay
 
@@ -32,7 +33,7 @@ def builtin_prompts(n: int, seed: int) -> list[str]:
            if tasks.items(t, "train", 1, seed)[0].prompt is not None}
     total = sum(mix.values())
     prompts = [it.prompt for t, w in mix.items()
-               for it in tasks.items(t, "train", max(1, round(n * w / total)), seed)]
+               for it in tasks.items(t, "train", math.ceil(n * w / total), seed)]  # sum >= n
     random.Random(f"self_replay:prompts:{seed}").shuffle(prompts)
     return prompts[:n]
 
@@ -43,15 +44,9 @@ def read_prompts(path: str | Path, n: int, seed: int) -> list[str]:
     if not path.is_file():
         raise UserError(f"self_replay: prompt file {path} does not exist")
     prompts = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"]:
-            raise UserError(f"{path}:{lineno}: expected {{\"prompt\": a non-empty string}}")
+    for where, obj in iter_jsonl(path):
+        if not isinstance(obj.get("prompt"), str) or not obj["prompt"]:
+            raise UserError(f"{where}: expected {{\"prompt\": a non-empty string}}")
         prompts.append(obj["prompt"])
     if not prompts:
         raise UserError(f"self_replay: {path} holds no prompts")
