@@ -9,31 +9,15 @@ import json
 import math
 
 import pytest
-import torch
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from retain import compare as compare_mod
-from retain.builtin.build import build_tokenizer
 from retain.comparison import mean_ci, ranking, t_quantile_95, write_comparison
 from retain.errors import UserError
 
 run_mod = importlib.import_module("retain.run")  # the module (retain.run is also the function)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=4, intermediate_size=64,
-                                         max_position_embeddings=128, bos_token_id=tok.bos_token_id,
-                                         eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id))
-    path = tmp_path_factory.mktemp("models") / "llama"
-    model.save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return path
 
 
 def _file(tmp_path, model_dir, **kw):

@@ -9,10 +9,9 @@ import importlib
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from retain import guard as guard_mod
-from retain.builtin.build import build_tokenizer
 from retain.config import load_run_config, parse_config
 from retain.errors import UserError
 from retain.guard import Guard, GuardConfig, Limit, parse_limit, select_probes
@@ -150,19 +149,6 @@ def test_a_limit_failing_before_training_is_refused():
 
 # -- a real run: tiny Llama, full fine-tuning, a planted drop after step 4 ----------------------
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=4, intermediate_size=64,
-                                         max_position_embeddings=128, bos_token_id=tok.bos_token_id,
-                                         eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id))
-    path = tmp_path_factory.mktemp("models") / "llama"
-    model.save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture

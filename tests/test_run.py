@@ -8,12 +8,10 @@ import csv
 import json
 
 import pytest
-import torch
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from retain import strategies as strategies_mod
-from retain.builtin.build import build_tokenizer
 from retain.config import RunConfig, apply_override, load_config, load_run_config, to_yaml
 from retain.errors import UserError
 from retain.report import results as rr
@@ -21,18 +19,6 @@ from retain.run import run
 from retain.strategies.base import Strategy
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=4, intermediate_size=64,
-                                         max_position_embeddings=256, bos_token_id=1,
-                                         eos_token_id=2, pad_token_id=0))
-    path = tmp_path_factory.mktemp("models") / "llama"
-    model.save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return path
 
 
 def quick(model_dir, out, **kw) -> RunConfig:

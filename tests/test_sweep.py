@@ -8,11 +8,8 @@ import json
 import math
 
 import pytest
-import torch
 import yaml
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from retain.builtin.build import build_tokenizer
 from retain.errors import UserError
 from retain.sweep import analyse, expand, forgetting, parse_set, run_sweep
 
@@ -82,19 +79,6 @@ def test_analyse_recovers_the_exponent_and_orders():
     assert res["marginals"]["steps"]["full"]["10"] < res["marginals"]["steps"]["full"]["160"]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=4, intermediate_size=64,
-                                         max_position_embeddings=128, bos_token_id=tok.bos_token_id,
-                                         eos_token_id=tok.eos_token_id,
-                                         pad_token_id=tok.pad_token_id))
-    path = tmp_path_factory.mktemp("models") / "llama"
-    model.save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_tiny_sweep_end_to_end(tmp_path, model_dir, monkeypatch):
