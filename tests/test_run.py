@@ -192,3 +192,12 @@ def test_results_helpers(tmp_path):
     rr.write_json_atomic(tmp_path / "old" / "results.json", {"schema_version": 0})
     with pytest.raises(UserError, match="schema_version"):
         rr.read_results(tmp_path / "old")
+
+
+def test_drift_of_an_unmerged_peft_model_compares_its_base_weights(model_dir, tmp_path):
+    # Prompt tuning keeps the PeftModel (nothing to merge): every base tensor must still be
+    # matched by name, and none of them moved.
+    res = run(quick(model_dir, tmp_path / "pt", strategies=[{"name": "prompt_tuning",
+                                                            "num_virtual_tokens": 4}]))
+    assert res["drift"]["missing"] == []
+    assert res["drift"]["overall"]["tensors"] > 0 and res["drift"]["overall"]["l2"] == 0.0

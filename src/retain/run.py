@@ -168,7 +168,10 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
     acc.end_training()
     comparison = compare(before, after)
     with torch.no_grad():
-        drift = weight_drift(base_state, dict(model.named_parameters()))
+        # A PEFT model that was not merged (prompt/prefix tuning) prefixes every base name;
+        # its base weights are what the drift compares (they did not move).
+        plain = model.get_base_model() if hasattr(model, "get_base_model") else model
+        drift = weight_drift(base_state, dict(plain.named_parameters()))
     results = {
         "schema_version": rr.SCHEMA_VERSION,
         "retain_version": retain.__version__,

@@ -58,6 +58,7 @@ def _save(fig, path: Path) -> Path:
     os.close(fd)
     fig.savefig(tmp, dpi=130, bbox_inches="tight")
     plt.close(fig)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a chart is for everyone to read
     os.replace(tmp, path)
     return path
 
