@@ -6,19 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from retain.errors import UserError
 from retain.strategies import fisher as fs
 
-VOCAB = 64
-
-
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                      vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return LlamaForCausalLM(cfg)
+from strategy_models import VOCAB, tiny_llama  # a helper module beside these tests
 
 
 def reference_examples(n: int = 10, seed: int = 0) -> list[dict]:

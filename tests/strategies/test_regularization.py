@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from retain.strategies import fisher as fs
 from retain.strategies.base import RunContext
@@ -15,14 +14,7 @@ from retain.strategies.ewc import EWC
 from retain.strategies.l2sp import L2SP
 from retain.strategies.mas import MAS
 
-VOCAB = 64
-
-
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                      vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    return LlamaForCausalLM(cfg)
+from strategy_models import VOCAB, tiny_llama  # a helper module beside these tests
 
 
 def reference(n: int = 8, seed: int = 0) -> list[dict]:
