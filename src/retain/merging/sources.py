@@ -82,7 +82,9 @@ class FolderSource:
     """A Hugging Face model folder with safetensors weights, single file or sharded."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        from retain.models import BUILTIN_MODELS  # "tiny" / "tiny-base" name the shipped folders
+
+        self.path = BUILTIN_MODELS.get(str(path), Path(path))
         self.label = str(path)
         if not self.path.is_dir():
             raise UserError(f"model folder not found: {path}")
