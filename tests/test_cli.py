@@ -73,3 +73,23 @@ def test_readme_documents_every_registered_strategy_and_suite():
     for name in SUITES:
         if name != "drift":
             assert name in readme, f"suite {name} is not in the README"
+
+
+def test_example_configs_are_valid():
+    """The files in examples/ are what the README points users to: each must parse."""
+    from pathlib import Path
+
+    from retain.compare import load_compare_file, plan
+    from retain.config import load_config
+
+    ex = Path(__file__).parents[1] / "examples"
+    cfg = load_config(ex / "run.yaml")
+    assert [s["name"] for s in cfg.strategies] == ["lora", "replay"]
+    f = load_compare_file(ex / "compare.yaml")
+    assert f["seeds"] == [0, 1, 2] and len(f["extra"]["runs"]) == 3
+    import yaml
+
+    from retain.sweep import expand, read_grid
+
+    sw = yaml.safe_load((ex / "sweep.yaml").read_text())
+    assert len(expand(sw["runs"], read_grid(sw["grid"]))) == 2 * 3 * 3

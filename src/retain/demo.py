@@ -63,21 +63,10 @@ def slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
-def probe_base(cfg) -> list:
-    """The probe results of the config's model before any fine-tuning: shared by all entries,
-    which start from the same model and use the same probes and seed."""
-    from retain.models import load_model
-    from retain.probes import evaluate, load_probes
-
-    model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
-                            trust_remote_code=cfg.trust_remote_code)
-    probes = load_probes(cfg.probes, n=cfg.probe_n, seed=cfg.seed)
-    return evaluate(model, tok, probes, batch_size=cfg.probe_batch_size, progress=cfg.progress)
-
-
 def run_demo(out: Path = Path("runs/demo"), *, quick: bool = False, overwrite: bool = True,
              entries: list[DemoEntry] | None = None, settings: dict[str, Any] | None = None) -> dict:
     """Run every demo entry into ``out/<slug>/`` and write the comparison files in ``out``."""
+    from retain.compare import probe_base
     from retain.comparison import write_comparison
     from retain.config import parse_config
     from retain.run import run
