@@ -16,6 +16,9 @@ from retain.report.figures import short_layer_names
 
 from report_fixtures import PLANTED, make_run
 
+# The fixtures' comparison.json holds no ranking: every section but that one.
+NO_RANKING = [s for s in rh.SECTIONS if s != "ranking"]
+
 SCRIPT_TAG = re.compile(r"<script\b", re.I)
 # Rasterizing the charts is most of a report's time: only the first test draws real pixels.
 fast = pytest.mark.usefixtures("fast_figures")
@@ -29,7 +32,7 @@ def test_run_report_has_every_section_and_figure(run_dir: Path):
     path = rh.build_report(run_dir)
     assert path == run_dir / "report.html"
     page = path.read_text()
-    assert _ids(page) == list(rh.SECTIONS)  # guard included: the fixture has guard events
+    assert _ids(page) == NO_RANKING  # guard included: the fixture has guard events
     for name in ("loss.png", "probes.png", "tradeoff.png", "drift.png", "capabilities.png"):
         png = (run_dir / "figures" / name).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000
@@ -93,7 +96,7 @@ def test_change_class():
 @fast
 def test_comparison_report(comparison_dir: Path):
     page = rh.build_report(comparison_dir).read_text()
-    assert _ids(page) == list(rh.SECTIONS)  # the full run has guard events
+    assert _ids(page) == NO_RANKING  # the full run has guard events
     assert "tiny on legal: full vs lora" in page
     # runs in comparison.json's order, labelled by it, though its dirs point elsewhere
     assert page.index("full: after (delta)") < page.index("lora: after (delta)")
@@ -198,3 +201,18 @@ def test_helpers():
     assert rh.linkify("see https://a.org/x.") == 'see <a href="https://a.org/x" rel="noreferrer">https://a.org/x</a>.'
     assert rh.linkify("javascript:alert(1) <b>") == "javascript:alert(1) &lt;b&gt;"
     assert rh._cut("x" * 700).endswith("(100 more characters)")
+
+
+def test_comparison_ranking_section_escapes_and_reports_noise(tmp_path):
+    from retain.report.html import Folder, section_ranking
+
+    comp = {"ranking": {"score": "retained", "definition": "<b>mean</b>", "noise": "t",
+                        "order": [{"rank": 1, "strategy": "<script>x</script>", "score": 0.9,
+                                   "score_ci": [0.8, 1.0], "seeds": 3,
+                                   "vs_next": {"strategy": "b", "mean_diff": 0.2,
+                                               "larger_than_noise": True}},
+                                  {"rank": 2, "strategy": "b", "score": 0.7, "seeds": 3}]}}
+    html = section_ranking(Folder(tmp_path, "comparison", [], comp))
+    assert 'id="ranking"' in html and "larger than the noise" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html and "<b>" not in html
+    assert section_ranking(Folder(tmp_path, "run", [], {})) == ""

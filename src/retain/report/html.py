@@ -24,8 +24,9 @@ from retain.report.results import (
     CONFIG_FILE, METRICS_FILE, RESULTS_FILE, read_results, write_text_atomic)
 
 REPORT_FILE, FIGURES_DIR, COMPARISON_FILE = "report.html", "figures", "comparison.json"
-SECTIONS = ("summary", "strategies", "capabilities", "training", "tradeoff", "drift", "guard",
-            "examples", "config")  # stable ids; "guard" only when a run has guard events
+SECTIONS = ("summary", "strategies", "capabilities", "training", "tradeoff", "ranking", "drift",
+            "guard", "examples", "config")  # stable ids; "guard" only when a run has guard
+# events, "ranking" only for a comparison folder whose comparison.json holds one
 MAX_TEXT = 600  # characters of a prompt or an answer shown before it is cut
 
 
@@ -429,6 +430,29 @@ def section_tradeoff(folder: Folder, figs: dict[str, bytes]) -> str:
                     _note(text) + _img(figs["tradeoff.png"], "tradeoff.png", "trade-off chart") + table)
 
 
+def section_ranking(folder: Folder) -> str:
+    """The comparison's ranking (comparison.json): score with its interval over seeds, and
+    whether each gap to the next is larger than the noise. Empty for a single run."""
+    rk = folder.comparison.get("ranking") if folder.kind == "comparison" else None
+    if not isinstance(rk, dict) or not rk.get("order"):
+        return ""
+
+    def verdict(vs: Any) -> str:
+        if not isinstance(vs, dict):
+            return "–"
+        noise = vs.get("larger_than_noise")
+        word = {True: "larger than the noise", False: "within the noise"}.get(
+            noise, "one seed: no interval")
+        return f"{num(vs.get('mean_diff'))} vs {esc(vs.get('strategy'))} ({word})"
+
+    rows = [[esc(o.get("rank")), esc(o.get("strategy")), num(o.get("score")),
+             _ci(o.get("score_ci")), esc(o.get("seeds")), verdict(o.get("vs_next"))]
+            for o in rk["order"] if isinstance(o, dict)]
+    text = f"score: {rk.get('score')} = {rk.get('definition', '')}. {rk.get('noise', '')}"
+    return _section("ranking", "Ranking", _note(text) + _table(
+        ["rank", "strategy", "score", "95% CI", "seeds", "gap to the next"], rows))
+
+
 def section_drift(folder: Folder, figs: dict[str, bytes]) -> str:
     if "drift.png" not in figs:
         return _section("drift", "Weight drift per layer", _note("no weight drift recorded"))
@@ -551,7 +575,7 @@ def render(folder: Folder, figs: dict[str, bytes]) -> str:
     """The whole page as one string (figures from ``make_figures``)."""
     sections = [section_summary(folder), section_strategies(folder),
                 section_capabilities(folder, figs), section_training(folder, figs),
-                section_tradeoff(folder, figs), section_drift(folder, figs),
+                section_tradeoff(folder, figs), section_ranking(folder), section_drift(folder, figs),
                 section_guard(folder), section_examples(folder), section_config(folder)]
     sections = [s for s in sections if s]
     ids = [sid for sid in SECTIONS if f'<section id="{sid}">' in "".join(sections)]
