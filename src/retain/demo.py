@@ -33,7 +33,8 @@ class DemoEntry:
 # each method is judged at the rate where forgetting happens; "full, lr=1e-4" is the low-rate
 # baseline (10x lower). Prompt tuning alone gets 1e-2, since it trains 0.2% of the parameters and
 # its usual rates are ~10x higher. Strengths (EWC lam, L2-SP alpha, distillation weight, replay
-# fraction, WiSE-FT alpha) are the common defaults of each method, not tuned on the probes.
+# fraction, WiSE-FT alpha) are each method's defaults, except EWC's lam=0.1 (default 1), set
+# from the size of its penalty against the loss at this model size; none was tuned on the probes.
 HIGH_LR, LOW_LR = 1e-3, 1e-4
 DEMO: list[DemoEntry] = [
     DemoEntry("full lr=1e-3", [{"name": "full"}], HIGH_LR),
