@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from retain.errors import UserError
@@ -31,7 +30,3 @@ def evaluate_model(model: str = "tiny", probes: list[str] | None = None, *, n: i
         write_json_atomic(Path(json_out), {"model": model, "seed": seed,
                                            "results": [r.to_dict() for r in results]})
     return results
-
-
-def results_to_json(results: list) -> str:
-    return json.dumps([r.to_dict() for r in results], indent=2)

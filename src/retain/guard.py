@@ -20,10 +20,10 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from retain.errors import UserError
+from retain.metrics.forgetting import PROPORTION_METRICS, oriented
 
 MAX_FORGETTING = "max_forgetting"
 _LIMIT = re.compile(r"^\s*([A-Za-z_][\w\-]*(?:\.[A-Za-z_]\w*)?)\s*(>=|<=|==|=|>|<)\s*(\S+)\s*$")
-_PROPORTIONS = {"accuracy", "refusal_rate", "over_refusal_rate", "cloze_accuracy"}  # = plots'
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def select_probes(probes: list, limits: list[Limit]) -> list:
             raise UserError(f"guard limit {lim.text!r}: the run has no probe {lim.key!r} "
                             f"(it has: {', '.join(keys) or 'none'})")
     wanted = {lim.key for lim in limits}
-    retained = [k for k, p in keys.items() if p.capability != "domain" and p.metric in _PROPORTIONS]
+    retained = [k for k, p in keys.items() if p.capability != "domain" and p.metric in PROPORTION_METRICS]
     if MAX_FORGETTING in wanted:
         if not retained:
             raise UserError("guard: max_forgetting needs a retained probe with a proportion "
@@ -135,10 +135,6 @@ def score_probes(model, tokenizer, probes: list, *, base_model=None, batch_size:
 
     return evaluate(model, tokenizer, probes, base_model=base_model, batch_size=batch_size,
                     progress=False)
-
-
-def _oriented(metric: str, value: float) -> float:
-    return 1.0 - value if metric == "over_refusal_rate" else value
 
 
 class Guard:
@@ -173,9 +169,9 @@ class Guard:
         worst, where = 0.0, None
         for key, v in values.items():
             metric, capability = self.meta[key]
-            if capability == "domain" or metric not in _PROPORTIONS or key not in self.before:
+            if capability == "domain" or metric not in PROPORTION_METRICS or key not in self.before:
                 continue
-            drop = _oriented(metric, self.before[key]) - _oriented(metric, v)
+            drop = oriented(metric, self.before[key]) - oriented(metric, v)
             if where is None or drop > worst:
                 worst, where = drop, key
         return worst, where

@@ -13,6 +13,14 @@ from __future__ import annotations
 
 import math
 
+# Metrics that are proportions in [0, 1]: they share one scale, so they can be averaged.
+PROPORTION_METRICS = {"accuracy", "refusal_rate", "over_refusal_rate", "cloze_accuracy"}
+
+
+def oriented(metric: str, value: float) -> float:
+    """A proportion turned so that higher is better (over-refusal 0.1 -> 0.9)."""
+    return 1.0 - value if metric == "over_refusal_rate" else value
+
 
 def delta(before: float, after: float) -> float:
     """after - before, in the metric's own units."""

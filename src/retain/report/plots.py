@@ -15,12 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-PROPORTION_METRICS = {"accuracy", "refusal_rate", "over_refusal_rate", "cloze_accuracy"}
+from retain.metrics.forgetting import PROPORTION_METRICS, oriented  # noqa: E402,F401 (re-exported)
 
-
-def oriented(metric: str, value: float) -> float:
-    """A proportion turned so that higher is better (over-refusal 0.1 -> 0.9)."""
-    return 1.0 - value if metric == "over_refusal_rate" else value
 
 
 def tradeoff_points(rows: Iterable[dict], domain_probes: set[str]) -> dict[str, tuple[float, float]]:
