@@ -90,6 +90,22 @@ def run_cmd(
     seed: Optional[int] = typer.Option(None),
     probe_every: Optional[int] = typer.Option(None, help="Probe every N steps (0: only before/after)."),
     probes: Optional[List[str]] = typer.Option(None, "--probes", "-p"),
+    device: Optional[str] = typer.Option(None, help="auto (default), cpu, cuda, cuda:N."),
+    dtype: Optional[str] = typer.Option(None, help="Weights as loaded: auto (bf16 on CUDA, else "
+                                        "float32), float32, bfloat16, float16."),
+    mixed_precision: Optional[str] = typer.Option(
+        None, help="auto (bf16 on CUDA, no on CPU), no, bf16, fp16: fp32 master weights, "
+        "half-precision compute."),
+    grad_accum: Optional[int] = typer.Option(None, help="Micro-batches per optimizer step."),
+    gradient_checkpointing: Optional[bool] = typer.Option(
+        None, help="Recompute activations in backward (less memory, ~30% more time)."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Write a checkpoint every N steps."),
+    resume: bool = typer.Option(False, help="Continue a killed or failed run in --out from its "
+                                "last checkpoint (the same options)."),
+    data_holdout: Optional[float] = typer.Option(
+        None, help="Share of a JSONL --data held out as the new-domain probe (0.1)."),
+    domain_probe: Optional[List[str]] = typer.Option(
+        None, "--domain-probe", help="Your own new-domain probe JSONL; repeatable."),
     out: Optional[Path] = typer.Option(None, help="Run folder."),
     overwrite: bool = typer.Option(False, help="Replace an existing run folder."),
     save_model: Optional[bool] = typer.Option(None, help="Save the fine-tuned weights."),
@@ -110,7 +126,11 @@ def run_cmd(
 
     flags = {"model": model, "data": data, "lr": lr, "steps": steps, "batch_size": batch_size,
              "seq_len": seq_len, "seed": seed, "probe_every": probe_every, "out": out,
-             "save_model": save_model}
+             "save_model": save_model, "device": device, "dtype": dtype,
+             "mixed_precision": mixed_precision, "grad_accum": grad_accum,
+             "gradient_checkpointing": gradient_checkpointing,
+             "checkpoint_every": checkpoint_every, "data_holdout": data_holdout,
+             "domain_probes": list(domain_probe) if domain_probe else None}
     flags = {k: v for k, v in flags.items() if v is not None}
     if strategy:
         flags["strategies"] = [{"name": s} for s in strategy]
@@ -118,14 +138,26 @@ def run_cmd(
         flags["probes"] = list(probes)
     if overwrite:
         flags["overwrite"] = True
+    if resume:
+        flags["resume"] = True
     guard_sets = [f"guard.{k}={json.dumps(v)}" for k, v in [
         ("limits", list(guard) if guard else None), ("every", guard_every), ("n", guard_n),
         ("action", guard_action)] if v is not None]
     cfg = load_run_config(config, overrides=guard_sets + list(ctx.args), **flags)
-    from retain.run import run
-    from retain.report.tables import print_run
+    from accelerate import PartialState
 
-    print_run(run(cfg))
+    from retain.report.tables import print_run
+    from retain.run import run
+    from retain.train import TrainingFailed
+
+    try:
+        results = run(cfg)
+    except TrainingFailed as e:
+        typer.echo(f"error: {e}; results.json says failed (rerun the same command to start "
+                   "over, or add --resume to continue from the last checkpoint)", err=True)
+        raise typer.Exit(1)
+    if PartialState().is_main_process:
+        print_run(results)
 
 
 @app.command("compare", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})

@@ -28,12 +28,15 @@ class RunConfig(BaseModel):
 
     # the model
     model: str = "tiny"  # "tiny", "tiny-base", a local folder or a hub id
-    dtype: str = "auto"  # auto = bf16 on CUDA when supported, else fp32
-    device: str = "auto"
+    dtype: str = "auto"  # the weights as loaded: auto = bf16 on CUDA when supported, else fp32
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
     trust_remote_code: bool = False
     # the data
     data: str = "builtin:legal"  # a JSONL path or builtin:legal / builtin:support
     data_n: int | None = Field(None, gt=0)  # examples to use (built-in default 2000; JSONL: all)
+    data_holdout: float = Field(0.1, ge=0, lt=1)  # JSONL data: share held out as the domain probe
+    data_holdout_max: int = Field(200, gt=0)  # ... at most this many examples
+    domain_probes: list[str] = Field(default_factory=list)  # your own domain probe JSONL files
     reference: str = "builtin:retained"  # data of what to keep (replay, EWC), or a JSONL path
     reference_n: int = Field(512, gt=0)
     # the strategies, in hook order: [{name: lora, r: 16}, {name: replay}]
@@ -41,7 +44,10 @@ class RunConfig(BaseModel):
     # training
     lr: float = Field(1e-4, gt=0)
     steps: int = Field(100, gt=0)
-    batch_size: int = Field(16, gt=0)  # per device
+    batch_size: int = Field(16, gt=0)  # per device and micro-batch
+    grad_accum: int = Field(1, gt=0)  # micro-batches per optimizer step
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, no on CPU
+    gradient_checkpointing: bool = False  # recompute activations in backward (the model's switch)
     seq_len: int = Field(256, gt=1)  # tokens per example (longer ones are truncated)
     warmup_steps: int = Field(10, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"  # after the linear warm-up
@@ -58,6 +64,10 @@ class RunConfig(BaseModel):
     report_to: str | list[str] | None = None  # trackers: "tensorboard", "wandb", "all", ...
     # limits checked while training, with rollback: [safety.refusal_rate>=0.9] (retain.guard)
     guard: GuardConfig | None = None
+    # checkpoints: every N optimizer steps (0: none), the last K kept; resume: continue from one
+    checkpoint_every: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    resume: bool = False
     # output
     out: Path = Path("runs/run")  # default: runs/<strategies>-seed<seed>
     overwrite: bool = False

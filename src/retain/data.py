@@ -6,6 +6,7 @@ completion only) or ``{"messages": [{"role", "content"}, ...]}`` (loss on the as
 or a built-in domain (``builtin:legal``, ``builtin:support``). Reference data (``builtin:retained``:
 the built-in model's own chat-stage mixture, train split) feeds replay, EWC's Fisher, ...
 An example is ``{"input_ids": list[int], "labels": list[int]}``, labels -100 where no loss is taken.
+``load_jsonl_split`` keeps a seeded share of a user's JSONL out of training, for its domain probe.
 """
 
 from __future__ import annotations
@@ -172,14 +173,62 @@ def _finish(examples: list[dict | None], what: str, seq_len: int) -> list[dict]:
     return kept
 
 
-def load_jsonl(path: str | Path, tokenizer, *, seq_len: int, n: int | None = None,
-               seed: int = 0) -> list[dict]:
-    """Tokenized examples of a JSONL file (all lines, or a seeded sample of ``n``), in order."""
-    records = read_jsonl(path)
+def _encode_records(records: list[tuple[str, Any]], tokenizer, *, seq_len: int, n: int | None,
+                    seed: int, what: str) -> list[dict]:
+    """Tokenized examples of parsed records (all, or a seeded sample of ``n``), in order."""
     if n is not None and n < len(records):
         keep = sorted(random.Random(seed).sample(range(len(records)), n))
         records = [records[i] for i in keep]
-    return _finish([encode_record(tokenizer, s, p, seq_len) for s, p in records], str(path), seq_len)
+    return _finish([encode_record(tokenizer, s, p, seq_len) for s, p in records], what, seq_len)
+
+
+def load_jsonl(path: str | Path, tokenizer, *, seq_len: int, n: int | None = None,
+               seed: int = 0) -> list[dict]:
+    """Tokenized examples of a JSONL file (all lines, or a seeded sample of ``n``), in order."""
+    return _encode_records(read_jsonl(path), tokenizer, seq_len=seq_len, n=n, seed=seed,
+                           what=str(path))
+
+
+# ---------------------------------------------------------------- held-out split
+DEFAULT_HOLDOUT = 0.1  # share of a user's JSONL records held out as the new-domain probe
+DEFAULT_HOLDOUT_MAX = 200  # at most this many held-out records (probing time stays bounded)
+
+
+def split_holdout(records: list, holdout: float = DEFAULT_HOLDOUT, seed: int = 0,
+                  cap: int | None = DEFAULT_HOLDOUT_MAX, *,
+                  what: str = "data") -> tuple[list, list]:
+    """(train, held-out) records: a seeded ``holdout`` share (rounded, at least 1, at most
+    ``cap``, and always leaving 1 to train on) held out; both keep file order and are disjoint by
+    position. ``holdout=0`` (or ``cap=0``) holds nothing out. ``what`` names the data in errors."""
+    if not 0 <= holdout < 1:
+        raise UserError(f"data_holdout must be in [0, 1), got {holdout}")
+    if cap is not None and cap < 0:
+        raise UserError(f"data_holdout_max must be >= 0, got {cap}")
+    if holdout == 0 or cap == 0:
+        return list(records), []
+    if len(records) < 2:
+        raise UserError(f"{what}: {len(records)} record(s) is too few to hold some out as the "
+                        "new-domain probe; add records or set data_holdout=0")
+    k = min(max(1, round(holdout * len(records))), len(records) - 1)
+    if cap is not None:
+        k = min(k, cap)
+    held = set(random.Random(seed).sample(range(len(records)), k))
+    return ([r for i, r in enumerate(records) if i not in held],
+            [r for i, r in enumerate(records) if i in held])
+
+
+def load_jsonl_split(path: str | Path, tokenizer, *, seq_len: int, n: int | None = None,
+                     seed: int = 0, holdout: float = DEFAULT_HOLDOUT,
+                     holdout_max: int | None = DEFAULT_HOLDOUT_MAX,
+                     ) -> tuple[list[dict], list[tuple[str, Any]]]:
+    """(tokenized train examples, held-out (shape, payload) records) of a JSONL file, read once.
+
+    The held-out records (``split_holdout``) are never trained on; the rest are sampled (``n``)
+    and tokenized exactly as ``load_jsonl`` does. Build the domain probe from the held-out
+    records with ``retain.probes.domain.domain_probes``."""
+    train, held = split_holdout(read_jsonl(path), holdout, seed, holdout_max, what=str(path))
+    return _encode_records(train, tokenizer, seq_len=seq_len, n=n, seed=seed,
+                           what=str(path)), held
 
 
 # ---------------------------------------------------------------- built-in data
@@ -202,6 +251,18 @@ def load_train_data(spec: str, tokenizer, *, seq_len: int, n: int | None = None,
                         f"{', '.join('builtin:' + d for d in BUILTIN_DOMAINS)}, or a .jsonl path")
     its = tasks.items(domain, "train", n or DEFAULT_BUILTIN_N, seed)
     return _finish([encode_text(tokenizer, it.text, seq_len) for it in its], spec, seq_len)
+
+
+def load_train_data_split(spec: str, tokenizer, *, seq_len: int, n: int | None = None,
+                          seed: int = 0, holdout: float = DEFAULT_HOLDOUT,
+                          holdout_max: int | None = DEFAULT_HOLDOUT_MAX,
+                          ) -> tuple[list[dict], list[tuple[str, Any]]]:
+    """``load_train_data`` plus the held-out records of a JSONL spec (``load_jsonl_split``);
+    a built-in domain holds nothing out (its probe suite has its own held-out split)."""
+    if domain_of(spec) is None:
+        return load_jsonl_split(spec, tokenizer, seq_len=seq_len, n=n, seed=seed,
+                                holdout=holdout, holdout_max=holdout_max)
+    return load_train_data(spec, tokenizer, seq_len=seq_len, n=n, seed=seed), []
 
 
 def retained_mixture() -> dict[str, float]:

@@ -258,6 +258,19 @@ class Guard:
                 params[name].copy_(saved.to(params[name].device, params[name].dtype))
         self.rolled_back_to_step = self.good_step
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the guard: its checks and its last good weights."""
+        return {"before": self.before, "meta": {k: list(v) for k, v in self.meta.items()},
+                "checks": self.checks, "events": self.events, "good_step": self.good_step,
+                "good_state": self._good_state, "last_ok": self._last_ok}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's guard state (instead of ``start``)."""
+        self.before, self.checks, self.events = state["before"], state["checks"], state["events"]
+        self.meta = {k: tuple(v) for k, v in state["meta"].items()}
+        self.good_step, self._good_state = state["good_step"], state["good_state"]
+        self._last_ok = state["last_ok"]
+
     def summary(self) -> dict[str, Any]:
         """``results["guard"]``: limits, events (step, limit, value, action, probe), the step
         rolled back to (None: the final weights met every limit), and every check's values."""

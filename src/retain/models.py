@@ -92,46 +92,60 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def _from_pretrained(source: str, **kwargs):
-    """(tokenizer, model) from a folder or hub id: the local cache first, then the hub."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    def load(local_only: bool):
-        tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only,
-                                            trust_remote_code=kwargs["trust_remote_code"])
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only,
-                                                     use_safetensors=True, **kwargs)
-        return tok, model
-
+def _local_first(source: str, load):
+    """``load(local_only)`` from a folder, or for a hub id from the local cache first, then the
+    hub (a UserError when it cannot be reached)."""
     if Path(source).is_dir():
-        return load(local_only=True)
+        return load(True)
     try:
-        return load(local_only=True)
+        return load(True)
     except OSError:
         if not _hub_reachable():
             raise UserError(f"model {source!r} is not in the local cache and the hub cannot be "
                             "reached (offline?); pass a local folder") from None
-        return load(local_only=False)
+        return load(False)
 
 
-def load_model(name_or_path: str = "tiny", *, dtype: str | torch.dtype = "auto",
-               device: str | torch.device = "auto", trust_remote_code: bool = False):
-    """Load ``(model, tokenizer)``: "tiny" / "tiny-base" (the shipped built-in models), a local
-    folder, or a hub id. The model is in eval mode on ``device``; a tokenizer without a pad token
-    gets ``pad = eos``."""
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def load_tokenizer(name_or_path: str = "tiny", *, trust_remote_code: bool = False):
+    """The tokenizer of a model (no weights are read); one without a pad token gets pad = eos."""
+    from transformers import AutoTokenizer
+
     source = _resolve_source(name_or_path)
-    dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
     try:
-        tokenizer, model = _from_pretrained(source, dtype=torch_dtype,
-                                            trust_remote_code=trust_remote_code)
+        tokenizer = _local_first(source, lambda local: AutoTokenizer.from_pretrained(
+            source, local_files_only=local, trust_remote_code=trust_remote_code))
     except (OSError, ValueError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot load model {name_or_path!r}: {first}") from e
+        raise UserError(f"cannot load the tokenizer of {name_or_path!r}: {_first_line(e)}") from e
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
             raise UserError(f"the tokenizer of {name_or_path!r} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name_or_path: str = "tiny", *, dtype: str | torch.dtype = "auto",
+               device: str | torch.device = "auto", trust_remote_code: bool = False,
+               tokenizer=None):
+    """Load ``(model, tokenizer)``: "tiny" / "tiny-base" (the shipped built-in models), a local
+    folder, or a hub id. The model is in eval mode on ``device``; a tokenizer without a pad token
+    gets ``pad = eos``. ``tokenizer``: one already loaded by ``load_tokenizer``."""
+    from transformers import AutoModelForCausalLM
+
+    source = _resolve_source(name_or_path)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    try:
+        model = _local_first(source, lambda local: AutoModelForCausalLM.from_pretrained(
+            source, local_files_only=local, use_safetensors=True, dtype=torch_dtype,
+            trust_remote_code=trust_remote_code))
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot load model {name_or_path!r}: {_first_line(e)}") from e
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.to(dev)

@@ -1,10 +1,15 @@
 """One fine-tuning run, measured: the recipe that everything else (CLI, demo, sweeps) calls.
 
-    load model -> probe (before) -> strategies prepare -> train data -> train (penalties; probes
-    every N steps) -> strategies finalize -> probe (after) -> metrics -> the run folder
+    check every input (preflight) -> load model -> probe (before) -> strategies prepare ->
+    train data -> train (penalties; probes, guard, checkpoints) -> strategies finalize ->
+    probe (after) -> metrics -> the run folder
 
 The run folder (see ``retain.report.results``): ``config.yaml`` first, ``metrics.jsonl`` as the run
-goes, then ``summary.csv`` and, last and atomically, ``results.json``; ``model/`` if asked.
+goes, ``checkpoints/`` every ``checkpoint_every`` steps, then ``summary.csv`` and, last and
+atomically, ``results.json``; ``model/`` if asked. A run that fails after it started writes
+``results.json`` with ``"status": "failed"``; a user mistake found late leaves nothing behind.
+Under several processes (``torchrun``) every process trains and probes its share; only the main
+process writes.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import datetime as dt
 import math
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,20 +28,7 @@ import retain
 from retain.config import RunConfig, to_yaml
 from retain.errors import UserError
 from retain.report import results as rr
-
-
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless ``overwrite``; then remove only what a run writes (the
-    old results.json first, so a crash now cannot leave the old results looking current)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"run folder {out} is not empty; choose another out or set overwrite")
-        for name in rr.RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / rr.MODEL_DIR, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+from retain.train import checkpoint as ckpt
 
 
 def _save_model(model, tokenizer, out: Path) -> None:
@@ -46,6 +39,48 @@ def _save_model(model, tokenizer, out: Path) -> None:
     tmp.rename(out / rr.MODEL_DIR)
 
 
+def _truncate_jsonl(path: Path, lines: int) -> None:
+    """Keep the first ``lines`` records of a resumed run's metrics.jsonl (later ones are redone)."""
+    kept = path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines] if path.exists() else []
+    rr.write_text_atomic(path, "".join(kept))
+
+
+@contextmanager
+def _run_folder(config: RunConfig, plan, main: bool, failure: dict):
+    """Create (or clean, or keep for a resume) the run folder and write ``config.yaml``. A
+    ``UserError`` raised inside removes what the run wrote (a late user mistake leaves nothing);
+    any other failure writes ``results.json`` with status "failed", the step and the reason."""
+    from retain.preflight import clean_out_dir
+
+    out = Path(config.out)
+    created = not out.exists()
+    if main:
+        if plan.out_mode == "clean":
+            clean_out_dir(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if plan.out_mode != "resume":
+            rr.write_text_atomic(out / rr.CONFIG_FILE, to_yaml(config))
+    try:
+        yield
+    except UserError:
+        if main and plan.out_mode != "resume":
+            shutil.rmtree(out) if created else clean_out_dir(out)
+        raise
+    except Exception as e:  # not KeyboardInterrupt: an interrupted run stays unfinished
+        if main:
+            last = ckpt.latest(out)
+            rr.write_json_atomic(out / rr.RESULTS_FILE, {
+                "schema_version": rr.SCHEMA_VERSION, "retain_version": retain.__version__,
+                "status": "failed",
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "seed": config.seed, "config": config.model_dump(mode="json"),
+                "failure": {"step": getattr(e, "step", failure.get("step")),
+                            "stage": failure.get("stage"),
+                            "reason": getattr(e, "reason", None) or f"{type(e).__name__}: {e}",
+                            "last_checkpoint": str(last) if last else None}})
+        raise
+
+
 def run(config: RunConfig, *, before: list | None = None) -> dict:
     """Run ``config`` and write its run folder; returns the ``results.json`` content.
 
@@ -53,62 +88,81 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
     has them (a comparison probes its base once, not once per strategy).
     """
     from accelerate import PartialState
-    from accelerate.utils import set_seed
 
-    from retain.data import load_reference_data, load_train_data
-    from retain.metrics import compare, gain, weight_drift
-    from retain.models import copy_state, count_params, load_model
-    from retain.probes import evaluate, load_probes
-    from retain.probes.engine import max_positions, pad_token_id
-    from retain.report.trackers import log_metrics, make_trackers, start_trackers
-    from retain.strategies import RunContext, build_strategies, strategy_label
-    from retain.train import TrainConfig, train
-    from retain.train.loop import make_accelerator
+    from retain.preflight import preflight
 
     t_start = time.perf_counter()
-    main = PartialState().is_main_process  # under `accelerate launch`, one process writes
-    out = Path(config.out)
-    if main:
-        _prepare_out_dir(out, config.overwrite)
-        rr.write_text_atomic(out / rr.CONFIG_FILE, to_yaml(config))
+    main = PartialState().is_main_process  # under torchrun / accelerate launch, one writes
+    plan = preflight(config)  # every user mistake, before the model is loaded or a file written
+    failure: dict = {"stage": "load"}
+    with _run_folder(config, plan, main, failure):
+        results = _run(config, plan, before, main, failure)
+        results["wall_s"] = time.perf_counter() - t_start
+        if main:
+            rr.write_summary_csv(Path(config.out) / rr.SUMMARY_FILE, results)
+            rr.write_json_atomic(Path(config.out) / rr.RESULTS_FILE, results)
+    return results
 
-    # Everything a user can get wrong is checked before the model is loaded.
-    strategies = build_strategies(config.strategies)
-    probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)
-    probes_during = probes if config.probes_during is None else load_probes(
-        config.probes_during, n=config.probe_n, seed=config.seed)
-    guard_probes = []  # the guard's cheap subset: config.guard.n items of the probes it names
-    if config.guard:
-        from retain.guard import select_probes
-        guard_probes = select_probes(load_probes(config.probes, n=config.guard.n, seed=config.seed),
-                                     config.guard.parsed())
+
+def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict) -> dict:
+    from accelerate import PartialState
+    from accelerate.utils import set_seed
+
+    from retain.metrics import compare, gain, weight_drift
+    from retain.models import copy_state, count_params, load_model
+    from retain.probes import evaluate
+    from retain.probes.engine import max_positions, pad_token_id
+    from retain.report.trackers import log_metrics, make_trackers, start_trackers
+    from retain.strategies import RunContext, strategy_label
+    from retain.train import Checkpointer, TrainConfig, train
+    from retain.train.loop import make_accelerator
+    from retain.train.precision import autocast, upcast_trainable
+
+    out, tok, strategies = Path(config.out), plan.tokenizer, plan.strategies
+    rank = PartialState().process_index
+    resume = ckpt.load(plan.checkpoint, rank) if plan.out_mode == "resume" else None
     tracker_kwargs, tracker_init = make_trackers(config.report_to, out)
     set_seed(config.seed)
-    model, tok = load_model(config.model, dtype=config.dtype, device=config.device,
-                            trust_remote_code=config.trust_remote_code)
+    model, _ = load_model(config.model, dtype=plan.dtype, device=plan.device,
+                          trust_remote_code=config.trust_remote_code, tokenizer=tok)
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     if (limit := max_positions(model)) and config.seq_len > limit:
         raise UserError(f"seq_len={config.seq_len} is longer than the model's {limit} positions")
+    if config.gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise UserError(f"{type(model).__name__} does not support gradient checkpointing")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # a cache is useless (and refused) while recomputing
     acc = make_accelerator(device, **tracker_kwargs)  # trackers (report_to) log through it
     start_trackers(acc, config.model_dump(mode="json"), tracker_init)
+    mixed = plan.mixed_precision
 
     def log(record: dict) -> None:  # metrics.jsonl, and a copy to the trackers
         if main:
             rr.append_jsonl(out / rr.METRICS_FILE, record)
         log_metrics(acc, record)
     base_state = copy_state(model)  # CPU copy: drift and strategies (EWC, L2-SP) compare to it
-    needs_base = any(getattr(p, "needs_base", False) for p in probes + probes_during + guard_probes)
+    probes, probes_during = plan.probes, plan.probes_during
+    needs_base = any(getattr(p, "needs_base", False)
+                     for p in probes + probes_during + plan.guard_probes)
     base_model = copy.deepcopy(model) if needs_base else None  # for KL-to-base probes
 
-    def probe(m, step: int, stage: str) -> list:
-        res = evaluate(m, tok, probes_during if stage == "during" else probes,
-                       base_model=base_model, batch_size=config.probe_batch_size,
-                       progress=config.progress)
+    def probe(m, step: int, stage: str) -> list:  # every process scores its share of the items
+        with autocast(device, mixed):
+            res = evaluate(m, tok, probes_during if stage == "during" else probes,
+                           base_model=base_model, batch_size=config.probe_batch_size,
+                           progress=config.progress and main)
         log({"event": "probe", "stage": stage, "step": step, "results": {r.key: r.value for r in res}})
         return res
 
     # 1. Before: what the model can do now (measured here unless the caller measured it).
-    if before is None:
+    failure["stage"] = "before"
+    if resume is not None:
+        from retain.probes.base import ProbeResult
+
+        _truncate_jsonl(out / rr.METRICS_FILE, resume.extra["metrics_lines"]) if main else None
+        before = [ProbeResult(**r) for r in resume.extra["before"]]
+    elif before is None:
         before = probe(model, 0, "before")
     else:
         log({"event": "probe", "stage": "before", "step": 0, "reused": True,
@@ -116,54 +170,84 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
     guard = None
     if config.guard:  # limits checked while training; refused here if the base fails them
         from retain.guard import Guard, guard_every, score_probes
-        guard = Guard(config.guard, guard_every(config.guard, config.probe_every, config.steps),
-                      score=lambda m: score_probes(m, tok, guard_probes, base_model=base_model,
-                                                   batch_size=config.probe_batch_size),
-                      log=log, say=None if main else (lambda line: None))
-        guard.start(model)
 
-    # 2. Strategies prepare the model, then the data (in list order).
-    domain_data = load_train_data(config.data, tok, seq_len=config.seq_len, n=config.data_n,
-                                  seed=config.seed)
-    reference = load_reference_data(config.reference, tok, seq_len=config.seq_len,
-                                    n=config.reference_n, seed=config.seed)
-    ctx = RunContext(tokenizer=tok, seed=config.seed, out_dir=out, device=device,
-                     base_state=base_state, reference=reference)
-    for s in strategies:
-        model = s.prepare(model, ctx)
-    train_data = domain_data
+        def score(m) -> list:
+            with autocast(device, mixed):
+                return score_probes(m, tok, plan.guard_probes, base_model=base_model,
+                                    batch_size=config.probe_batch_size)
+        guard = Guard(config.guard, guard_every(config.guard, config.probe_every, config.steps),
+                      score=score, log=log, say=None if main else (lambda line: None))
+        if resume is not None:
+            guard.load_state_dict(resume.extra_state["guard"])
+        else:
+            guard.start(model)
+
+    # 2. Strategies prepare the model, then the data (in list order). Mixed precision: trainable
+    #    weights in fp32 (master weights) once the PEFT strategies have made theirs, so that the
+    #    regularizers anchor and weigh fp32 weights.
+    failure["stage"] = "prepare"
+    ctx = RunContext(tokenizer=tok, seed=config.seed, out_dir=out if main else None,
+                     device=device, base_state=base_state, reference=plan.reference)
+    with autocast(device, mixed):
+        for s in strategies:
+            if resume is not None:
+                s.load_state_dict(resume.extra_state["strategies"].get(s.name, {}))
+            if mixed != "no" and s.family != "peft":
+                upcast_trainable(model)
+            model = s.prepare(model, ctx)
+    if mixed != "no":
+        upcast_trainable(model)
+    train_data = plan.domain_data
     for s in strategies:
         train_data = s.train_data(train_data, ctx)
     trainable = count_params(model, trainable_only=True)
-    if guard:
+    if resume is not None:
+        _load_trainable(model, resume.trainable)
+    elif guard:
         guard.keep(0, model)  # step 0: the model as the strategies prepared it
 
-    # 3. Train: LM loss + the strategies' penalties; probes every `probe_every` steps.
+    # 3. Train: LM loss + the strategies' penalties; probes, guard and checkpoints on the way.
+    failure["stage"] = "train"
+    probe_every = config.probe_every
     tcfg = TrainConfig(lr=config.lr, steps=config.steps, batch_size=config.batch_size,
-                       warmup_steps=config.warmup_steps, schedule=config.schedule,
-                       weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
-                       seed=config.seed, log_every=config.log_every,
-                       probe_every=math.gcd(config.probe_every, guard.every) if guard
-                       else config.probe_every)
+                       grad_accum=config.grad_accum, warmup_steps=config.warmup_steps,
+                       schedule=config.schedule, weight_decay=config.weight_decay,
+                       max_grad_norm=config.max_grad_norm, seed=config.seed,
+                       log_every=config.log_every, mixed_precision=mixed,
+                       probe_every=math.gcd(probe_every, guard.every) if guard else probe_every)
 
     def on_probe(step: int, m) -> bool:  # True: stop training (a guard limit was crossed)
-        if config.probe_every and step % config.probe_every == 0:
+        if probe_every and step % probe_every == 0:
             probe(m, step, "during")
         return bool(guard and step % guard.every == 0 and guard.check(step, m))
-    trained = train(model, train_data, pad_id=pad_token_id(tok), config=tcfg,
-                    strategies=strategies, on_log=log, accelerator=acc,
-                    on_probe=on_probe,
-                    progress=config.progress)
 
-    if guard and main:  # end on the last checkpoint that met every limit
+    def extra_state():  # what a checkpoint keeps beside the loop's own state
+        tree = {"strategies": {s.name: s.state_dict() for s in strategies},
+                "guard": guard.state_dict() if guard else None}
+        tensors, js = ckpt.split_tree(tree)
+        lines = len(rr.read_jsonl(out / rr.METRICS_FILE)) if (out / rr.METRICS_FILE).exists() else 0
+        return tensors, {"state": js, "metrics_lines": lines,
+                         "before": [r.to_dict() for r in before]}
+    checkpointer = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints, extra_state)
+    try:
+        trained = train(model, train_data, pad_id=pad_token_id(tok), config=tcfg,
+                        strategies=strategies, on_log=log, accelerator=acc, on_probe=on_probe,
+                        callbacks=[checkpointer], resume=resume, progress=config.progress)
+    except Exception as e:
+        failure["step"] = getattr(e, "step", None)
+        raise
+
+    if guard:  # end on the last checkpoint that met every limit (every process alike)
         guard.finish(trained.steps, model)
 
     # 4. Strategies finalize (merge adapters, merge with the base, ...), in list order.
+    failure["stage"] = "finalize"
     for s in strategies:
         model = s.finalize(model, ctx)
     model.eval()
 
     # 5. After: what it can do now, and what changed.
+    failure["stage"] = "after"
     after = probe(model, trained.steps, "after")
     acc.end_training()
     comparison = compare(before, after)
@@ -185,16 +269,24 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
         "strategy_info": ctx.info,
         "model": {"name": config.model, "architecture": type(model).__name__,
                   "params": count_params(model), "trainable_params": trainable,
-                  "dtype": str(dtype).removeprefix("torch."), "device": str(device)},
-        "data": {"spec": config.data, "examples": len(domain_data),
+                  "dtype": str(dtype).removeprefix("torch."), "device": str(device),
+                  "mixed_precision": mixed},
+        "data": {"spec": config.data, "examples": len(plan.domain_data),
+                 "heldout_examples": plan.heldout,
                  "train_examples": len(train_data),
                  "train_tokens": sum(len(e["input_ids"]) for e in train_data),
-                 "reference_spec": config.reference, "reference_examples": len(reference)},
+                 "reference_spec": config.reference, "reference_examples": len(plan.reference)},
         "training": {"steps": trained.steps, "stopped_early": trained.stopped_early,
                      "tokens_seen": trained.tokens_seen,
                      "loss_tokens": trained.loss_tokens, "tokens_per_s": trained.tokens_per_s,
                      "wall_s": trained.wall_s, "final_loss": trained.final_loss,
-                     "lr": config.lr, "batch_size": config.batch_size, "seq_len": config.seq_len,
+                     "lr": config.lr, "batch_size": config.batch_size,
+                     "grad_accum": config.grad_accum, "processes": acc.num_processes,
+                     "global_batch": config.batch_size * config.grad_accum * acc.num_processes,
+                     "seq_len": config.seq_len,
+                     "resumed_from_step": trained.resumed_from_step,
+                     "checkpoint_s": checkpointer.seconds,
+                     "peak_memory_bytes": trained.peak_memory_bytes,
                      "loss_curve": [[h["step"], h["loss"]] for h in trained.history]},
         "probes": {"before": [r.to_dict() for r in before], "after": [r.to_dict() for r in after]},
         "comparison": comparison,
@@ -202,15 +294,19 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
                         for c in comparison if c["capability"] == "domain"},
         "drift": drift,
     }
-
     if guard:
         results["guard"] = guard.summary()
-
-    # 6. The run folder: weights (if asked), summary.csv, and results.json last.
-    results["wall_s"] = time.perf_counter() - t_start
-    if main:
-        if config.save_model:
-            _save_model(model, tok, out)
-        rr.write_summary_csv(out / rr.SUMMARY_FILE, results)
-        rr.write_json_atomic(out / rr.RESULTS_FILE, results)
+    if main and config.save_model:
+        _save_model(model, tok, out)
     return results
+
+
+def _load_trainable(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Copy a checkpoint's trainable tensors into ``model`` (names and shapes must match)."""
+    params = dict(model.named_parameters())
+    missing = sorted(set(saved) - set(params))
+    if missing:
+        raise RuntimeError(f"checkpoint tensor {missing[0]} is not a parameter of the model")
+    with torch.no_grad():
+        for name, t in saved.items():
+            params[name].copy_(t.to(params[name].device, params[name].dtype))

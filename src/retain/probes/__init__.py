@@ -4,6 +4,7 @@
     results = evaluate(model, tokenizer, probes, base_model=base)   # list[ProbeResult]
 
 Each result is keyed ``"<probe>.<metric>"`` and carries n, a 95% interval and a few examples.
+Under ``torchrun``/``accelerate launch`` the processes share each probe's items (``shard``).
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from retain.errors import UserError
-from retain.probes.base import Probe, ProbeResult
+from retain.probes.base import Outcome, Probe, ProbeResult
 from retain.probes.engine import format_prompt
 from retain.probes.jsonl import load_jsonl_probe
 from retain.probes.kinds import (ChoiceItem, ChoiceProbe, GenerationProbe, KLToBaseProbe,
                                  PerplexityProbe)
+from retain.probes.shard import process_rank_world, sharded_outcomes
 from retain.probes.suites import DEFAULT_N, GROUPS, QUICK_N, SUITES, list_suites
 
-__all__ = ["Probe", "ProbeResult", "format_prompt", "load_probes", "evaluate", "list_suites",
-           "SUITES", "GROUPS", "DEFAULT_N", "QUICK_N", "GenerationProbe", "ChoiceProbe",
-           "PerplexityProbe", "KLToBaseProbe", "ChoiceItem", "load_jsonl_probe"]
+__all__ = ["Probe", "ProbeResult", "Outcome", "format_prompt", "load_probes", "evaluate",
+           "list_suites", "SUITES", "GROUPS", "DEFAULT_N", "QUICK_N", "GenerationProbe",
+           "ChoiceProbe", "PerplexityProbe", "KLToBaseProbe", "ChoiceItem", "load_jsonl_probe"]
 
 
 def load_probes(specs: list[str], n: int | None = None, seed: int = 0) -> list[Probe]:
@@ -44,17 +46,39 @@ def load_probes(specs: list[str], n: int | None = None, seed: int = 0) -> list[P
     return probes
 
 
+def _score(probe: Probe, model, tokenizer, *, shard: bool, batch_size: int,
+           base_model) -> ProbeResult:
+    """One probe's result: its items shared by the processes when ``shard``, else all here.
+    A probe without ``outcomes``/``aggregate`` (duck-typed, older) is scored whole by each."""
+    kw = dict(batch_size=batch_size, base_model=base_model)
+    if shard and hasattr(probe, "outcomes") and hasattr(probe, "aggregate"):
+        return probe.aggregate(sharded_outcomes(probe, model, tokenizer, **kw))
+    return probe.score(model, tokenizer, **kw)
+
+
 def evaluate(model, tokenizer, probes: list[Probe], *, base_model=None, batch_size: int = 32,
-             progress: bool = True) -> list[ProbeResult]:
+             progress: bool = True, distributed: bool | None = None) -> list[ProbeResult]:
     """Score ``model`` on every probe, in order. ``base_model`` (same tokenizer) is needed by
-    divergence probes (``kl_to_base``). Models return to their previous train/eval mode."""
+    divergence probes (``kl_to_base``). Models return to their previous train/eval mode.
+
+    In an initialized ``torch.distributed`` group of several processes (``distributed=None``,
+    the default) every process must call this with the same probes: each scores its share of
+    every probe's items and all return the same results, those of one process. Pass
+    ``distributed=False`` where only some processes call it: each then scores every item.
+    The progress bar shows on the main process only."""
     needy = [p.name for p in probes
              if getattr(p, "needs_base", False) or p.kind == "kl_to_base"]
     if needy and base_model is None:
         raise UserError(f"probe(s) {', '.join(needy)} need a base model to compare with")
-    if not progress:
-        return [p.score(model, tokenizer, batch_size=batch_size, base_model=base_model)
-                for p in probes]
+    rank, world = process_rank_world()
+    shard = world > 1 and distributed is not False
+
+    def score(p: Probe) -> ProbeResult:
+        return _score(p, model, tokenizer, shard=shard, batch_size=batch_size,
+                      base_model=base_model)
+
+    if not progress or rank != 0:
+        return [score(p) for p in probes]
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -65,6 +89,6 @@ def evaluate(model, tokenizer, probes: list[Probe], *, base_model=None, batch_si
         task = bar.add_task("", total=len(probes))
         for p in probes:
             bar.update(task, description=f"{p.name}.{p.metric}")
-            results.append(p.score(model, tokenizer, batch_size=batch_size, base_model=base_model))
+            results.append(score(p))
             bar.advance(task)
     return results

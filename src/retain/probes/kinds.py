@@ -1,18 +1,19 @@
 """The four probe kinds: greedy generation + checker, multiple choice by log-likelihood,
 perplexity (cross-entropy per token) and KL divergence to the base model.
 
-Each kind is a small dataclass holding its items; ``score(model, tokenizer, ...)`` runs the
-batched engine and returns one ``ProbeResult`` with n, a 95% interval and a few examples.
+Each kind is a small dataclass holding its items; ``outcomes(model, tokenizer, indices)`` runs
+the batched engine on some items, ``aggregate`` turns every item's outcome into one
+``ProbeResult`` (n, a 95% interval, a few examples), and ``score`` does both on every item.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 from retain.builtin.tasks import Item
 from retain.probes import engine
-from retain.probes.base import ProbeResult
+from retain.probes.base import Outcome, ProbeResult, ScoredFromOutcomes, check_outcome_count
 from retain.probes.checkers import check
 from retain.probes.stats import bootstrap_ratio_interval, wilson_interval
 
@@ -38,7 +39,7 @@ def _result(probe, value: float, n: int, ci: tuple[float, float], examples: list
 
 
 @dataclass
-class GenerationProbe:
+class GenerationProbe(ScoredFromOutcomes):
     """Greedy answers checked item by item; ``value`` is the share of items whose checker
     passes (``accuracy``, or e.g. ``refusal_rate`` with refusal checks).
 
@@ -65,23 +66,36 @@ class GenerationProbe:
         return engine.generation_budget(tokenizer, [it.answer for it in self.items],
                                         cap=self.budget_cap)
 
-    def score(self, model, tokenizer, *, batch_size: int = 32, base_model=None) -> ProbeResult:
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def outcomes(self, model, tokenizer, indices: Sequence[int], *, batch_size: int = 32,
+                 base_model=None) -> list[Outcome]:
+        """``{"answer": str, "passed": bool}`` per item at ``indices``."""
+        items = [self.items[i] for i in indices]
         prompts = [engine.encode(tokenizer, engine.format_prompt(tokenizer, it.prompt, self.chat))
-                   for it in self.items]
+                   for it in items]
+        # The budget comes from every item's answer, not this share's: a share's answers are
+        # then those that one process scoring every item would give.
         answers = engine.generate(model, tokenizer, prompts, max_new_tokens=self.budget(tokenizer),
                                   batch_size=batch_size)
-        passed = [check(a, self.spec(it)) for a, it in zip(answers, self.items)]
+        return [{"answer": a, "passed": bool(check(a, self.spec(it)))}
+                for a, it in zip(answers, items)]
+
+    def aggregate(self, outcomes: list[Outcome]) -> ProbeResult:
+        check_outcome_count(self, outcomes)
+        passed = [o["passed"] for o in outcomes]
         k, n = sum(passed), len(passed)
         # "ok" in an example means a good outcome: for a lower-is-better rate (over-refusal)
         # that is the checker failing.
-        examples = [{"prompt": it.prompt, "expected": it.answer, "answer": a,
-                     "ok": p == self.higher_is_better}
-                    for it, a, p in zip(self.items, answers, passed)]
+        examples = [{"prompt": it.prompt, "expected": it.answer, "answer": o["answer"],
+                     "ok": o["passed"] == self.higher_is_better}
+                    for it, o in zip(self.items, outcomes)]
         return _result(self, k / n if n else 0.0, n, wilson_interval(k, n), examples)
 
 
 @dataclass
-class ChoiceProbe:
+class ChoiceProbe(ScoredFromOutcomes):
     """Multiple choice: the choice with the highest summed log-likelihood given the prompt is the
     model's answer; ``value`` is accuracy."""
 
@@ -93,9 +107,15 @@ class ChoiceProbe:
     chat: bool = True
     kind: ClassVar[str] = "choice"
 
-    def score(self, model, tokenizer, *, batch_size: int = 32, base_model=None) -> ProbeResult:
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def outcomes(self, model, tokenizer, indices: Sequence[int], *, batch_size: int = 32,
+                 base_model=None) -> list[Outcome]:
+        """``{"pred": int}`` per item at ``indices``: the index of the most likely choice."""
+        items = [self.items[i] for i in indices]
         seqs, spans = [], []  # one sequence per (item, choice); span = (start, end) in logprobs
-        for it in self.items:
+        for it in items:
             ctx = engine.encode(tokenizer, engine.format_prompt(tokenizer, it.prompt, self.chat))
             for choice in it.choices:
                 cont = list(tokenizer(choice, add_special_tokens=False)["input_ids"])
@@ -104,14 +124,19 @@ class ChoiceProbe:
                 spans.append((len(ctx) - 1, len(ctx) - 1 + len(cont)))
         logps = engine.token_logprobs(model, tokenizer, seqs, batch_size=batch_size)
         sums = [float(lp[s:e].sum()) for lp, (s, e) in zip(logps, spans)]
-        passed, examples, j = [], [], 0
-        for it in self.items:
-            scores = sums[j:j + len(it.choices)]
+        out, j = [], 0
+        for it in items:
+            scores = sums[j:j + len(it.choices)]  # this item's choices, flattened above
             j += len(it.choices)
-            pred = max(range(len(scores)), key=scores.__getitem__)
-            passed.append(pred == it.label)
-            examples.append({"prompt": it.prompt, "expected": it.choices[it.label],
-                             "answer": it.choices[pred], "ok": pred == it.label})
+            out.append({"pred": max(range(len(scores)), key=scores.__getitem__)})
+        return out
+
+    def aggregate(self, outcomes: list[Outcome]) -> ProbeResult:
+        check_outcome_count(self, outcomes)
+        passed = [o["pred"] == it.label for it, o in zip(self.items, outcomes)]
+        examples = [{"prompt": it.prompt, "expected": it.choices[it.label],
+                     "answer": it.choices[o["pred"]], "ok": ok}
+                    for it, o, ok in zip(self.items, outcomes, passed)]
         k, n = sum(passed), len(passed)
         return _result(self, k / n if n else 0.0, n, wilson_interval(k, n), examples)
 
@@ -123,10 +148,17 @@ def _text_ids(model, tokenizer, texts: list[str]) -> list[list[int]]:
     return [s[:limit] if limit else s for s in seqs]
 
 
-def _per_text_mean_result(probe, texts: list[str], per_token: list, seed: int) -> ProbeResult:
+def _per_text_outcomes(per_token: list) -> list[Outcome]:
+    """``{"sum": float, "count": int}`` per text from its (L-1,) per-token values."""
+    return [{"sum": float(v.sum()), "count": int(v.numel())} for v in per_token]
+
+
+def _per_text_mean_result(probe, texts: list[str], outcomes: list[Outcome],
+                          seed: int) -> ProbeResult:
     """Token-weighted mean over all texts; 95% interval by bootstrap over texts."""
-    sums = [float(v.sum()) for v in per_token]
-    counts = [int(v.numel()) for v in per_token]
+    check_outcome_count(probe, outcomes)
+    sums = [o["sum"] for o in outcomes]
+    counts = [o["count"] for o in outcomes]
     value = sum(sums) / max(sum(counts), 1)
     ci = bootstrap_ratio_interval(sums, counts, seed=seed)
     examples = [{"prompt": t, "expected": None, "answer": None, "ok": None,
@@ -135,7 +167,7 @@ def _per_text_mean_result(probe, texts: list[str], per_token: list, seed: int) -
 
 
 @dataclass
-class PerplexityProbe:
+class PerplexityProbe(ScoredFromOutcomes):
     """Cross-entropy of texts in nats per token (lower is better); ``n`` counts texts.
 
     Every text opens with a BOS (EOS for GPT-2-style tokenizers) so that all of its tokens are
@@ -150,14 +182,22 @@ class PerplexityProbe:
     seed: int = 0  # of the bootstrap
     kind: ClassVar[str] = "perplexity"
 
-    def score(self, model, tokenizer, *, batch_size: int = 32, base_model=None) -> ProbeResult:
-        seqs = _text_ids(model, tokenizer, self.texts)
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def outcomes(self, model, tokenizer, indices: Sequence[int], *, batch_size: int = 32,
+                 base_model=None) -> list[Outcome]:
+        """``{"sum": nats, "count": tokens}`` per text at ``indices``."""
+        seqs = _text_ids(model, tokenizer, [self.texts[i] for i in indices])
         nll = [-lp for lp in engine.token_logprobs(model, tokenizer, seqs, batch_size=batch_size)]
-        return _per_text_mean_result(self, self.texts, nll, self.seed)
+        return _per_text_outcomes(nll)
+
+    def aggregate(self, outcomes: list[Outcome]) -> ProbeResult:
+        return _per_text_mean_result(self, self.texts, outcomes, self.seed)
 
 
 @dataclass
-class KLToBaseProbe:
+class KLToBaseProbe(ScoredFromOutcomes):
     """Mean per-token KL(base || model) of next-token distributions on texts, in nats (lower is
     better; 0 for the base itself): how far the model drifted from the base. Needs
     ``base_model`` with the same tokenizer. Interval: bootstrap over texts."""
@@ -171,12 +211,20 @@ class KLToBaseProbe:
     kind: ClassVar[str] = "kl_to_base"
     needs_base: ClassVar[bool] = True
 
-    def score(self, model, tokenizer, *, batch_size: int = 32, base_model=None) -> ProbeResult:
-        if base_model is None:
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def outcomes(self, model, tokenizer, indices: Sequence[int], *, batch_size: int = 32,
+                 base_model=None) -> list[Outcome]:
+        """``{"sum": nats, "count": tokens}`` of per-token KL per text at ``indices``."""
+        if base_model is None:  # raised on every process alike, even one with no items
             raise ValueError(f"probe {self.name!r} ({self.kind}) needs base_model")
-        seqs = _text_ids(model, tokenizer, self.texts)
+        seqs = _text_ids(model, tokenizer, [self.texts[i] for i in indices])
         kl = engine.token_kl(model, base_model, tokenizer, seqs, batch_size=batch_size)
-        return _per_text_mean_result(self, self.texts, kl, self.seed)
+        return _per_text_outcomes(kl)
+
+    def aggregate(self, outcomes: list[Outcome]) -> ProbeResult:
+        return _per_text_mean_result(self, self.texts, outcomes, self.seed)
 
 
 PROBE_KINDS = {cls.kind: cls for cls in (GenerationProbe, ChoiceProbe, PerplexityProbe,

@@ -97,6 +97,12 @@ def check_compatible(strategies: Sequence[Strategy]) -> None:
     if len(peft) > 1:
         raise UserError(f"strategies {' and '.join(peft)} both wrap the model in adapters; pick one")
     check_order(strategies)  # merging strategies last; none after prompt-based PEFT
+    if peft:
+        first_peft = names.index(peft[0])
+        early = [s.name for s in strategies[:first_peft] if s.family == "regularization"]
+        if early:
+            raise UserError(f"{early[0]!r} is listed before {peft[0]!r}: it would anchor the "
+                            f"weights that {peft[0]!r} then wraps; list {peft[0]!r} first")
     baseline = [s.name for s in strategies if s.family == "baseline"]
     if baseline and peft:
         raise UserError(f"{baseline[0]!r} trains every weight but {peft[0]!r} freezes them; "

@@ -4,6 +4,7 @@ A strategy may (1) change the model before training (``prepare``: LoRA wraps it,
 its Fisher), (2) change the training examples (``train_data``: replay mixes in old data),
 (3) add a penalty to each step's loss (``penalty``: EWC, L2-SP, distillation), and
 (4) change the model after training (``finalize``: merge with the base, merge-and-unload LoRA).
+What ``prepare`` computed goes into checkpoints through ``state_dict``/``load_state_dict``.
 
 A run lists strategies; their hooks run in list order for ``prepare``/``train_data``/``penalty``
 (penalties are summed) and in list order for ``finalize``. ``tests/strategies`` checks this order.
@@ -62,3 +63,11 @@ class Strategy:
 
     def finalize(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
         return model
+
+    # Checkpoints: what ``prepare`` computed that a resumed run must reuse rather than recompute
+    # (a Fisher, a self-generated replay pool): tensors and JSON-able values, nested in dicts.
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Called before ``prepare`` when a run resumes; ``prepare`` then reuses ``state``."""

@@ -21,6 +21,7 @@ from retain.strategies.fisher import (
     Importance,
     accumulate_online,
     estimate_fisher,
+    estimate_once,
     load_importance,
     normalize_importance,
     save_importance,
@@ -123,19 +124,30 @@ class EWC(Strategy):
         super().__init__(config)
         self.fisher: Importance = {}  # raw (unnormalized) Fisher, CPU
         self._quad: AnchoredQuadratic | None = None
+        self._info: dict = {}
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"fisher": dict(self.fisher), "info": self._info}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
 
     def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
         cfg = self.config
         info: dict = {"lam": cfg.lam, "normalize": cfg.normalize, "penalty_has_half": True}
-        if cfg.fisher_path is not None:
+        if self._resume is not None:  # a resumed run: the Fisher of its first part
+            self.fisher, info = dict(self._resume["fisher"]), dict(self._resume["info"])
+        elif cfg.fisher_path is not None:
             self.fisher, meta = load_importance(cfg.fisher_path)
             check_covers(self.fisher, model, f"the Fisher in {cfg.fisher_path}")
             info.update(source="loaded", fisher_path=str(cfg.fisher_path),
                         estimator=meta.get("estimator"), n_samples=meta.get("n_samples"))
         else:
             start = time.perf_counter()
-            new = estimate_fisher(model, ctx.reference, cfg.estimator, n_samples=cfg.n_samples,
-                                  seed=ctx.seed, batch_size=cfg.batch_size, chunk_size=cfg.chunk_size)
+            new = estimate_once(lambda: estimate_fisher(
+                model, ctx.reference, cfg.estimator, n_samples=cfg.n_samples, seed=ctx.seed,
+                batch_size=cfg.batch_size, chunk_size=cfg.chunk_size), model)
             n_used = min(cfg.n_samples, len(ctx.reference))
             meta = {"kind": "fisher", "estimator": cfg.estimator, "n_samples": n_used, "seed": ctx.seed,
                     "online_terms": 1, "gamma": None}
@@ -154,7 +166,7 @@ class EWC(Strategy):
         weights = normalize_importance(self.fisher, cfg.normalize)
         self._quad = AnchoredQuadratic(weights, anchor_of(model))
         info["n_params"] = sum(v.numel() for v in weights.values())
-        ctx.info[self.name] = info
+        self._info = ctx.info[self.name] = info
         return model
 
     def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:

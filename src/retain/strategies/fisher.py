@@ -227,6 +227,28 @@ def estimate_mas(
     )
 
 
+def estimate_once(estimate: Callable[[], Importance], model: torch.nn.Module) -> Importance:
+    """``estimate()`` on the main process only, broadcast to the others (under several processes
+    each would otherwise spend the time, and on a GPU their sums could differ by float noise).
+    Every process must call it; a single process just calls ``estimate()``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return estimate()
+    params = trainable_parameters(model)
+    if dist.get_rank() == 0:
+        out = estimate()
+    else:
+        out = {k: torch.zeros(p.shape, dtype=torch.float32) for k, p in params.items()}
+    # NCCL moves only CUDA tensors; gloo only CPU ones.
+    device = _device(model) if dist.get_backend() == "nccl" else torch.device("cpu")
+    for name in sorted(out):
+        t = out[name].to(device, torch.float32)
+        dist.broadcast(t, src=0)
+        out[name] = t.cpu()
+    return out
+
+
 def normalize_importance(importance: Importance, how: Literal["none", "mean", "max"]) -> Importance:
     """Rescale by one global constant (the mean or the max over every entry of every tensor), so
     that relative importance across parameters is kept while the penalty's strength stops depending

@@ -12,7 +12,8 @@ from pydantic import Field
 
 from retain.strategies.base import RunContext, Strategy, StrategyConfig
 from retain.strategies.ewc import AnchoredQuadratic, Normalize, anchor_of, check_covers
-from retain.strategies.fisher import Importance, estimate_mas, load_importance, normalize_importance, save_importance
+from retain.strategies.fisher import (Importance, estimate_mas, estimate_once, load_importance,
+                                     normalize_importance, save_importance)
 
 
 class MAS(Strategy):
@@ -44,18 +45,29 @@ class MAS(Strategy):
         super().__init__(config)
         self.importance: Importance = {}  # raw MAS importance, CPU
         self._quad: AnchoredQuadratic | None = None
+        self._info: dict = {}
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"importance": dict(self.importance), "info": self._info}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
 
     def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
         cfg = self.config
         info: dict = {"lam": cfg.lam, "normalize": cfg.normalize, "estimator": "mas", "penalty_has_half": True}
-        if cfg.importance_path is not None:
+        if self._resume is not None:  # a resumed run: the importance of its first part
+            self.importance, info = dict(self._resume["importance"]), dict(self._resume["info"])
+        elif cfg.importance_path is not None:
             self.importance, meta = load_importance(cfg.importance_path)
             check_covers(self.importance, model, f"the MAS importance in {cfg.importance_path}")
             info.update(source="loaded", importance_path=str(cfg.importance_path), n_samples=meta.get("n_samples"))
         else:
             start = time.perf_counter()
-            self.importance = estimate_mas(model, ctx.reference, n_samples=cfg.n_samples, seed=ctx.seed,
-                                           chunk_size=cfg.chunk_size)
+            self.importance = estimate_once(lambda: estimate_mas(
+                model, ctx.reference, n_samples=cfg.n_samples, seed=ctx.seed,
+                chunk_size=cfg.chunk_size), model)
             n_used = min(cfg.n_samples, len(ctx.reference))
             info.update(source="estimated", n_samples=n_used, estimate_seconds=round(time.perf_counter() - start, 3))
             if ctx.out_dir is not None:
@@ -65,7 +77,7 @@ class MAS(Strategy):
         weights = normalize_importance(self.importance, cfg.normalize)
         self._quad = AnchoredQuadratic(weights, anchor_of(model))
         info["n_params"] = sum(v.numel() for v in weights.values())
-        ctx.info[self.name] = info
+        self._info = ctx.info[self.name] = info
         return model
 
     def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:

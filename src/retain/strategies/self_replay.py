@@ -115,6 +115,13 @@ class SelfReplay(Strategy):
         super().__init__(config)
         self.pool: list[dict] | None = None  # the pseudo-examples, made by prepare
         self._gen_info: dict = {}
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"pool": self.pool, "gen_info": self._gen_info}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
 
     def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
         """Generate the pseudo-examples from the base model: a PEFT adapter listed before this
@@ -125,6 +132,9 @@ class SelfReplay(Strategy):
 
         from retain.probes.engine import encode, eos_token_ids, format_prompt
 
+        if self._resume is not None:  # a resumed run: the pool of its first part
+            self.pool, self._gen_info = self._resume["pool"], self._resume["gen_info"]
+            return model
         c = self.config
         texts = (read_prompts(c.prompts, c.num_prompts, ctx.seed) if c.prompts
                  else builtin_prompts(c.num_prompts, ctx.seed))

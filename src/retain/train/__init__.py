@@ -1,5 +1,9 @@
-"""Training: the one loop (``retain.train.loop``), shared by every strategy and every run."""
+"""Training: the one loop (``retain.train.loop``), shared by every strategy and every run, with its
+callbacks (``callbacks.py``), checkpoints (``checkpoint.py``) and mixed precision (``precision.py``)."""
 
-from retain.train.loop import TrainConfig, TrainResult, batch_indices, collate, lr_factor, train
+from retain.train.callbacks import Callback, Checkpointer, LoopState
+from retain.train.loop import (TrainConfig, TrainingFailed, TrainResult, batch_indices, collate,
+                               lr_factor, train)
 
-__all__ = ["TrainConfig", "TrainResult", "batch_indices", "collate", "lr_factor", "train"]
+__all__ = ["Callback", "Checkpointer", "LoopState", "TrainConfig", "TrainingFailed", "TrainResult",
+           "batch_indices", "collate", "lr_factor", "train"]

@@ -1,15 +1,17 @@
 """The one training loop, on ``accelerate.Accelerator``: ``accelerate launch`` (or ``torchrun``)
 runs it data-parallel on several devices without a code change.
 
-Each step: a seeded batch of examples (right-padded; every process takes its slice of the global
-batch), loss = LM loss + the sum of the strategies' penalties, backward, gradient clipping, AdamW
-over the trainable parameters only, a linear warm-up then cosine decay (or constant) learning
-rate. A log record every ``log_every`` steps and a callback every ``probe_every`` steps (the run
-probes the model there); a progress bar shows the loss and tokens/s.
+Each optimizer step: a seeded global batch (every process takes its micro-batches), the LM loss
+normalized by the loss tokens of the whole global batch plus the strategies' penalties, backward
+under mixed precision (``precision.py``), a finiteness check, gradient clipping, AdamW over the
+trainable parameters only, a linear warm-up then cosine (or constant) learning rate. A log record
+every ``log_every`` steps, probes every ``probe_every`` steps, then the callbacks (checkpoints);
+a progress bar shows the loss and tokens/s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,13 +20,17 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from retain.data import IGNORE
+from retain.train.callbacks import Callback, LoopState
+from retain.train.checkpoint import Checkpoint, set_rng_state
+from retain.train.precision import autocast, grad_scaler
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float = 1e-4
     steps: int = 100
-    batch_size: int = 16  # examples per process and step
+    batch_size: int = 16  # examples per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
     warmup_steps: int = 0
     schedule: str = "cosine"  # "cosine" (to 0 at the last step) or "constant", after warm-up
     weight_decay: float = 0.0  # on matrices only (not on norms and biases)
@@ -32,7 +38,16 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     probe_every: int = 0  # 0: never
-    mixed_precision: str = "no"  # passed to Accelerator: "no", "bf16", "fp16" (forced "no" on CPU)
+    mixed_precision: str = "no"  # resolved: "no", "bf16", "fp16" (see retain.train.precision)
+
+
+class TrainingFailed(RuntimeError):
+    """Training cannot go on: a non-finite loss or gradient at ``step`` (the weights are those
+    of the step before; no optimizer step was taken with the bad values)."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"training failed at step {step}: {reason}")
+        self.step, self.reason = step, reason
 
 
 @dataclass
@@ -40,11 +55,13 @@ class TrainResult:
     steps: int
     tokens_seen: int  # non-pad input tokens, all processes
     loss_tokens: int  # tokens that took a loss (labels != -100 after the shift)
-    wall_s: float  # training time, probing excluded
+    wall_s: float  # training time, probing and checkpoints excluded
     tokens_per_s: float
     final_loss: float  # mean total loss over the last log window
     history: list[dict] = field(default_factory=list)  # the log records
     stopped_early: bool = False  # on_probe asked to stop before config.steps
+    resumed_from_step: int | None = None  # the checkpoint this call continued from
+    peak_memory_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated
 
 
 def collate(examples: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
@@ -92,15 +109,19 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
-def make_accelerator(device: torch.device, mixed_precision: str = "no", **kwargs):
-    """The run's Accelerator (``kwargs``: e.g. ``log_with``/``project_dir`` for trackers)."""
+def make_accelerator(device: torch.device, **kwargs):
+    """The run's Accelerator (``kwargs``: e.g. ``log_with``/``project_dir`` for trackers). Mixed
+    precision is the loop's own (``retain.train.precision``), not accelerate's."""
     from accelerate import Accelerator
 
-    cpu = device.type == "cpu"
     # The model is already where load_model put it (cuda:LOCAL_RANK under accelerate launch);
     # without device_placement=False a single process would move a cuda:1 model to cuda:0.
-    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else mixed_precision,
-                       device_placement=False, **kwargs)
+    return Accelerator(cpu=device.type == "cpu", device_placement=False, **kwargs)
+
+
+def loss_token_counts(data: Sequence[dict]) -> list[int]:
+    """Per example: the positions that take a loss (labels != -100 after the one-token shift)."""
+    return [sum(1 for lab in e["labels"][1:] if lab != IGNORE) for e in data]
 
 
 def _progress_bar(total: int):
@@ -117,17 +138,23 @@ def _progress_bar(total: int):
 def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: TrainConfig,
           strategies: Sequence = (), on_log: Callable[[dict], None] | None = None,
           on_probe: Callable[[int, torch.nn.Module], bool | None] | None = None,
+          callbacks: Sequence[Callback] = (), resume: Checkpoint | None = None,
           progress: bool = True, accelerator=None) -> TrainResult:
     """Train ``model`` in place on tokenized ``data`` for ``config.steps`` optimizer steps.
 
-    ``strategies`` add ``penalty(model, batch)`` terms to the loss. ``on_log(record)`` gets a
-    record every ``log_every`` steps and at the last; ``on_probe(step, model)`` runs every
-    ``probe_every`` steps (main process only, model in eval mode, time not counted); if it
-    returns True, training stops there (a guard, early stopping)."""
+    One optimizer step takes ``batch_size * grad_accum * processes`` examples (the global batch).
+    Its LM loss is the mean cross-entropy over the loss tokens of the whole global batch, so the
+    weights do not depend on how the batch is split into micro-batches and processes.
+    ``strategies`` add ``penalty(model, batch)`` terms (once per optimizer step, averaged over
+    micro-batches). ``on_log(record)`` gets a record every ``log_every`` steps and at the last
+    (main process); ``on_probe(step, model)`` runs every ``probe_every`` steps on every process
+    (model in eval mode, time not counted) and returns True to stop there (a guard); then each
+    callback's ``on_step_end``. ``resume``: a checkpoint of this run to continue from.
+    A non-finite loss or gradient raises ``TrainingFailed`` before the bad update is applied."""
     if not data:
         raise ValueError("no training examples")
     device = next(model.parameters()).device
-    acc = accelerator or make_accelerator(device, config.mixed_precision)
+    acc = accelerator or make_accelerator(device)
     torch.manual_seed(config.seed)  # dropout and anything else random in the forward pass
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                             fused=device.type == "cuda" or None)
@@ -135,90 +162,161 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     # schedule counts global optimizer steps.
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(
         s, steps=config.steps, warmup_steps=config.warmup_steps, schedule=config.schedule))
+    scaler = grad_scaler(device, config.mixed_precision)
     model, opt = acc.prepare(model, opt)
     inner = acc.unwrap_model(model)
     device = next(inner.parameters()).device
-    rank, world = acc.process_index, acc.num_processes
+    rank, world, accum = acc.process_index, acc.num_processes, config.grad_accum
+    params = [p for p in inner.parameters() if p.requires_grad]
+    counts = loss_token_counts(data)
 
-    history: list[dict] = []
-    tokens = torch.zeros((), dtype=torch.long, device=device)  # non-pad tokens, this rank
-    loss_tokens = torch.zeros((), dtype=torch.long, device=device)
-    window = torch.zeros(3, device=device)  # sum of (total loss, lm loss, penalty) since log
-    window_n, train_s, last_loss, grad_norm, step = 0, 0.0, float("nan"), None, 0
-    stop = torch.zeros((), dtype=torch.long, device=device)
+    # The loop's counters, JSON (they go into checkpoints): global token counts, the log window
+    # (this rank's share of the LM loss, and the penalty, summed since the last log record).
+    c = {"tokens": 0, "loss_tokens": 0, "train_s": 0.0, "history": [], "window": [0.0, 0.0],
+         "window_n": 0, "grad_norm": None}
+    start = 0
+    if resume is not None:
+        opt.load_state_dict(resume.optimizer)
+        sched.load_state_dict(resume.scheduler)
+        if scaler is not None and resume.scaler:
+            scaler.load_state_dict(resume.scaler)
+        c.update(resume.loop)
+        start = resume.step
+        set_rng_state(resume.rng["tensors"], resume.rng["json"])
+    state = LoopState(step=start, max_steps=config.steps, model=inner, optimizer=opt,
+                      scheduler=sched, scaler=scaler, accelerator=acc, counters=c)
     bar = _progress_bar(config.steps) if progress and acc.is_main_process else None
-    task = bar.add_task("", total=config.steps, loss=float("nan"), tps=0.0) if bar else None
+    task = bar.add_task("", total=config.steps, completed=start, loss=float("nan"),
+                        tps=0.0) if bar else None
     if bar:
         bar.start()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     def emit(step: int) -> None:
-        """A log record of the steps since the last one (averaged over processes)."""
-        nonlocal window_n, last_loss
-        elapsed = train_s + time.perf_counter() - t0
-        seen = int(acc.reduce(tokens.clone(), "sum"))
-        w = (acc.reduce(window.clone(), "mean") / window_n).tolist()
-        last_loss = w[0]
-        rec = {"event": "train", "step": step, "loss": w[0], "lm_loss": w[1], "penalty": w[2],
-               "lr": sched.get_last_lr()[0],
-               "grad_norm": None if grad_norm is None else float(grad_norm),
-               "tokens_seen": seen, "tokens_per_s": seen / max(elapsed, 1e-9),
+        """A log record of the steps since the last one (the LM loss summed over processes)."""
+        elapsed = c["train_s"] + time.perf_counter() - t0
+        w = torch.tensor(c["window"], device=device, dtype=torch.float64)
+        lm = float(acc.reduce(w[0].clone(), "sum")) / c["window_n"]  # ranks hold shares
+        pen = float(w[1]) / c["window_n"]  # the same on every rank
+        rec = {"event": "train", "step": step, "loss": lm + pen, "lm_loss": lm, "penalty": pen,
+               "lr": sched.get_last_lr()[0], "grad_norm": c["grad_norm"],
+               "tokens_seen": c["tokens"], "tokens_per_s": c["tokens"] / max(elapsed, 1e-9),
                "elapsed_s": elapsed}
-        history.append(rec)
-        window.zero_()
-        window_n = 0
+        c["history"].append(rec)
+        c["window"], c["window_n"] = [0.0, 0.0], 0
         if on_log and acc.is_main_process:
             on_log(rec)
+        for cb in callbacks:
+            cb.on_log(state, rec)
         if bar:
-            bar.update(task, loss=w[0], tps=rec["tokens_per_s"])
+            bar.update(task, loss=rec["loss"], tps=rec["tokens_per_s"])
 
+    def pause(fn):  # run fn with the training clock stopped
+        nonlocal t0
+        c["train_s"] += time.perf_counter() - t0
+        try:
+            return fn()
+        finally:
+            t0 = time.perf_counter()
+
+    for cb in callbacks:
+        cb.on_train_begin(state)
     model.train()
+    step, stopped = start, False
     t0 = time.perf_counter()
     try:
-        global_batches = batch_indices(len(data), config.batch_size * world, config.steps,
+        global_batches = batch_indices(len(data), config.batch_size * accum * world, config.steps,
                                        config.seed)
         for step, idx in enumerate(global_batches, 1):
-            mine = idx[rank * config.batch_size:(rank + 1) * config.batch_size]
-            batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad_id).items()}
-            lm_loss = model(**batch).loss  # mean CE over this rank's loss tokens
+            if step <= start:
+                continue  # resumed: these batches were trained on before the checkpoint
+            state.step = step
+            n_step = sum(counts[i] for i in idx)  # loss tokens of the whole global batch
+            lm_part = torch.zeros((), device=device)  # this rank's share of the step's LM loss
             penalty = torch.zeros((), device=device)
-            for s in strategies:
-                p = s.penalty(inner, batch)
-                if p is not None:
-                    penalty = penalty + p
-            loss = lm_loss + penalty
-            acc.backward(loss)
+            for m in range(accum):
+                lo = (rank * accum + m) * config.batch_size
+                mine = idx[lo:lo + config.batch_size]
+                batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad_id).items()}
+                n_micro = sum(counts[i] for i in mine)
+                last = m == accum - 1
+                with (contextlib.nullcontext() if last else acc.no_sync(model)), \
+                        autocast(device, config.mixed_precision):
+                    out = model(**batch)  # .loss: mean CE over this micro-batch's loss tokens
+                    lm = out.loss * (n_micro / max(n_step, 1)) if n_micro else out.logits.sum() * 0
+                    pen = torch.zeros((), device=device)
+                    for s in strategies:
+                        p = s.penalty(inner, batch)
+                        if p is not None:
+                            pen = pen + p
+                    # DDP averages gradients over processes: scale the LM share back up.
+                    loss = lm.float() * world + pen.float() / accum
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                lm_part += lm.detach().float()
+                penalty += pen.detach().float() / accum
+            if scaler is not None:
+                scaler.unscale_(opt)
             if config.max_grad_norm is not None:
-                grad_norm = acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            opt.step()
+                norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            # One sync per step: is the loss (any process) or the gradient non-finite?
+            bad = torch.stack([~torch.isfinite(lm_part + penalty),
+                               ~torch.isfinite(norm) & (scaler is None)]).float()
+            if world > 1:
+                bad = acc.reduce(bad, "sum")
+            bad_loss, bad_grad = (bool(x) for x in bad.tolist())
+            if bad_loss or bad_grad:
+                what = "loss" if bad_loss else "gradient norm"
+                value = float(lm_part + penalty) if bad_loss else float(norm)
+                raise TrainingFailed(step, f"non-finite {what} ({value}); the weights are those "
+                                     f"of step {step - 1}")
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
 
-            tokens += batch["attention_mask"].sum()
-            loss_tokens += (batch["labels"][:, 1:] != IGNORE).sum()
-            window += torch.stack([loss.detach(), lm_loss.detach(), penalty.detach()]).float()
-            window_n += 1
+            c["tokens"] += sum(len(data[i]["input_ids"]) for i in idx)
+            c["loss_tokens"] += n_step
+            c["grad_norm"] = float(norm)
+            c["window"][0] += float(lm_part)
+            c["window"][1] += float(penalty)
+            c["window_n"] += 1
             if step % config.log_every == 0 or step == config.steps:
                 emit(step)
             if bar:
                 bar.advance(task)
             if on_probe and config.probe_every and step % config.probe_every == 0:
-                train_s += time.perf_counter() - t0
-                if acc.is_main_process:
+                def probe_now() -> bool:
                     inner.eval()
-                    stop.fill_(bool(on_probe(step, inner)))
-                    inner.train()
-                t0 = time.perf_counter()
-                if int(acc.reduce(stop.clone(), "sum")):  # every process stops together
-                    if window_n:
-                        emit(step)
-                    break
+                    try:
+                        return bool(on_probe(step, inner))
+                    finally:
+                        inner.train()
+                flag = torch.tensor(float(pause(probe_now)), device=device)
+                stopped = bool(acc.reduce(flag, "sum")) if world > 1 else bool(flag)
+            for cb in callbacks:  # checkpoints see the step's probes and guard decisions
+                stopped = bool(pause(lambda: cb.on_step_end(state))) or stopped
+            if stopped:  # every process stops together
+                if c["window_n"]:
+                    emit(step)
+                break
     finally:
         if bar:
             bar.stop()
         inner.eval()
-    train_s += time.perf_counter() - t0
-    seen = int(acc.reduce(tokens, "sum"))
-    return TrainResult(steps=step, tokens_seen=seen,
-                       loss_tokens=int(acc.reduce(loss_tokens, "sum")), wall_s=train_s,
-                       tokens_per_s=seen / max(train_s, 1e-9), final_loss=last_loss,
-                       history=history, stopped_early=step < config.steps)
+    c["train_s"] += time.perf_counter() - t0
+    for cb in callbacks:
+        cb.on_train_end(state)
+    history = c["history"]
+    return TrainResult(steps=step, tokens_seen=c["tokens"], loss_tokens=c["loss_tokens"],
+                       wall_s=c["train_s"], tokens_per_s=c["tokens"] / max(c["train_s"], 1e-9),
+                       final_loss=history[-1]["loss"] if history else float("nan"),
+                       history=history, stopped_early=step < config.steps,
+                       resumed_from_step=resume.step if resume is not None else None,
+                       peak_memory_bytes=torch.cuda.max_memory_allocated(device)
+                       if device.type == "cuda" else None)

@@ -1,0 +1,173 @@
+"""Check first, then work: everything a user can get wrong in a run, checked before the model is
+loaded or anything is written.
+
+``preflight(config)`` validates the strategies, probes, guard, device and dtype, loads the
+tokenizer (cheap) to read and tokenize the data file, and decides what to do with the out folder
+(``new``, ``clean`` a failed or replaced run, or ``resume`` from a checkpoint). A mistake is one
+``UserError`` line; nothing has been written when it is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from retain.errors import UserError
+from retain.report import results as rr
+from retain.train import checkpoint as ckpt
+
+
+@dataclass
+class Plan:
+    """What ``run`` will do, all of it checked."""
+
+    strategies: list
+    probes: list
+    probes_during: list
+    guard_probes: list
+    tokenizer: Any
+    domain_data: list[dict]  # tokenized training examples of the new domain
+    reference: list[dict]  # tokenized reference data (replay, EWC)
+    device: torch.device
+    dtype: torch.dtype
+    mixed_precision: str  # resolved: no / bf16 / fp16
+    out_mode: str  # "new" (empty or missing folder), "clean" (remove a run's files), "resume"
+    checkpoint: Path | None = None  # resume from this
+    heldout: int = 0  # examples of the data file held out as the domain probe
+    notes: list[str] = field(default_factory=list)
+
+
+def _writable(out: Path) -> None:
+    """The nearest existing folder at or above ``out`` must take a new file (tried for real:
+    permission bits do not tell for root or read-only mounts)."""
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"out {out}: {probe} exists and is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".retain-write-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"out {out}: cannot write in {probe} ({e.strerror or e})") from None
+
+
+def _identity(cfg: dict) -> dict:
+    """The keys that make two configs the same run (not how it is run or resumed)."""
+    return {k: v for k, v in cfg.items()
+            if k not in ("out", "overwrite", "resume", "progress", "checkpoint_every",
+                         "keep_checkpoints")}
+
+
+def out_mode(config) -> tuple[str, Path | None]:
+    """("new" | "clean" | "resume", checkpoint) for the run folder, or a UserError saying why
+    it cannot be used. A folder whose results say "failed" may be rerun without ``overwrite``."""
+    out = Path(config.out)
+    _writable(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out {out} exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return "new", None
+    status = None
+    if (out / rr.RESULTS_FILE).is_file():
+        try:
+            status = json.loads((out / rr.RESULTS_FILE).read_text(encoding="utf-8")).get("status")
+        except (OSError, ValueError, AttributeError):
+            status = "unreadable"
+    if config.resume:
+        if status == "complete":
+            raise UserError(f"{out} holds a complete run: nothing to resume (--overwrite to redo)")
+        try:
+            have = yaml.safe_load((out / rr.CONFIG_FILE).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            raise UserError(f"{out} has no readable {rr.CONFIG_FILE}: not a retain run to "
+                            "resume") from None
+        want = config.model_dump(mode="json")
+        if _identity(have) != _identity(want):
+            diff = sorted(k for k in set(_identity(have)) | set(_identity(want))
+                          if have.get(k) != want.get(k))
+            raise UserError(f"{out} holds a run of another config (differs in {', '.join(diff)});"
+                            " resume with the same options, or use another out")
+        last = ckpt.latest(out)
+        return ("resume", last) if last else ("clean", None)  # no checkpoint yet: start over
+    if config.overwrite or status == "failed":
+        return "clean", None
+    hint = ("--resume to continue it from its last checkpoint, " if ckpt.latest(out) else "")
+    raise UserError(f"run folder {out} is not empty; {hint}--overwrite to replace it, or "
+                    "choose another out")
+
+
+def clean_out_dir(out: Path) -> None:
+    """Remove what a run writes (results.json first: a crash now cannot leave old results
+    looking current), keeping anything else the user put there."""
+    (out / rr.RESULTS_FILE).unlink(missing_ok=True)
+    for name in rr.RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for name in (rr.MODEL_DIR, ckpt.DIR):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("fisher.safetensors", "mas_importance.safetensors"):
+        (out / name).unlink(missing_ok=True)
+
+
+def preflight(config) -> Plan:
+    """Check everything ``run(config)`` needs from the user, cheaply, in the order a user would
+    fix it; returns the plan. Loads the tokenizer, never the model's weights."""
+    from retain.data import load_reference_data, load_train_data_split
+    from retain.models import load_tokenizer, resolve_device, resolve_dtype
+    from retain.probes import load_probes
+    from retain.strategies import build_strategies
+    from retain.train.precision import resolve_mixed_precision
+
+    strategies = build_strategies(config.strategies)
+    probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)
+    probes_during = probes if config.probes_during is None else load_probes(
+        config.probes_during, n=config.probe_n, seed=config.seed)
+    guard_probes: list = []
+    if config.guard:
+        from retain.guard import select_probes
+
+        guard_probes = select_probes(load_probes(config.probes, n=config.guard.n, seed=config.seed),
+                                     config.guard.parsed())
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    mixed = resolve_mixed_precision(config.mixed_precision, device)
+    mode, last = out_mode(config)
+    tok = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    domain_data, heldout = load_train_data_split(
+        config.data, tok, seq_len=config.seq_len, n=config.data_n, seed=config.seed,
+        holdout=config.data_holdout, holdout_max=config.data_holdout_max)
+    domain = _domain_probes(config, tok, heldout, {p.name for p in probes})
+    probes = probes + domain
+    if config.probes_during is None:
+        probes_during = probes
+    reference = load_reference_data(config.reference, tok, seq_len=config.seq_len,
+                                    n=config.reference_n, seed=config.seed)
+    return Plan(strategies=strategies, probes=probes, probes_during=probes_during,
+                guard_probes=guard_probes, tokenizer=tok, domain_data=domain_data,
+                reference=reference, device=device, dtype=dtype, mixed_precision=mixed,
+                out_mode=mode, checkpoint=last, heldout=len(heldout))
+
+
+def _domain_probes(config, tokenizer, heldout: list, taken: set[str]) -> list:
+    """The user's domain, measured: probes of the held-out part of a JSONL data file (named after
+    the file, ``_heldout`` added if a probe has that name already) and the user's own domain
+    probe files."""
+    from retain.probes.domain import domain_probe_files, domain_probes
+
+    name = Path(config.data).stem
+    if name in taken:
+        name += "_heldout"
+    found = domain_probes(name, heldout, tokenizer, seq_len=config.seq_len,
+                          seed=config.seed) if heldout else []
+    return found + domain_probe_files(config.domain_probes, n=config.probe_n, seed=config.seed)
