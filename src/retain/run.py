@@ -121,6 +121,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     out, tok, strategies = Path(config.out), plan.tokenizer, plan.strategies
     rank = PartialState().process_index
     resume = ckpt.load(plan.checkpoint, rank) if plan.out_mode == "resume" else None
+    saved = ckpt.join_tree(resume.extra_tensors, resume.extra["state"]) if resume else {}
     tracker_kwargs, tracker_init = make_trackers(config.report_to, out)
     set_seed(config.seed)
     model, _ = load_model(config.model, dtype=plan.dtype, device=plan.device,
@@ -178,7 +179,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
         guard = Guard(config.guard, guard_every(config.guard, config.probe_every, config.steps),
                       score=score, log=log, say=None if main else (lambda line: None))
         if resume is not None:
-            guard.load_state_dict(resume.extra_state["guard"])
+            guard.load_state_dict(saved["guard"])
         else:
             guard.start(model)
 
@@ -191,7 +192,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     with autocast(device, mixed):
         for s in strategies:
             if resume is not None:
-                s.load_state_dict(resume.extra_state["strategies"].get(s.name, {}))
+                s.load_state_dict(saved["strategies"].get(s.name, {}))
             if mixed != "no" and s.family != "peft":
                 upcast_trainable(model)
             model = s.prepare(model, ctx)
