@@ -144,11 +144,10 @@ def run_cmd(
         ("limits", list(guard) if guard else None), ("every", guard_every), ("n", guard_n),
         ("action", guard_action)] if v is not None]
     cfg = load_run_config(config, overrides=guard_sets + list(ctx.args), **flags)
-    from accelerate import PartialState
-
     from retain.report.tables import print_run
     from retain.run import run
     from retain.train import TrainingFailed
+    from retain.train.loop import process_state
 
     try:
         results = run(cfg)
@@ -156,7 +155,7 @@ def run_cmd(
         typer.echo(f"error: {e}; results.json says failed (rerun the same command to start "
                    "over, or add --resume to continue from the last checkpoint)", err=True)
         raise typer.Exit(1)
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print_run(results)
 
 

@@ -87,12 +87,11 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
     ``before``: the probe results of the same model on the same probes, when the caller already
     has them (a comparison probes its base once, not once per strategy).
     """
-    from accelerate import PartialState
-
     from retain.preflight import preflight
+    from retain.train.loop import process_state
 
     t_start = time.perf_counter()
-    main = PartialState().is_main_process  # under torchrun / accelerate launch, one writes
+    main = process_state().is_main_process  # under torchrun / accelerate launch, one writes
     plan = preflight(config)  # every user mistake, before the model is loaded or a file written
     failure: dict = {"stage": "load"}
     with _run_folder(config, plan, main, failure):
@@ -105,7 +104,6 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
 
 
 def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict) -> dict:
-    from accelerate import PartialState
     from accelerate.utils import set_seed
 
     from retain.metrics import compare, gain, weight_drift
@@ -115,11 +113,11 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     from retain.report.trackers import log_metrics, make_trackers, start_trackers
     from retain.strategies import RunContext, strategy_label
     from retain.train import Checkpointer, TrainConfig, train
-    from retain.train.loop import make_accelerator
+    from retain.train.loop import make_accelerator, process_state
     from retain.train.precision import autocast, upcast_trainable
 
     out, tok, strategies = Path(config.out), plan.tokenizer, plan.strategies
-    rank = PartialState().process_index
+    rank = process_state().process_index
     resume = ckpt.load(plan.checkpoint, rank) if plan.out_mode == "resume" else None
     saved = ckpt.join_tree(resume.extra_tensors, resume.extra["state"]) if resume else {}
     tracker_kwargs, tracker_init = make_trackers(config.report_to, out)

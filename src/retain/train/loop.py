@@ -109,6 +109,14 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
 
 
+def process_state():
+    """accelerate's ``PartialState`` of this process. Without CUDA it must be asked for the CPU
+    (gloo): a bare ``PartialState()`` takes each of torchrun's processes for a world of one."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def make_accelerator(device: torch.device, **kwargs):
     """The run's Accelerator (``kwargs``: e.g. ``log_with``/``project_dir`` for trackers). Mixed
     precision is the loop's own (``retain.train.precision``), not accelerate's."""
