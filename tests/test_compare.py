@@ -91,6 +91,24 @@ def test_compare_resumes_where_it_stopped(tmp_path, model_dir, counted):
     assert json.loads((out / "full-seed0" / "results.json").read_text())["config"]["steps"] == 3
 
 
+def test_compare_continues_an_interrupted_run_from_its_checkpoint(tmp_path, model_dir):
+    import shutil
+
+    path = _file(tmp_path, model_dir, seeds=[0], checkpoint_every=1, keep_checkpoints=3,
+                 runs=[{"label": "full", "strategies": ["full"], "lr": 1e-3}])
+    run_dir = tmp_path / "cmp" / "full-seed0"
+    compare_mod.run_compare(path, show=False)
+    first = json.loads((run_dir / "results.json").read_text())
+    # killed after the checkpoint of step 1: no results, no later checkpoint
+    (run_dir / "results.json").unlink()
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000002")
+    compare_mod.run_compare(path, show=False)
+    again = json.loads((run_dir / "results.json").read_text())
+    assert again["training"]["resumed_from_step"] == 1
+    assert [r["value"] for r in again["probes"]["after"]] == pytest.approx(
+        [r["value"] for r in first["probes"]["after"]], abs=1e-6)
+
+
 def test_plan_and_its_errors(tmp_path):
     f = compare_mod.load_compare_file(_file(tmp_path, "m", steps=7), ["batch_size=3"])
     entries = compare_mod.read_entries(f["extra"]["runs"])

@@ -10,7 +10,8 @@ folder each, then the comparison folder (``retain.comparison``). Repeating the c
       - {label: lora r=8, strategies: [{name: lora, r: 8}], lr: 1.0e-3}
 
 A run folder whose ``results.json`` is complete and whose config equals the planned one is reused;
-an unfinished one of the same config is run again; one of another config is refused unless
+an unfinished one of the same config continues from its last checkpoint (or runs again without
+one); one of another config is refused unless
 ``overwrite``. The base model is probed once per seed (and probe set), and the runs share it.
 """
 
@@ -25,13 +26,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from retain.config import RunConfig, _read_yaml, apply_override, parse_config
+from retain.config import RunConfig, _read_yaml, apply_override, parse_config, run_identity
 from retain.errors import UserError
 
 # Keys of a compare file that are not RunConfig keys.
 COMPARE_KEYS = ("runs", "seeds", "out", "title", "rank_by")
-# Config keys that do not change what a run computes (ignored when matching a folder).
-_NOT_IDENTITY = ("out", "overwrite", "progress")
 
 
 @dataclass
@@ -125,10 +124,6 @@ def plan(base: dict[str, Any], entries: Sequence[dict[str, Any]], seeds: Sequenc
     return planned
 
 
-def _identity(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
-
-
 def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
@@ -142,7 +137,7 @@ def inspect(p: Planned) -> None:
     from retain.report import results as rr
 
     out = Path(p.config.out)
-    want = _identity(p.config.model_dump(mode="json"))
+    want = run_identity(p.config.model_dump(mode="json"))
     p.state, p.results = "new", None
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
@@ -156,7 +151,7 @@ def inspect(p: Planned) -> None:
         except (OSError, json.JSONDecodeError):
             res = None
     if isinstance(res, dict) and isinstance(res.get("config"), dict):
-        have = _identity(res["config"])
+        have = run_identity(res["config"])
         if have != want:
             p.state, p.why = "conflict", _first_difference(have, want)
         elif res.get("status") == "complete" and res.get("schema_version") == rr.SCHEMA_VERSION:
@@ -166,7 +161,7 @@ def inspect(p: Planned) -> None:
         return
     cfg_file = out / rr.CONFIG_FILE
     try:
-        have = _identity(yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {})
+        have = run_identity(yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {})
     except (OSError, yaml.YAMLError):
         p.state, p.why = "conflict", f"it has no readable {rr.CONFIG_FILE}"
         return
@@ -222,12 +217,14 @@ def run_planned(planned: list[Planned], *, overwrite: bool = False,
         if p.state == "complete":
             echo(f"{name}: complete, reused")
             continue
-        echo(f"{name}: {'running again (unfinished)' if p.state == 'unfinished' else 'running'}"
+        echo(f"{name}: {'continuing (unfinished)' if p.state == 'unfinished' else 'running'}"
              f" -> {p.config.out}")
         key = _probe_key(p.config)
         if key not in before_cache:
             before_cache[key] = probe_base(p.config)
-        cfg = p.config.model_copy(update={"overwrite": p.state != "new"})
+        # An unfinished run continues from its last checkpoint (or starts over without one).
+        cfg = p.config.model_copy(update={"overwrite": p.state == "conflict",
+                                          "resume": p.state == "unfinished"})
         p.results = run(cfg, before=before_cache[key])
         p.state = "complete"
     return [p.results for p in planned]

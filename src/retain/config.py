@@ -103,6 +103,16 @@ class RunConfig(BaseModel):
                 for s in build_strategies(specs)]
 
 
+# Keys that say how a run is carried out, not what it computes: two configs that differ only in
+# these are the same run (a comparison reuses its folder; --resume continues it).
+NOT_IDENTITY = ("out", "overwrite", "resume", "progress", "checkpoint_every", "keep_checkpoints")
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A config (as plain data) less the keys in ``NOT_IDENTITY``."""
+    return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+
+
 def _one_line(err: ValidationError) -> str:
     e = err.errors()[0]
     where = ".".join(str(x) for x in e["loc"]) or "config"

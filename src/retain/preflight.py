@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import yaml
 
+from retain.config import run_identity
 from retain.errors import UserError
 from retain.report import results as rr
 from retain.train import checkpoint as ckpt
@@ -63,13 +64,6 @@ def _writable(out: Path) -> None:
         raise UserError(f"out {out}: cannot write in {probe} ({e.strerror or e})") from None
 
 
-def _identity(cfg: dict) -> dict:
-    """The keys that make two configs the same run (not how it is run or resumed)."""
-    return {k: v for k, v in cfg.items()
-            if k not in ("out", "overwrite", "resume", "progress", "checkpoint_every",
-                         "keep_checkpoints")}
-
-
 def out_mode(config) -> tuple[str, Path | None]:
     """("new" | "clean" | "resume", checkpoint) for the run folder, or a UserError saying why
     it cannot be used. A folder whose results say "failed" may be rerun without ``overwrite``."""
@@ -93,10 +87,9 @@ def out_mode(config) -> tuple[str, Path | None]:
         except (OSError, yaml.YAMLError):
             raise UserError(f"{out} has no readable {rr.CONFIG_FILE}: not a retain run to "
                             "resume") from None
-        want = config.model_dump(mode="json")
-        if _identity(have) != _identity(want):
-            diff = sorted(k for k in set(_identity(have)) | set(_identity(want))
-                          if have.get(k) != want.get(k))
+        have, want = run_identity(have), run_identity(config.model_dump(mode="json"))
+        if have != want:
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             raise UserError(f"{out} holds a run of another config (differs in {', '.join(diff)});"
                             " resume with the same options, or use another out")
         last = ckpt.latest(out)
