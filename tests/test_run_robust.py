@@ -171,3 +171,18 @@ def test_jsonl_data_gets_a_held_out_domain_score(model_dir, tmp_path):
     assert "capitals.ce_nats_per_token" in res["domain_gain"]
     assert "capitals.accuracy" in res["domain_gain"]  # short completions: exact match too
     assert res["domain_gain"]["capitals.ce_nats_per_token"] > 0  # lr 1e-3: it learnt something
+
+
+# ---------------------------------------------------------------- mixed precision, every family
+@pytest.mark.parametrize("strategies", [
+    [{"name": "ewc", "n_samples": 4}], [{"name": "lora", "r": 2}, {"name": "ewc", "n_samples": 4}],
+    [{"name": "freeze", "top_blocks": 1}], [{"name": "self_replay", "num_prompts": 4}],
+    [{"name": "distill"}], [{"name": "prompt_tuning", "num_virtual_tokens": 4}]])
+def test_bf16_weights_train_under_mixed_precision(model_dir, tmp_path, strategies):
+    res = run(quick(model_dir, tmp_path / "run", steps=2, batch_size=2, dtype="bfloat16",
+                    mixed_precision="bf16", strategies=strategies, data_n=8))
+    assert res["status"] == "complete" and res["model"]["mixed_precision"] == "bf16"
+    assert res["model"]["dtype"] == "bfloat16"
+    losses = [x[1] for x in res["training"]["loss_curve"]]
+    assert losses and all(x == x and abs(x) < 1e3 for x in losses)  # finite
+    assert all(r["value"] == r["value"] for r in res["probes"]["after"])
