@@ -26,6 +26,7 @@ ARTIFACTS = Path(os.environ.get("RETAIN_TEST_ARTIFACTS") or Path(__file__).paren
 HEADINGS = ("Summary", "Strategies and their papers", "Capabilities before and after",
             "Training curves", "Trade-off: the new domain against the old",
             "Weight drift per layer", "Guard events",
+            "Items lost and gained (paired, the same items before and after)",
             "Examples: the model's answers before and after", "Configuration")
 
 # Runs before the page's own content (and before its Content-Security-Policy), so it can watch.

@@ -49,7 +49,10 @@ def retention(before: float, after: float, higher_is_better: bool, metric: str =
 
 def compare(before: list, after: list) -> list[dict]:
     """Rows pairing two lists of ``ProbeResult`` (matched by ``probe.metric`` key, in the order
-    of ``before``): before/after values and intervals, delta, forgetting, retention."""
+    of ``before``): before/after values and intervals, delta, forgetting, retention, and the
+    paired test on the same items (``paired``: None when the items do not pair)."""
+    from retain.metrics.paired import paired_test
+
     after_by_key = {r.key: r for r in after}
     rows = []
     for b in before:
@@ -62,5 +65,6 @@ def compare(before: list, after: list) -> list[dict]:
             "before": b.value, "after": a.value, "delta": delta(b.value, a.value),
             "forgetting": forgetting(b.value, a.value, b.higher_is_better),
             "retention": retention(b.value, a.value, b.higher_is_better, b.metric),
-            "before_ci": [b.ci_low, b.ci_high], "after_ci": [a.ci_low, a.ci_high]})
+            "before_ci": [b.ci_low, b.ci_high], "after_ci": [a.ci_low, a.ci_high],
+            "paired": paired_test(b.to_dict(), a.to_dict())})
     return rows

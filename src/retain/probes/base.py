@@ -28,6 +28,10 @@ class ProbeResult:
     capability: str  # what it measures: "math", ..., or "domain" for the new domain
     kind: str  # "generation", "choice", "perplexity", "kl_to_base"
     examples: list[dict[str, Any]] = field(default_factory=list)  # a few prompt/answer/ok records
+    # Every item, in item order, for paired before/after tests (``retain.metrics.paired``):
+    # {"prompt", "expected", "answer", "ok"} (ok: a good outcome) for proportion metrics,
+    # {"prompt", "sum", "count"} (nats and tokens) for per-token means. Texts trimmed.
+    items: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> str:

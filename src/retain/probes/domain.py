@@ -19,7 +19,7 @@ from retain.data import IGNORE, encode_record
 from retain.probes import engine
 from retain.probes.base import Outcome, Probe, ProbeResult, ScoredFromOutcomes, check_outcome_count
 from retain.probes.jsonl import load_jsonl_probe
-from retain.probes.kinds import N_EXAMPLES, GenerationProbe, _result
+from retain.probes.kinds import GenerationProbe, _result
 from retain.probes.stats import bootstrap_ratio_interval
 
 DOMAIN = "domain"  # the capability that domain_gain counts
@@ -85,8 +85,8 @@ class LabeledCEProbe(ScoredFromOutcomes):
         value = sum(sums) / max(sum(counts), 1)
         ci = bootstrap_ratio_interval(sums, counts, seed=self.seed)
         examples = [{"prompt": p, "expected": x, "answer": None, "ok": None,
-                     "value": s / max(c, 1)}
-                    for (p, x), s, c in zip(self.shown, sums[:N_EXAMPLES], counts)]
+                     "value": s / max(c, 1), "sum": s, "count": c}
+                    for (p, x), s, c in zip(self.shown, sums, counts)]
         return _result(self, value, len(outcomes), ci, examples)
 
 

@@ -31,11 +31,22 @@ class ChoiceItem:
     key: str = ""
 
 
+ITEM_TEXT_CHARS = 300  # prompts and answers kept per item in results (paired tests, lost items)
+_ITEM_KEYS = ("prompt", "expected", "answer", "ok", "sum", "count")
+
+
+def _trim(x: Any) -> Any:
+    return x[:ITEM_TEXT_CHARS] if isinstance(x, str) else x
+
+
 def _result(probe, value: float, n: int, ci: tuple[float, float], examples: list) -> ProbeResult:
+    """The result; ``examples`` holds one record per item, in item order: the first few are
+    shown as examples, all of them (trimmed) are kept as ``items`` for paired tests."""
+    items = [{k: _trim(e[k]) for k in _ITEM_KEYS if k in e} for e in examples]
     return ProbeResult(probe=probe.name, metric=probe.metric, value=float(value), n=n,
                        ci_low=float(ci[0]), ci_high=float(ci[1]),
                        higher_is_better=probe.higher_is_better, capability=probe.capability,
-                       kind=probe.kind, examples=examples[:N_EXAMPLES])
+                       kind=probe.kind, examples=examples[:N_EXAMPLES], items=items)
 
 
 @dataclass
@@ -162,7 +173,8 @@ def _per_text_mean_result(probe, texts: list[str], outcomes: list[Outcome],
     value = sum(sums) / max(sum(counts), 1)
     ci = bootstrap_ratio_interval(sums, counts, seed=seed)
     examples = [{"prompt": t, "expected": None, "answer": None, "ok": None,
-                 "value": s / max(c, 1)} for t, s, c in zip(texts, sums, counts)]
+                 "value": s / max(c, 1), "sum": s, "count": c}
+                for t, s, c in zip(texts, sums, counts)]
     return _result(probe, value, len(texts), ci, examples)
 
 

@@ -22,10 +22,11 @@ from retain.errors import UserError
 from retain.report import figures as fg
 from retain.report.results import (
     CONFIG_FILE, METRICS_FILE, RESULTS_FILE, read_results, write_text_atomic)
+from retain.report.tables import paired_cell
 
 REPORT_FILE, FIGURES_DIR, COMPARISON_FILE = "report.html", "figures", "comparison.json"
 SECTIONS = ("summary", "strategies", "capabilities", "training", "tradeoff", "ranking", "drift",
-            "guard", "examples", "config")  # stable ids; "guard" only when a run has guard
+            "guard", "items", "examples", "config")  # stable ids; "guard" only when a run has guard
 # events, "ranking" only for a comparison folder whose comparison.json holds one
 MAX_TEXT = 600  # characters of a prompt or an answer shown before it is cut
 
@@ -138,12 +139,14 @@ def _overlap(a: Any, b: Any) -> bool:
 
 def change_class(row: dict) -> str:
     """CSS class of a before/after row: ``gain``/``loss`` by the metric's direction, ``weak``
-    added when the two intervals overlap (the change may be noise), ``same`` for no change."""
+    added when the paired test on the same items sees no change (results without per-item
+    outcomes: when the two intervals overlap), ``same`` for no change."""
     d = row.get("delta")
     if not isinstance(d, (int, float)) or not math.isfinite(d) or abs(d) < 1e-12:
         return "same"
     good = d > 0 if row.get("higher_is_better", True) else d < 0
-    weak = _overlap(row.get("before_ci"), row.get("after_ci"))
+    paired = row.get("paired")
+    weak = not paired["changed"] if paired else _overlap(row.get("before_ci"), row.get("after_ci"))
     return ("gain" if good else "loss") + (" weak" if weak else "")
 
 
@@ -351,17 +354,19 @@ def _cap_rows_run(r: Run) -> list[list[str]]:
             num(c.get("n")), f'{num(c["before"])} {_ci(c.get("before_ci"))}',
             f'{num(c["after"])} {_ci(c.get("after_ci"))}',
             f'<span class="{cls}">{"+" if isinstance(d, (int, float)) and d > 0 else ""}'
-            f'{num(d)}</span> {_ci(c.get("delta_ci"))}'])
+            f'{num(d)}</span> {_ci(c.get("delta_ci"))}', esc(paired_cell(c.get("paired")))])
     return rows
 
 
 def section_capabilities(folder: Folder, figs: dict[str, bytes]) -> str:
     legend = ('<p class="legend"><span class="gain">better</span> <span class="loss">worse</span> '
-              '(by the metric\'s direction ↑/↓); pale: the 95% intervals before and after overlap '
-              '(the change may be noise).</p>')
+              '(by the metric\'s direction ↑/↓); pale: the paired test on the same items does not '
+              'show a change (exact McNemar p &ge; 0.05 for proportions, with the items lost/gained; '
+              'a paired bootstrap 95% interval of the change that includes 0 for cross-entropy).'
+              '</p>')
     if folder.kind == "run":
         table = _table(["capability", "probe.metric", "n", "before [95% CI]", "after [95% CI]",
-                        "delta"], _cap_rows_run(folder.runs[0]), "caps")
+                        "delta", "paired test"], _cap_rows_run(folder.runs[0]), "caps")
     else:
         keys: dict[str, dict] = {}
         for r in folder.runs:
@@ -534,6 +539,29 @@ def section_examples(folder: Folder) -> str:
     return _section("examples", "Examples: the model's answers before and after", body)
 
 
+def section_lost_items(folder: Folder) -> str:
+    """Per run and probe, the items the paired test counted as lost (right before, wrong after)
+    and gained, with the prompt and both answers."""
+    blocks = []
+    for r in folder.runs:
+        for c in r.results.get("comparison", []):
+            p = c.get("paired") or {}
+            for kind in ("lost", "gained"):
+                listed = p.get(f"{kind}_items") or []
+                if not listed:
+                    continue
+                rows = [[f'<pre>{esc(_cut(x.get("prompt")))}</pre>',
+                         f'<pre>{esc(_cut(x.get("expected")))}</pre>',
+                         f'<pre>{esc(_cut(x.get("before")))}</pre>',
+                         f'<pre>{esc(_cut(x.get("after")))}</pre>'] for x in listed]
+                label = "" if folder.kind == "run" else f"{esc(r.label)}: "
+                blocks.append(f'<details><summary>{label}{esc(c["key"])}: {p.get(kind)} item(s) '
+                              f'{kind}</summary>{_table(["prompt", "expected", "before", "after"], rows, "examples")}</details>')
+    body = "".join(blocks) or _note("no item changed (or the results keep no per-item outcomes)")
+    return _section("items", "Items lost and gained (paired, the same items before and after)",
+                    body)
+
+
 def section_config(folder: Folder) -> str:
     blocks = []
     for r in folder.runs:
@@ -576,7 +604,8 @@ def render(folder: Folder, figs: dict[str, bytes]) -> str:
     sections = [section_summary(folder), section_strategies(folder),
                 section_capabilities(folder, figs), section_training(folder, figs),
                 section_tradeoff(folder, figs), section_ranking(folder), section_drift(folder, figs),
-                section_guard(folder), section_examples(folder), section_config(folder)]
+                section_guard(folder), section_lost_items(folder), section_examples(folder),
+                section_config(folder)]
     sections = [s for s in sections if s]
     ids = [sid for sid in SECTIONS if f'<section id="{sid}">' in "".join(sections)]
     nav = "".join(f'<a href="#{sid}">{sid}</a>' for sid in ids)

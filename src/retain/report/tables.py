@@ -66,22 +66,50 @@ def print_comparison(rows: list[dict[str, Any]], strategies: list[str], title: s
     console.print(table)
 
 
+def paired_cell(paired: dict | None) -> str:
+    """The paired test in a few characters: "p=0.003 -5/+1" (McNemar: items lost/gained) or
+    "[-0.12, -0.03]" (the bootstrap interval of the change); "-" when the items do not pair."""
+    if not paired:
+        return "-"
+    if paired["test"] == "mcnemar_exact":
+        return f"p={paired['p']:.3f} -{paired['lost']}/+{paired['gained']}"
+    lo, hi = paired["ci"]
+    return f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def changed(row: dict[str, Any]) -> bool:
+    """Whether a comparison row changed: by its paired test where it has one, else by more than
+    0.05 (older results without per-item outcomes)."""
+    p = row.get("paired")
+    return bool(p["changed"]) if p else abs(row["delta"]) >= 0.05
+
+
 def print_run(results: dict[str, Any]) -> None:
-    """A run's results.json as a table: each probe before, after, delta, retention; then the
-    new-domain gain, weight drift and training facts."""
+    """A run's results.json as a table: each probe before, after, delta (coloured only where the
+    paired test says it changed), the paired test, retention; then the items lost, the new-domain
+    gain, weight drift and training facts."""
     table = Table(title=f"retain run: {results.get('strategy', '?')} on {results['model']['name']}")
-    for col in ("probe.metric", "before", "after", "delta", "retention", "n"):
+    for col in ("probe.metric", "before", "after", "delta", "paired test", "retention", "n"):
         table.add_column(col, justify="left" if col == "probe.metric" else "right")
-    for c in sorted(results["comparison"], key=lambda c: c.get("capability") == "domain"):
-        style = _delta_style(c["delta"], c["higher_is_better"])
+    rows = sorted(results["comparison"], key=lambda c: c.get("capability") == "domain")
+    for c in rows:
+        style = _delta_style(c["delta"], c["higher_is_better"], threshold=0.0) if changed(c) else ""
         delta = f"{c['delta']:+.3f}"
         ret = c.get("retention")
         table.add_row(f"{c['probe']}.{c['metric']} {_arrow(c['higher_is_better'])}"
                       + (" (new domain)" if c.get("capability") == "domain" else ""),
                       _fmt(c["before"]), _fmt(c["after"]),
                       f"[{style}]{delta}[/{style}]" if style else delta,
+                      paired_cell(c.get("paired")),
                       "-" if ret is None else f"{ret:.2f}", str(c.get("n", "")))
     console.print(table)
+    for c in rows:
+        p = c.get("paired") or {}
+        if c.get("capability") != "domain" and p.get("lost_items") and p.get("changed"):
+            first = p["lost_items"][0]
+            console.print(f"{c['key']}: {p['lost']} item(s) lost, e.g. {first['prompt']!r}: "
+                          f"{first['before']!r} -> {first['after']!r}", markup=False,
+                          highlight=False)
     drift = results.get("drift", {}).get("overall", {})
     train = results.get("training", {})
     console.print(
