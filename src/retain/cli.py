@@ -219,6 +219,33 @@ def demo_cmd(
     run_demo(out, quick=quick, overwrite=overwrite)
 
 
+@app.command("diff")
+def diff_cmd(
+    base: str = typer.Argument(..., help="The base model: 'tiny', a folder or a hub id."),
+    model: str = typer.Argument(..., help="The fine-tune: a model folder, or a PEFT adapter "
+                                "folder trained on BASE."),
+    probes: List[str] = typer.Option(["retained"], "--probes", "-p",
+                                     help="Suite or group name, or a JSONL file; repeatable."),
+    n: Optional[int] = typer.Option(None, help="Items per probe (default: each suite's own)."),
+    seed: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, help="Folder (default: runs/diff-<model name>)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+    batch_size: int = typer.Option(32, min=1),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16"),
+    trust_remote_code: bool = typer.Option(False, help="Run the model repo's own code (unsafe)."),
+) -> None:
+    """What did this fine-tune lose against its base? The same items on both, paired tests,
+    the items lost and gained, weight drift per layer; no training."""
+    from retain.diff import run_diff
+    from retain.report.tables import print_run
+
+    res = run_diff(base, model, probes=list(probes), n=n, seed=seed, out=out, device=device,
+                   dtype=dtype, batch_size=batch_size, overwrite=overwrite,
+                   trust_remote_code=trust_remote_code)
+    print_run(res)
+
+
 @app.command("report")
 def report_cmd(
     dir: Path = typer.Argument(..., help="A run folder or a comparison folder."),

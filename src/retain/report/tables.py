@@ -111,13 +111,13 @@ def print_run(results: dict[str, Any]) -> None:
                           f"{first['before']!r} -> {first['after']!r}", markup=False,
                           highlight=False)
     drift = results.get("drift", {}).get("overall", {})
-    train = results.get("training", {})
-    console.print(
-        f"trainable params {results['model'].get('trainable_params', 0):,} of "
-        f"{results['model'].get('params', 0):,}; {train.get('steps')} steps, "
-        f"{train.get('tokens_seen', 0):,} tokens, {train.get('tokens_per_s', 0):,.0f} tokens/s; "
-        f"weight drift relative L2 {drift.get('relative_l2', float('nan')):.4f}; "
-        f"wall {results.get('wall_s', 0):.0f} s")
+    train = results.get("training")
+    facts = (f"trainable params {results['model'].get('trainable_params', 0):,} of "
+             f"{results['model'].get('params', 0):,}; {train.get('steps')} steps, "
+             f"{train.get('tokens_seen', 0):,} tokens, {train.get('tokens_per_s', 0):,.0f} "
+             f"tokens/s; " if train else f"{results['model'].get('params', 0):,} params; ")
+    console.print(f"{facts}weight drift relative L2 {drift.get('relative_l2', float('nan')):.4f}"
+                  + (f"; wall {results['wall_s']:.0f} s" if "wall_s" in results else ""))
     if results.get("guard"):
         g = results["guard"]
         for ev in g.get("events", []):
