@@ -166,7 +166,7 @@ def test_jsonl_data_gets_a_held_out_domain_score(model_dir, tmp_path):
     data = tmp_path / "capitals.jsonl"
     rows = [{"prompt": f"Capital of land {i}?", "completion": f"City {i % 7}"} for i in range(60)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = run(quick(model_dir, tmp_path / "run", data=str(data), steps=4))
+    res = run(quick(model_dir, tmp_path / "run", data=str(data), steps=4, data_n=None))
     assert res["data"]["heldout_examples"] == 6 and res["data"]["examples"] == 54
     assert "capitals.ce_nats_per_token" in res["domain_gain"]
     assert "capitals.accuracy" in res["domain_gain"]  # short completions: exact match too
