@@ -18,7 +18,8 @@ from retain.probes.jsonl import load_jsonl_probe
 from retain.probes.kinds import (ChoiceItem, ChoiceProbe, GenerationProbe, KLToBaseProbe,
                                  PerplexityProbe)
 from retain.probes.shard import process_rank_world, sharded_outcomes
-from retain.probes.suites import DEFAULT_N, GROUPS, QUICK_N, SUITES, list_suites
+from retain.probes.suites import (DEFAULT_N, GROUPS, QUICK_N, SUITES, list_suites,
+                                  parse_level_spec)
 
 __all__ = ["Probe", "ProbeResult", "Outcome", "format_prompt", "load_probes", "evaluate",
            "list_suites", "SUITES", "GROUPS", "DEFAULT_N", "QUICK_N", "GenerationProbe",
@@ -26,8 +27,9 @@ __all__ = ["Probe", "ProbeResult", "Outcome", "format_prompt", "load_probes", "e
 
 
 def load_probes(specs: list[str], n: int | None = None, seed: int = 0) -> list[Probe]:
-    """Probes for each spec: a suite name, a group name (``retained``, ``all``) or a path to a
-    ``.jsonl`` file. ``n`` items per probe (None: each suite's default, a file's every line)."""
+    """Probes for each spec: a suite name, a suite's harder level (``math:2``, probes named
+    ``math_l2``), a group name (``retained``, ``all``) or a path to a ``.jsonl`` file.
+    ``n`` items per probe (None: each suite's default, a file's every line)."""
     if isinstance(specs, str):
         specs = [specs]
     names: list[str] = []
@@ -38,6 +40,17 @@ def load_probes(specs: list[str], n: int | None = None, seed: int = 0) -> list[P
                 if name not in names:  # "retained" plus "math" asks for math once
                     names.append(name)
                     probes += SUITES[name].probes(n, seed)
+        elif (leveled := parse_level_spec(spec)) is not None:  # "math:2"; unknown levels raise
+            suite, level = SUITES[leveled[0]], leveled[1]
+            if suite.probe_name(level) not in names:  # "math:1" is "math"
+                names.append(suite.probe_name(level))
+                probes += suite.probes(n, seed, level=level)
+        elif spec == "humaneval":  # needs retain[code]: imported only when asked for
+            from retain.probes.humaneval import load_humaneval_probe
+            probes.append(load_humaneval_probe(n=n, seed=seed))
+        elif spec.startswith("lm-eval:"):  # needs retain[lm-eval]; one probe per task
+            from retain.probes.lm_eval_probe import load_lm_eval_probes
+            probes += load_lm_eval_probes(spec, n=n, seed=seed)
         elif spec.endswith(".jsonl") or Path(spec).is_file():
             probes.append(load_jsonl_probe(spec, n=n, seed=seed))
         else:
