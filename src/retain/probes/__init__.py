@@ -55,7 +55,8 @@ def load_probes(specs: list[str], n: int | None = None, seed: int = 0) -> list[P
             probes.append(load_jsonl_probe(spec, n=n, seed=seed))
         else:
             raise UserError(f"unknown probe suite {spec!r}; known: "
-                            f"{', '.join(list(SUITES) + list(GROUPS))}, or a path to a .jsonl file")
+                            f"{', '.join(list(SUITES) + list(GROUPS))}, humaneval, lm-eval:TASK, "
+                            "suite:level (e.g. math:2), or a path to a .jsonl file")
     return probes
 
 

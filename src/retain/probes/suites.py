@@ -178,6 +178,9 @@ def list_suites() -> dict[str, str]:
     """Every suite and group name with its one-line description (and a suite's harder levels)."""
     out = {name: s.listing() for name, s in SUITES.items()}
     out.update({g: "group: " + ", ".join(names) for g, names in GROUPS.items()})
+    out["humaneval"] = ("the 164 HumanEval problems, pass@1, run in a sandbox (the code "
+                        "extra)")
+    out["lm-eval:TASK"] = "any lm-evaluation-harness task, offline (the lm-eval extra)"
     return out
 
 
