@@ -19,6 +19,10 @@ CASES = {  # kind: (spec, passing answer, failing answer)
     "json_key": ({"key": "city", "value": "Paris"}, '```json\n{"city": "paris"}\n```', '{"town": "Paris"}'),
     "repeat": ({"word": "cat", "n": 3}, "cat cat cat", "cat cat"),
     "include_word": ({"word": "river"}, "The River runs.", "The riverbank is wide."),
+    "contains": ({"answer": "Paris"}, "It is paris.", "It is Lyon."),
+    "choice_letter": ({"answer": "B"}, "The answer is (B).", "The answer is (C)."),
+    "all": ({"checks": [{"kind": "lowercase", "word": "dog"}, {"kind": "regex", "pattern": "!$"}]},
+            "the dog runs!", "The dog runs!"),
 }
 
 

@@ -17,6 +17,16 @@ import torch.nn.functional as F
 from transformers import GenerationConfig
 
 PLAIN_FORMAT = "User: {prompt}\nAssistant:"  # for tokenizers without a chat template
+# Where an answer ends though the model goes on: a model without a chat template runs on into
+# the next turn of the plain format ("\nUser: ..."), and past a few-shot answer into the next
+# question ("\nQ: ...", the few-shot format of ``probes.jsonl``). Cutting the decoded text there
+# equals stopping there, for greedy decoding.
+STOP_STRINGS = ("\nUser:", "\nuser:", "\nUSER:", "\nHuman:", "\nAssistant:", "\nQ:")
+# A chat model answers in a sentence ("The answer is 42.") where the budget from the expected
+# answers fits the bare answer only; a thinking model (a template that writes <think>) reasons
+# before it answers. Both floors stay within a probe's cap (``GenerationProbe.budget_cap``).
+CHAT_FLOOR_TOKENS = 48
+THINKING_FLOOR_TOKENS = 1024
 
 
 # ---------------------------------------------------------------- prompts and tokens
@@ -82,13 +92,26 @@ def max_positions(model) -> int | None:
 
 
 def generation_budget(tokenizer, answers: Sequence[str | None], *, margin_tokens: int = 8,
-                      margin_fraction: float = 0.25, cap: int = 256) -> int:
+                      margin_fraction: float = 0.25, floor: int = 0, cap: int = 256) -> int:
     """``max_new_tokens`` for greedy answers: the longest expected answer in tokens, plus a margin
-    (the larger of ``margin_tokens`` and ``margin_fraction`` of it) and one for EOS, capped.
-    A budget shorter than an answer would silently score a correct answer as wrong."""
+    (the larger of ``margin_tokens`` and ``margin_fraction`` of it) and one for EOS, at least
+    ``floor`` (``answer_floor``), capped. A budget shorter than an answer would silently score a
+    correct answer as wrong."""
     longest = max((len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers if a),
                   default=0)
-    return max(1, min(cap, longest + max(margin_tokens, math.ceil(margin_fraction * longest)) + 1))
+    need = longest + max(margin_tokens, math.ceil(margin_fraction * longest)) + 1
+    return max(1, min(cap, max(floor, need)))
+
+
+def answer_floor(tokenizer, chat: bool) -> int:
+    """The least budget a model needs to answer a prompt in its own words: 0 for raw text
+    (a cloze continues the prompt), ``CHAT_FLOOR_TOKENS`` for a chat prompt, and
+    ``THINKING_FLOOR_TOKENS`` where the chat template writes ``<think>`` (a reasoning model)."""
+    if not chat:
+        return 0
+    if "<think>" in str(getattr(tokenizer, "chat_template", None) or ""):
+        return THINKING_FLOOR_TOKENS
+    return CHAT_FLOOR_TOKENS
 
 
 # ---------------------------------------------------------------- model state
@@ -137,10 +160,20 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int,
 
 
 # ---------------------------------------------------------------- generation
+def cut_at_stop(text: str, stops: Sequence[str] = STOP_STRINGS) -> str:
+    """``text`` up to the first of ``stops`` (all of it when none occurs)."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:cut]
+
+
 def generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-             batch_size: int = 32) -> list[str]:
-    """Greedy answers (decoded, special tokens dropped, cut at the first EOS) to token-id prompts,
-    in the order given."""
+             batch_size: int = 32, stop_strings: Sequence[str] = STOP_STRINGS) -> list[str]:
+    """Greedy answers (decoded, special tokens dropped, cut at the first EOS and then at the
+    first of ``stop_strings``) to token-id prompts, in the order given.
+
+    Stop strings cut the decoded text rather than stopping ``generate`` (its ``stop_strings``
+    needs the tokenizer passed to every model's ``generate``): for greedy decoding the answer is
+    the same, at the cost of the tokens generated past the stop."""
     pad_id = pad_token_id(tokenizer)
     eos_ids = eos_token_ids(model, tokenizer)
     limit = max_positions(model)
@@ -163,7 +196,8 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_toke
                     if tid in eos_ids:
                         row = row[:j]
                         break
-                answers[i] = tokenizer.decode(row, skip_special_tokens=True)
+                answers[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True),
+                                         stop_strings)
     return answers
 
 

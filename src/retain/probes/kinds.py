@@ -56,7 +56,9 @@ class GenerationProbe(ScoredFromOutcomes):
 
     Each item's checker is its ``check`` spec (with ``answer`` filled in), else a normalized exact
     match on ``answer``. ``chat=False`` feeds prompts as raw text (cloze). ``max_new_tokens=None``
-    sizes the budget from the longest expected answer (``engine.generation_budget``)."""
+    sizes the budget from the longest expected answer (``engine.generation_budget``), at least
+    ``engine.answer_floor`` (room for a chat model's sentence), at most ``budget_cap``. Answers
+    are cut at ``engine.STOP_STRINGS`` (the next turn of a plain-format conversation)."""
 
     name: str
     items: list[Item]
@@ -75,6 +77,7 @@ class GenerationProbe(ScoredFromOutcomes):
         if self.max_new_tokens is not None:
             return self.max_new_tokens
         return engine.generation_budget(tokenizer, [it.answer for it in self.items],
+                                        floor=engine.answer_floor(tokenizer, self.chat),
                                         cap=self.budget_cap)
 
     def __len__(self) -> int:
