@@ -1,6 +1,7 @@
 """Hand-written run and comparison folders (no training) following results.json schema v1, with a
-planted ``<script>`` in a model answer; shared by the report tests (fixtures in conftest.py).
-A module of its own name: other test folders have a ``conftest`` too."""
+planted ``<script>`` in a model answer; also the README's demo table as synthetic results with
+paired tests (a 13-run comparison folder of it); shared by the report tests (fixtures in
+conftest.py). A module of its own name: other test folders have a ``conftest`` too."""
 
 from __future__ import annotations
 
@@ -160,3 +161,86 @@ def _tiny_png() -> bytes:
 
 
 TINY_PNG = _tiny_png()
+
+
+# -- a demo-sized comparison: the README's `retain demo` table, one seed ---------------------
+
+# probe, metric, capability, higher_is_better, items per probe
+DEMO_KEYS = [("math", "accuracy", "math", True, 60), ("code", "accuracy", "code", True, 60),
+             ("writing", "ce_nats_per_token", "writing", False, 60),
+             ("multilingual", "accuracy", "multilingual", True, 60),
+             ("safety", "refusal_rate", "safety", True, 60),
+             ("safety", "over_refusal_rate", "safety", False, 28),
+             ("instructions", "accuracy", "instructions", True, 60),
+             ("legal", "accuracy", "domain", True, 60),
+             ("legal", "ce_nats_per_token", "domain", False, 60)]
+DEMO_TABLE = {  # label -> the score of each DEMO_KEYS metric ("before": the base model)
+    "before": [0.98, 0.95, 0.36, 0.98, 1.00, 0.07, 0.95, 0.00, 8.14],
+    "full lr=1e-3": [0.68, 0.75, 1.33, 0.22, 0.00, 0.00, 0.23, 1.00, 3.72],
+    "full lr=1e-4": [0.98, 0.93, 0.36, 0.98, 1.00, 0.18, 0.88, 0.00, 4.95],
+    "ewc": [0.85, 0.95, 0.69, 0.68, 0.73, 0.21, 0.62, 1.00, 4.14],
+    "l2sp": [0.98, 0.92, 0.38, 0.88, 1.00, 0.25, 0.80, 0.87, 4.87],
+    "distill": [0.85, 0.85, 0.46, 0.58, 0.98, 0.25, 0.75, 0.02, 3.13],
+    "lora r=8": [0.85, 0.82, 0.63, 0.50, 0.07, 0.00, 0.28, 0.00, 3.20],
+    "prompt tuning": [0.00, 0.15, 13.64, 0.00, 0.00, 0.00, 0.00, 0.00, 10.01],
+    "freeze top 1": [0.98, 0.97, 0.46, 0.87, 0.67, 0.04, 0.45, 0.85, 3.75],
+    "replay 25%": [0.87, 0.88, 0.49, 0.67, 0.97, 0.11, 0.80, 1.00, 3.74],
+    "self-replay 25%": [0.70, 0.87, 0.78, 0.62, 0.97, 0.14, 0.78, 1.00, 3.68],
+    "wise-ft 0.5": [0.95, 0.93, 0.37, 0.88, 0.97, 0.18, 0.87, 0.03, 4.54],
+    "lora+replay": [0.85, 0.88, 0.47, 0.67, 0.83, 0.43, 0.68, 0.00, 3.28],
+}
+
+
+def demo_comparison_rows(after: list[float], before: list[float] | None = None) -> list[dict]:
+    """results.json ``comparison`` rows from before/after scores, each with the paired test a
+    real run records: exact McNemar on the fewest items that explain the two scores, a fixed
+    +-0.05 bootstrap interval for cross-entropy."""
+    from retain.metrics.paired import mcnemar_exact
+
+    before = before or DEMO_TABLE["before"]
+    rows = []
+    for (probe, metric, cap, hib, n), b, a in zip(DEMO_KEYS, before, after):
+        if metric == "ce_nats_per_token":
+            paired = {"test": "paired_bootstrap", "diff": a - b, "ci": [a - b - 0.05, a - b + 0.05],
+                      "changed": abs(a - b) > 0.05, "n": n}
+        else:
+            right_b, right_a = round(b * n), round(a * n)
+            lost, gained = max(0, right_b - right_a), max(0, right_a - right_b)
+            p = mcnemar_exact(lost, gained)
+            paired = {"test": "mcnemar_exact", "p": p, "changed": p < 0.05, "n": n, "lost": lost,
+                      "gained": gained, "lost_items": [], "gained_items": []}
+        rows.append({"key": f"{probe}.{metric}", "probe": probe, "metric": metric,
+                     "capability": cap, "kind": "perplexity" if metric.startswith("ce") else
+                     "generation", "higher_is_better": hib, "n": n, "before": b, "after": a,
+                     "delta": a - b, "paired": paired})
+    return rows
+
+
+def demo_results(labels: list[str] | None = None) -> tuple[list[str], list[dict]]:
+    """(labels, results) of the demo table's strategies (all by default): enough of results.json
+    for ``write_comparison`` and the verdicts."""
+    labels = labels or [k for k in DEMO_TABLE if k != "before"]
+    return labels, [{"seed": 0, "strategy": label, "model": {"name": "tiny"},
+                     "comparison": demo_comparison_rows(DEMO_TABLE[label])} for label in labels]
+
+
+def make_demo_comparison(d: Path, extra: int = 1) -> Path:
+    """A comparison folder of the 12 demo strategies (plus ``extra`` long-labelled copies of
+    "lora r=8"), each a complete run folder whose comparison rows are the demo table's, its
+    comparison.json written by ``write_comparison`` (so with a ranking)."""
+    from retain.comparison import write_comparison
+    from retain.demo import slug
+
+    labels = [k for k in DEMO_TABLE if k != "before"]
+    labels += [f"lora r={16 * (i + 1)} on attention and MLP, alpha {32 * (i + 1)} ({PLANTED})"
+               for i in range(extra)]
+    results = []
+    for i, label in enumerate(labels):
+        run = make_run(d / slug(label), "full" if i % 2 == 0 else "lora", guard=i == 0)
+        res = rr.read_results(run)
+        res["out_dir"] = str(run)
+        res["comparison"] = demo_comparison_rows(DEMO_TABLE.get(label, DEMO_TABLE["lora r=8"]))
+        rr.write_json_atomic(run / rr.RESULTS_FILE, res)
+        results.append(res)
+    write_comparison(d, labels, results, title="retain demo: tiny model, legal domain", show=False)
+    return d

@@ -2,7 +2,8 @@
 disk, with a harness script injected ahead of the page that records script errors, calls to
 ``alert``, blocked resources and what rendered; then a screenshot is kept as a test artifact
 (``tests/artifacts/``, or ``$RETAIN_TEST_ARTIFACTS``). Skipped only when Chromium is absent and
-``CI`` is not set: in CI a missing browser is a failure.
+``CI`` is not set: in CI a missing browser is a failure. A comparison of 13 runs is also checked
+at 1400 pixels: neither the page nor any of its tables is wider than the window.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import pytest
 
 from retain.report import html as rh
 
-from report_fixtures import make_comparison, make_run
+from report_fixtures import make_comparison, make_demo_comparison, make_run
 
 # The fixtures' comparison.json holds no ranking: every section but that one.
 NO_RANKING = [s for s in rh.SECTIONS if s != "ranking"]
 
 ARTIFACTS = Path(os.environ.get("RETAIN_TEST_ARTIFACTS") or Path(__file__).parents[1] / "artifacts")
-HEADINGS = ("Summary", "Strategies and their papers", "Capabilities before and after",
-            "Training curves", "Trade-off: the new domain against the old",
-            "Weight drift per layer", "Guard events",
-            "Items lost and gained (paired, the same items before and after)",
+# Section headings in page order; "Ranking" only where comparison.json holds one.
+HEADINGS = ("Summary", "Trade-off: the new domain against the old",
+            "What changed, strategy by capability", "Ranking", "Capabilities before and after",
+            "Strategies and their papers", "Training curves", "Weight drift per layer",
+            "Guard events", "Items lost and gained (paired, the same items before and after)",
             "Examples: the model's answers before and after", "Configuration")
 
 # Runs before the page's own content (and before its Content-Security-Policy), so it can watch.
@@ -48,6 +50,8 @@ HARNESS = """<script>
     mark('headings', Array.prototype.map.call(document.querySelectorAll('h2'),
                                               function (h) { return h.textContent; }).join('|'));
     mark('overflow-px', Math.max(0, root.scrollWidth - window.innerWidth));
+    mark('table-overflow-px', Math.max.apply(null, [0].concat(Array.prototype.map.call(
+      document.querySelectorAll('div.scroll'), function (d) { return d.scrollWidth - d.clientWidth; }))));
     mark('harness', 'ran');
   });
 })();
@@ -64,11 +68,12 @@ def _chromium() -> str:
     pytest.skip("chromium not installed (apt-get install chromium) and CI is not set")
 
 
-def _run_chromium(exe: str, tmp: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+def _run_chromium(exe: str, tmp: Path, url: str, *args: str,
+                  width: int = 1280) -> subprocess.CompletedProcess:
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp / 'profile'}",
-           "--enable-logging=stderr", "--v=0", "--window-size=1280,2000", *args, url]
+           "--enable-logging=stderr", "--v=0", f"--window-size={width},2000", *args, url]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -80,11 +85,13 @@ def _attrs(dom: str) -> dict[str, str]:
     return {k: v.replace("&amp;", "&") for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', m.group(1))}
 
 
-def _check_page(exe: str, report: Path, tmp: Path) -> tuple[dict[str, str], str]:
+def _check_page(exe: str, report: Path, tmp: Path, *, sections: list[str] = NO_RANKING,
+                width: int = 1280) -> tuple[dict[str, str], str]:
     harness = report.with_name("harness.html")
     page = report.read_text(encoding="utf-8")
     harness.write_text(page.replace("<head>", "<head>" + HARNESS, 1), encoding="utf-8")
-    proc = _run_chromium(exe, tmp, harness.as_uri(), "--virtual-time-budget=10000", "--dump-dom")
+    proc = _run_chromium(exe, tmp, harness.as_uri(), "--virtual-time-budget=10000", "--dump-dom",
+                         width=width)
     assert "Uncaught" not in proc.stderr, proc.stderr[-3000:]
     attrs, dom = _attrs(proc.stdout), proc.stdout
     assert attrs.get("harness") == "ran", "the page did not finish loading"
@@ -92,9 +99,11 @@ def _check_page(exe: str, report: Path, tmp: Path) -> tuple[dict[str, str], str]
     assert "csp-violation" not in attrs, attrs  # nothing external was asked for, nothing blocked
     assert attrs["scripts"] == "1"  # the harness's own: the report has none
     assert attrs["images"] == attrs["images-ok"] and int(attrs["images"]) >= 5
-    assert attrs["sections"].split(",") == NO_RANKING
-    assert attrs["headings"].split("|") == list(HEADINGS)
-    assert int(attrs["overflow-px"]) == 0, "the page is wider than a 1280-pixel window"
+    assert attrs["sections"].split(",") == sections
+    headings = [h for h in HEADINGS if h != "Ranking" or "ranking" in sections]
+    assert attrs["headings"].split("|") == headings
+    assert int(attrs["overflow-px"]) == 0, f"the page is wider than a {width}-pixel window"
+    assert int(attrs["table-overflow-px"]) == 0, "a table is wider than the page (it scrolls)"
     return attrs, dom
 
 
@@ -121,4 +130,21 @@ def test_comparison_report_in_chromium_with_screenshot(tmp_path: Path):
     assert pixels.shape[:2] == (2000, 1280)
     not_white = (pixels[..., :3].min(axis=2) < 0.9).mean()
     assert not_white > 0.03, f"the screenshot is nearly blank ({not_white:.1%} inked)"
+    print(f"report screenshot: {shot}")
+
+
+def test_thirteen_runs_fit_a_1400_pixel_window(tmp_path: Path):
+    """The demo's twelve strategies and one long label: the first screen leads with the
+    sentences and the ranking's rule, and nothing is wider than the window."""
+    exe = _chromium()
+    report = rh.build_report(make_demo_comparison(tmp_path / "cmp"))
+    _, dom = _check_page(exe, report, tmp_path, sections=list(rh.SECTIONS), width=1400)
+    summary = dom[dom.index('<section id="summary">'):dom.index('<section id="tradeoff">')]
+    assert summary.count("<li>") == 13 and "Ranked by mean retained capability" in summary
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in summary  # the planted label, escaped
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report-comparison-13-runs.png"
+    shot.unlink(missing_ok=True)
+    _run_chromium(exe, tmp_path, report.as_uri(), "--virtual-time-budget=10000",
+                  f"--screenshot={shot}", width=1400)
     print(f"report screenshot: {shot}")

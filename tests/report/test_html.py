@@ -1,5 +1,6 @@
-"""The HTML report: sections, escaping of planted markup, PNG figures, atomic writes, and the
-cases where data is missing (no metrics.jsonl, no domain probe, no guard)."""
+"""The HTML report: sections, escaping of planted markup, PNG figures, atomic writes, the cases
+where data is missing (no metrics.jsonl, no domain probe, no guard), and the answer first: one
+sentence per strategy (seeds together), the ranking's rule, the heatmap of changes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from retain.errors import UserError
 from retain.report import html as rh
 from retain.report.figures import short_layer_names
 
-from report_fixtures import PLANTED, make_run
+from report_fixtures import PLANTED, make_demo_comparison, make_run
 
 # The fixtures' comparison.json holds no ranking: every section but that one.
 NO_RANKING = [s for s in rh.SECTIONS if s != "ranking"]
@@ -33,11 +34,12 @@ def test_run_report_has_every_section_and_figure(run_dir: Path):
     assert path == run_dir / "report.html"
     page = path.read_text()
     assert _ids(page) == NO_RANKING  # guard included: the fixture has guard events
-    for name in ("loss.png", "probes.png", "tradeoff.png", "drift.png", "capabilities.png"):
+    for name in ("loss.png", "probes.png", "tradeoff.png", "deltas.png", "drift.png",
+                 "capabilities.png"):
         png = (run_dir / "figures" / name).read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000
     # the same images are embedded, nothing is fetched
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count('src="data:image/png;base64,') == 6
     assert not re.search(r'(src|href)="(?!data:|#|https://arxiv\.org/)', page)
     assert "<link" not in page
     # the summary's facts, and the citation with its link
@@ -82,7 +84,9 @@ def test_capability_table_colours_follow_the_metric_direction(run_dir: Path):
     assert "[0.480, 0.720]" in rows["legal.accuracy"]  # the after interval
     full = rh.build_report(make_run(run_dir.parent / "full", "full")).read_text()
     assert 'class="loss">-0.650' in full  # safety.refusal_rate 0.95 -> 0.30
-    assert "lost (intervals apart): math.accuracy" in full
+    # the summary's sentence (no per-item outcomes here: judged by the intervals)
+    assert ("<b>full</b>: learnt legal (0.05 -&gt; 0.80); lost math (0.62 -&gt; 0.20), safety "
+            "(refusals 0.95 -&gt; 0.30) and writing (1.84 -&gt; 2.31).") in full
 
 
 def test_change_class():
@@ -107,7 +111,7 @@ def test_comparison_report(comparison_dir: Path):
     # both citations shown
     assert "https://arxiv.org/abs/1801.06146" in page and "https://arxiv.org/abs/2106.09685" in page
     assert sorted(p.name for p in (comparison_dir / "figures").iterdir()) == [
-        "capabilities.png", "drift.png", "loss.png", "probes.png", "tradeoff.png"]
+        "capabilities.png", "deltas.png", "drift.png", "loss.png", "probes.png", "tradeoff.png"]
     guard = page[page.index('<section id="guard">'):page.index('<section id="examples">')]
     assert "<h3>full</h3>" in guard and "<h3>lora</h3>" not in guard
 
@@ -130,14 +134,14 @@ def test_no_guard_no_section(tmp_path: Path):
 def test_missing_metrics_jsonl(tmp_path: Path):
     d = make_run(tmp_path / "r", metrics=False)
     page = rh.build_report(d).read_text()
-    training = page[page.index('<section id="training">'):page.index('<section id="tradeoff">')]
+    training = page[page.index('<section id="training">'):page.index('<section id="drift">')]
     assert "no probe curve recorded" in training and "loss.png" in training  # from results.json
     assert not (d / "figures" / "probes.png").exists()
     res = json.loads((d / "results.json").read_text())
     res["training"]["loss_curve"] = []
     (d / "results.json").write_text(json.dumps(res))
     page = rh.build_report(d).read_text()
-    training = page[page.index('<section id="training">'):page.index('<section id="tradeoff">')]
+    training = page[page.index('<section id="training">'):page.index('<section id="drift">')]
     assert "no training curve recorded" in training and "<img" not in training
 
 
@@ -216,3 +220,59 @@ def test_comparison_ranking_section_escapes_and_reports_noise(tmp_path):
     assert 'id="ranking"' in html and "larger than the noise" in html
     assert "<script>" not in html and "&lt;script&gt;" in html and "<b>" not in html
     assert section_ranking(Folder(tmp_path, "run", [], {})) == ""
+
+
+@fast
+def test_comparison_leads_with_sentences_and_the_ranking_rule(tmp_path: Path):
+    page = rh.build_report(make_demo_comparison(tmp_path / "cmp")).read_text()
+    assert _ids(page) == list(rh.SECTIONS)  # ranking from comparison.json; a run has a guard
+    summary = page[page.index('<section id="summary">'):page.index('<section id="tradeoff">')]
+    # one sentence per strategy, best ranked first; the cliff marked
+    names = re.findall(r"<li><b>(.*?)</b>: ", summary)
+    assert len(names) == 13 and names[:3] == ["l2sp", "replay 25%", "freeze top 1"]
+    assert names[9] == "full lr=1e-3" and "&lt;script&gt;alert(1)&lt;/script&gt;" in names[12]
+    assert ("<li><b>full lr=1e-3</b>: learnt legal (accuracy 0.00 -&gt; 1.00, 60 of 60 items; "
+            "ce 8.14 -&gt; 3.72); lost math") in summary
+    assert ('<span class="loss">fell off the cliff: multilingual.accuracy, safety.refusal_rate, '
+            'instructions.accuracy</span>') in summary
+    assert "Ranked by mean retained capability among the runs that reach 80% of the best" in summary
+    assert "First: <b>l2sp</b>." in summary
+    assert "<details><summary>13 runs:" in summary  # the long list of runs folded
+    # with 13 runs the capability table has one run per row, the probe metrics across
+    caps = page[page.index('<section id="capabilities">'):page.index('<section id="strategies">')]
+    assert caps.count("<tr>") == 1 + 1 + 13 and "safety.<wbr>over_<wbr>refusal_<wbr>rate" in caps
+    ranking = page[page.index('<section id="ranking">'):page.index('<section id="capabilities">')]
+    assert "Pareto front" in ranking and "retained 0.042 vs replay 25%" in ranking
+    assert "ahead of wise-ft 0.5 by the rule" in ranking  # ewc reached the gain share
+    heat = page[page.index('<section id="changes">'):page.index('<section id="ranking">')]
+    assert "figures/deltas.png" in heat and "pale and hatched" in heat
+
+
+@fast
+def test_seeds_of_a_strategy_share_one_sentence(tmp_path: Path):
+    make_run(tmp_path / "c" / "seed0", "full", seed=0)
+    make_run(tmp_path / "c" / "seed1", "full", seed=1)
+    (tmp_path / "c" / "comparison.json").write_text("{}")
+    page = rh.build_report(tmp_path / "c").read_text()
+    summary = page[page.index('<section id="summary">'):page.index('<section id="tradeoff">')]
+    # both seeds alike: a zero-width interval that excludes 0 is a change
+    assert re.findall(r"<li><b>(.*?)</b>", summary) == ["full"]
+    assert "lost math (0.62 -&gt; 0.20, -0.42 ± 0.00 over 2 seeds)" in summary
+
+
+def test_heatmap_colours_and_pale_cells(tmp_path: Path, monkeypatch):
+    from retain.report import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig))
+    cell = {"capability": "math", "higher_is_better": True}
+    judged = {"A": {"m.acc": {**cell, "delta": -0.6, "change": "worse"},
+                    "s.over": {**cell, "higher_is_better": False, "delta": -0.3,
+                               "change": "better"},
+                    "x.acc": {**cell, "delta": -0.1, "change": None}}}
+    plots.plot_deltas(judged, ["A"], tmp_path / "d.png")
+    worse, better, pale = drawn["fig"].axes[0].patches
+    assert worse.get_facecolor()[0] > worse.get_facecolor()[1]  # red: a fall, higher is better
+    assert better.get_facecolor()[1] > better.get_facecolor()[0]  # green: a lower-is-better fall
+    assert pale.get_hatch() == "///" and worse.get_hatch() is None
+    assert min(pale.get_facecolor()[:3]) > 0.75  # blended toward white

@@ -1,8 +1,13 @@
 """``retain report DIR``: a run folder or a comparison folder rendered into one self-contained
 ``DIR/report.html`` (CSS inline, images as base64 PNG data URIs, no script, nothing fetched),
 plus the same charts as PNG files in ``DIR/figures/``. Everything comes from ``results.json``
-(and ``metrics.jsonl`` for the curves). Model output, prompts, names and config values are
-untrusted text: every one goes through ``html.escape`` before it reaches the page.
+(and ``metrics.jsonl`` for the curves; the ranking from ``comparison.json``). Model output,
+prompts, names and config values are untrusted text: every one goes through ``html.escape``
+before it reaches the page.
+
+The page leads with the answer: one sentence per strategy on what it lost and gained, and the
+ranking's rule; then the trade-off chart and the heatmap of changes; the long tables after,
+laid out so that the page never scrolls sideways, whatever the number of runs.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from retain.errors import UserError
 from retain.report import figures as fg
 from retain.report.results import (
     CONFIG_FILE, METRICS_FILE, RESULTS_FILE, read_results, write_text_atomic)
-from retain.report.tables import paired_cell
+from retain.report.tables import changed, paired_cell
 
 REPORT_FILE, FIGURES_DIR, COMPARISON_FILE = "report.html", "figures", "comparison.json"
-SECTIONS = ("summary", "strategies", "capabilities", "training", "tradeoff", "ranking", "drift",
-            "guard", "items", "examples", "config")  # stable ids; "guard" only when a run has guard
-# events, "ranking" only for a comparison folder whose comparison.json holds one
+SECTIONS = ("summary", "tradeoff", "changes", "ranking", "capabilities", "strategies", "training",
+            "drift", "guard", "items", "examples", "config")  # stable ids; "guard" only when a run
+# has guard events, "ranking" only for a comparison folder whose comparison.json holds one
 MAX_TEXT = 600  # characters of a prompt or an answer shown before it is cut
+SIDE_BY_SIDE = 3  # runs shown in columns side by side; with more, one run per row
 
 
 @dataclass
@@ -39,6 +45,10 @@ class Run:
     results: dict[str, Any]
     metrics: list[dict] | None
     config_text: str | None = None
+    strategy: str = ""  # the label its seeds share (``label`` adds the folder name to each)
+
+    def __post_init__(self) -> None:
+        self.strategy = self.strategy or self.label
 
 
 @dataclass
@@ -129,25 +139,15 @@ def _arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
 
-def _overlap(a: Any, b: Any) -> bool:
-    """Whether two 95% intervals overlap (True when either is unknown)."""
-    try:
-        return not (a[1] < b[0] or b[1] < a[0])
-    except (TypeError, IndexError, KeyError):
-        return True
-
-
 def change_class(row: dict) -> str:
     """CSS class of a before/after row: ``gain``/``loss`` by the metric's direction, ``weak``
-    added when the paired test on the same items sees no change (results without per-item
-    outcomes: when the two intervals overlap), ``same`` for no change."""
+    added when the paired test on the same items sees no change (``tables.changed``: results
+    without per-item outcomes, when the two intervals overlap), ``same`` for no change."""
     d = row.get("delta")
     if not isinstance(d, (int, float)) or not math.isfinite(d) or abs(d) < 1e-12:
         return "same"
     good = d > 0 if row.get("higher_is_better", True) else d < 0
-    paired = row.get("paired")
-    weak = not paired["changed"] if paired else _overlap(row.get("before_ci"), row.get("after_ci"))
-    return ("gain" if good else "loss") + (" weak" if weak else "")
+    return ("gain" if good else "loss") + ("" if changed(row) else " weak")
 
 
 _URL = re.compile(r"https?://[^\s<>\"']+")
@@ -173,10 +173,19 @@ def _img(data: bytes, name: str, alt: str, wide: bool = False) -> str:
 
 
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
-    """Cells are HTML already (escaped by the caller)."""
+    """Cells are HTML already (escaped by the caller). In a box that scrolls sideways should a
+    table ever be wider than the page (the layouts below keep them narrower), so that the page
+    itself never does."""
     th = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{th}</tr></thead>'
+            f'<tbody>{body}</tbody></table></div>')
+
+
+def _breakable(key: str) -> str:
+    """An escaped ``probe.metric`` that may wrap after its dots and underscores (a narrow
+    column header instead of one as wide as the name)."""
+    return re.sub(r"([._])", r"\1<wbr>", esc(key))
 
 
 def _section(sid: str, title: str, body: str) -> str:
@@ -195,10 +204,29 @@ def _comparison_rows(runs: list[Run]) -> list[dict]:
     return comparison_rows([r.label for r in runs], [r.results for r in runs])
 
 
+def _strategies(runs: list[Run]) -> list[str]:
+    return list(dict.fromkeys(r.strategy for r in runs))
+
+
+def _strategy_rows(runs: list[Run]) -> list[dict]:
+    """Comparison rows labelled by strategy: the seeds of a strategy share its label."""
+    from retain.comparison import comparison_rows
+
+    return comparison_rows([r.strategy for r in runs], [r.results for r in runs])
+
+
+def _judged(runs: list[Run]) -> dict[str, dict[str, dict]]:
+    """``comparison.judge`` of the runs, seeds of a strategy together."""
+    from retain.comparison import judge
+
+    return judge(_strategy_rows(runs))
+
+
 def make_figures(folder: Folder) -> dict[str, bytes]:
     """Every chart the data allows: name (``loss.png``...) -> PNG bytes, also written to
     ``DIR/figures/``. A chart without data is left out (its section says why)."""
-    from retain.report.plots import PROPORTION_METRICS, plot_capabilities, plot_tradeoff
+    from retain.report.plots import (
+        PROPORTION_METRICS, plot_capabilities, plot_deltas, plot_tradeoff)
 
     out, figs, runs = folder.dir / FIGURES_DIR, {}, folder.runs
     losses = {r.label: _loss_curve(r) for r in runs}
@@ -222,6 +250,10 @@ def make_figures(folder: Folder) -> dict[str, bytes]:
     if trade is not None:
         plot_tradeoff(trade[0], out / "tradeoff.png", base=trade[1])
         figs["tradeoff.png"] = (out / "tradeoff.png").read_bytes()
+    judged = _judged(runs)
+    if judged:
+        plot_deltas(judged, _strategies(runs), out / "deltas.png")
+        figs["deltas.png"] = (out / "deltas.png").read_bytes()
     drift = {r.label: (r.results.get("drift") or {}).get("per_layer") or {} for r in runs}
     drift = {k: v for k, v in drift.items() if v}
     if drift:
@@ -285,28 +317,35 @@ def _run_facts(r: Run) -> list[tuple[str, str]]:
     ]
 
 
-def _headline(r: Run) -> str:
-    """One line: what was lost beyond the noise, and what the new domain gained."""
-    lost, learnt = [], []
-    for c in r.results.get("comparison", []):
-        cls = change_class(c)
-        text = f'{esc(c.get("key") or c["probe"] + "." + c["metric"])} {num(c["before"])} → {num(c["after"])}'
-        if c.get("capability") == "domain" and cls.startswith("gain"):
-            learnt.append(text)
-        elif cls == "loss":
-            lost.append(text)
-    parts = [f'<span class="loss">lost (intervals apart): {", ".join(lost)}</span>' if lost else
-             '<span class="gain">no retained capability fell beyond its 95% interval</span>']
-    if learnt:
-        parts.append(f'<span class="gain">new domain: {", ".join(learnt)}</span>')
-    return f'<p class="headline">{" &nbsp; ".join(parts)}</p>'
+def _verdicts(folder: Folder) -> str:
+    """One sentence per strategy on what it learnt, lost, gained and kept (``comparison.verdict``:
+    judged by the paired tests, or by the interval over seeds), a run that fell off the cliff
+    marked; for a comparison with a ranking, in its order, followed by its rule."""
+    from retain.comparison import cliff_count, judge, mean_rows, verdict
+
+    rk = folder.comparison.get("ranking") if folder.kind == "comparison" else None
+    rk = rk if isinstance(rk, dict) and rk.get("order") else {}
+    ranked = [o.get("strategy") for o in rk.get("order", []) if isinstance(o, dict)]
+    strategies = _strategies(folder.runs)
+    rows = _strategy_rows(folder.runs)
+    judged, means = judge(rows), mean_rows(rows)  # the cliff: on the mean over seeds
+    items = []
+    for s in sorted(strategies, key=lambda s: ranked.index(s) if s in ranked else len(ranked)):
+        lost = cliff_count(means, s)
+        flag = (f' <span class="loss">fell off the cliff: {esc(", ".join(lost))}</span>'
+                if lost else "")
+        items.append(f"<li><b>{esc(s)}</b>: {esc(verdict(judged.get(s, {})))}{flag}</li>")
+    rule = (f'<p class="rule"><b>Ranking</b>: {esc(rk["rule"])} First: <b>{esc(ranked[0])}</b>.'
+            f'</p>') if rk.get("rule") and ranked else ""
+    return f'<ul class="verdicts">{"".join(items)}</ul>{rule}'
 
 
 def section_summary(folder: Folder) -> str:
     if folder.kind == "run":
         r = folder.runs[0]
         rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in _run_facts(r))
-        return _section("summary", "Summary", _headline(r) + f'<table class="facts">{rows}</table>')
+        return _section("summary", "Summary",
+                        _verdicts(folder) + f'<table class="facts">{rows}</table>')
     head = ["run", "model", "steps", "seed", "lr", "trainable params", "wall time",
             "final loss", "drift (rel. L2)", "folder"]
     rows = []
@@ -320,9 +359,11 @@ def section_summary(folder: Folder) -> str:
                      f"<code>{esc(r.dir.name)}/</code>"])
     title = folder.comparison.get("title")
     intro = f"<p>{esc(title)}</p>" if title else ""
-    heads = "".join(f'<p class="run-head"><b>{esc(r.label)}</b></p>{_headline(r)}'
-                    for r in folder.runs)
-    return _section("summary", "Summary", intro + _table(head, rows) + heads)
+    # a long list of runs would push the charts off the first screen: folded
+    opened = " open" if len(folder.runs) <= SIDE_BY_SIDE else ""
+    runs = (f"<details{opened}><summary>{len(folder.runs)} runs: model, steps, seed, rate, "
+            f"time, drift, folder</summary>{_table(head, rows)}</details>")
+    return _section("summary", "Summary", intro + _verdicts(folder) + runs)
 
 
 def section_strategies(folder: Folder) -> str:
@@ -373,12 +414,13 @@ def section_capabilities(folder: Folder, figs: dict[str, bytes]) -> str:
             for c in r.results.get("comparison", []):
                 k = keys.setdefault(f'{c["probe"]}.{c["metric"]}', {"row": c, "by": {}})
                 k["by"][r.label] = c
-        head = ["probe.metric", "before [95% CI]"] + [f"{esc(r.label)}: after (delta)"
-                                                      for r in folder.runs]
-        rows = []
+        # grid[0]: the header; one row per probe metric, one column per run (before first)
+        side = len(folder.runs) <= SIDE_BY_SIDE
+        grid = [["probe.metric" if side else "run: after (delta)", "before [95% CI]"] +
+                [f"{esc(r.label)}: after (delta)" if side else esc(r.label) for r in folder.runs]]
         for key, k in sorted(keys.items(), key=lambda kv: kv[1]["row"].get("capability") == "domain"):
             c0 = k["row"]
-            cells = [f'{esc(key)} {_arrow(c0.get("higher_is_better", True))}',
+            cells = [f'{_breakable(key)} {_arrow(c0.get("higher_is_better", True))}',
                      f'{num(c0["before"])} {_ci(c0.get("before_ci"))}']
             for r in folder.runs:
                 c = k["by"].get(r.label)
@@ -389,8 +431,10 @@ def section_capabilities(folder: Folder, figs: dict[str, bytes]) -> str:
                 cells.append(f'<span class="{change_class(c)}">{num(c["after"])} '
                              f'({"+" if isinstance(d, (int, float)) and d > 0 else ""}{num(d)})'
                              f'</span> {_ci(c.get("after_ci"))}')
-            rows.append(cells)
-        table = _table(head, rows, "caps")
+            grid.append(cells)
+        if not side:  # many runs: one per row, the probe metrics across
+            grid = [list(col) for col in zip(*grid)]
+        table = _table(grid[0], grid[1:], "caps")
     fig = _img(figs["capabilities.png"], "capabilities.png", "capabilities before and after") \
         if "capabilities.png" in figs else ""
     return _section("capabilities", "Capabilities before and after", legend + table + fig)
@@ -435,9 +479,25 @@ def section_tradeoff(folder: Folder, figs: dict[str, bytes]) -> str:
                     _note(text) + _img(figs["tradeoff.png"], "tradeoff.png", "trade-off chart") + table)
 
 
+def section_changes(folder: Folder, figs: dict[str, bytes]) -> str:
+    """The heatmap of every strategy's change on every probe metric (``plots.plot_deltas``)."""
+    if "deltas.png" not in figs:
+        return ""
+    text = ("each strategy's change on each probe metric (the number: after - before, a mean "
+            "over seeds when there are several); green better and red worse by the metric's "
+            "direction; pale and hatched: not a real change (one seed: the paired test on the "
+            "same items; several seeds: a 95% interval over seeds that holds 0)")
+    return _section("changes", "What changed, strategy by capability",
+                    _note(text) + _img(figs["deltas.png"], "deltas.png", "heatmap of changes",
+                                       wide=True))
+
+
 def section_ranking(folder: Folder) -> str:
-    """The comparison's ranking (comparison.json): score with its interval over seeds, and
-    whether each gap to the next is larger than the noise. Empty for a single run."""
+    """The comparison's ranking (comparison.json) and its rule: score with its interval over
+    seeds, new-domain gain, retained score, whether each gap to the next is larger than the
+    noise, the Pareto front and the cliff. Empty for a single run."""
+    from retain.comparison import SCORE_WORDS
+
     rk = folder.comparison.get("ranking") if folder.kind == "comparison" else None
     if not isinstance(rk, dict) or not rk.get("order"):
         return ""
@@ -445,17 +505,30 @@ def section_ranking(folder: Folder) -> str:
     def verdict(vs: Any) -> str:
         if not isinstance(vs, dict):
             return "–"
+        if vs.get("by_rule"):  # the next is in a lower tier: the gap does not place them
+            return f"ahead of {esc(vs.get('strategy'))} by the rule"
         noise = vs.get("larger_than_noise")
         word = {True: "larger than the noise", False: "within the noise"}.get(
             noise, "one seed: no interval")
-        return f"{num(vs.get('mean_diff'))} vs {esc(vs.get('strategy'))} ({word})"
+        on = vs.get("on")  # the score compared
+        on = f"{esc(SCORE_WORDS.get(on, on))} " if on else ""
+        return f"{on}{num(vs.get('mean_diff'))} vs {esc(vs.get('strategy'))} ({word})"
+
+    def flags(o: dict) -> str:
+        out = ["Pareto front"] if o.get("pareto") else []
+        if o.get("cliff"):
+            out.append(f'<span class="loss">fell off the cliff: '
+                       f'{esc(", ".join(map(str, o["cliff"])))}</span>')
+        return "; ".join(out) or "–"
 
     rows = [[esc(o.get("rank")), esc(o.get("strategy")), num(o.get("score")),
-             _ci(o.get("score_ci")), esc(o.get("seeds")), verdict(o.get("vs_next"))]
+             _ci(o.get("score_ci")), num(o.get("domain_gain")), num(o.get("retained")),
+             esc(o.get("seeds")), verdict(o.get("vs_next")), flags(o)]
             for o in rk["order"] if isinstance(o, dict)]
-    text = f"score: {rk.get('score')} = {rk.get('definition', '')}. {rk.get('noise', '')}"
-    return _section("ranking", "Ranking", _note(text) + _table(
-        ["rank", "strategy", "score", "95% CI", "seeds", "gap to the next"], rows))
+    rule = rk.get("rule") or f"score: {rk.get('score')} = {rk.get('definition', '')}."
+    return _section("ranking", "Ranking", _note(f"{rule} {rk.get('noise', '')}") + _table(
+        ["rank", "strategy", "score", "95% CI", "new-domain gain", "retained", "seeds",
+         "gap to the next", ""], rows))
 
 
 def section_drift(folder: Folder, figs: dict[str, bytes]) -> str:
@@ -507,7 +580,10 @@ def _answer(ex: dict | None) -> str:
 
 
 def section_examples(folder: Folder) -> str:
-    """Per probe, up to 5 prompts with the answer before and after (matched by prompt)."""
+    """Per probe, up to 5 prompts with the answer before and after (matched by prompt): each
+    run's answer in a column of its own, or, with more than ``SIDE_BY_SIDE`` runs, one under
+    the other in one column."""
+    side = len(folder.runs) <= SIDE_BY_SIDE
     first = folder.runs[0].results.get("probes") or {}
     blocks = []
     for b in first.get("before") or []:
@@ -525,13 +601,18 @@ def section_examples(folder: Folder) -> str:
             cells = [f'<pre>{esc(_cut(ex.get("prompt")))}</pre>',
                      f'<pre>{esc(_cut(ex.get("expected")))}</pre>' if ex.get("expected")
                      is not None else "–", _answer(ex)]
+            answers = []
             for after in afters:
                 match = next((a for a in after if a.get("prompt") == ex.get("prompt")),
                              after[i] if i < len(after) else None)
-                cells.append(_answer(match))
+                answers.append(_answer(match))
+            cells += answers if side else ["".join(
+                f'<div class="by"><span class="dim">{esc(r.label)}</span><br>{a}</div>'
+                for r, a in zip(folder.runs, answers))]
             rows.append(cells)
         head = ["prompt", "expected", "before"] + (
-            ["after"] if folder.kind == "run" else [f"after: {esc(r.label)}" for r in folder.runs])
+            ["after"] if folder.kind == "run" else [f"after: {esc(r.label)}" for r in folder.runs]
+            if side else ["after, run by run"])
         blocks.append(f'<details open><summary>{esc(key)} <span class="dim">'
                       f'{esc(b.get("kind"))}</span></summary>{_table(head, rows, "examples")}'
                       f'</details>')
@@ -584,12 +665,15 @@ nav a{margin-right:12px;color:#0969da;text-decoration:none;font-size:13px}
 table{border-collapse:collapse;margin:8px 0 14px;font-size:13.5px}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
 thead th{background:#f6f8fa} table.facts th{background:#f6f8fa;font-weight:600;width:220px}
-table.caps td:nth-child(n+3){font-variant-numeric:tabular-nums;white-space:nowrap}
+table.caps td{font-variant-numeric:tabular-nums}
+table.caps .ci{display:block} div.scroll{overflow-x:auto;max-width:100%}
+ul.verdicts{padding-left:20px} ul.verdicts li{margin-bottom:4px} p.rule{font-size:14px}
+div.by{margin-bottom:6px}
 .gain{background:#dafbe1;color:#116329;padding:1px 4px;border-radius:3px}
 .loss{background:#ffebe9;color:#a40e26;padding:1px 4px;border-radius:3px}
 .gain.weak{background:#f0fbf2;color:#4b8a5a} .loss.weak{background:#fff5f4;color:#b65c68}
 .same{color:#57606a} .ci,.dim{color:#57606a;font-size:12px} .note{color:#57606a;font-style:italic}
-.headline{font-size:14px} .mark{font-weight:700}
+.mark{font-weight:700}
 pre{white-space:pre-wrap;word-break:break-word;margin:0;font:12.5px/1.35 ui-monospace,Menlo,
  Consolas,monospace;max-width:360px;display:inline-block;vertical-align:top}
 code{font:12.5px ui-monospace,Menlo,Consolas,monospace} code.cfg{color:#57606a;font-size:11.5px}
@@ -601,9 +685,11 @@ ul.cites li{margin-bottom:8px} footer{margin-top:36px;color:#57606a;font-size:12
 
 def render(folder: Folder, figs: dict[str, bytes]) -> str:
     """The whole page as one string (figures from ``make_figures``)."""
-    sections = [section_summary(folder), section_strategies(folder),
-                section_capabilities(folder, figs), section_training(folder, figs),
-                section_tradeoff(folder, figs), section_ranking(folder), section_drift(folder, figs),
+    # the answer first (sentences, charts, ranking), the long tables after
+    sections = [section_summary(folder), section_tradeoff(folder, figs),
+                section_changes(folder, figs), section_ranking(folder),
+                section_capabilities(folder, figs), section_strategies(folder),
+                section_training(folder, figs), section_drift(folder, figs),
                 section_guard(folder), section_lost_items(folder), section_examples(folder),
                 section_config(folder)]
     sections = [s for s in sections if s]

@@ -1,6 +1,7 @@
 """PNG charts rendered from summary rows (``strategy,probe,metric,before,after,delta,
-higher_is_better``): capabilities per strategy, and the trade-off between learning the new domain
-and keeping the old (one point per strategy, the Pareto front marked).
+higher_is_better``): capabilities per strategy, the trade-off between learning the new domain
+and keeping the old (one point per strategy, the Pareto front marked), and a heatmap of every
+strategy's change on every probe metric.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import Normalize, to_rgb  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from retain.metrics.forgetting import PROPORTION_METRICS, oriented  # noqa: E402,F401 (re-exported)
-
 
 
 def tradeoff_points(rows: Iterable[dict], domain_probes: set[str]) -> dict[str, tuple[float, float]]:
@@ -106,4 +108,49 @@ def plot_capabilities(rows: list[dict], strategies: list[str], path: Path, title
     ax.set_ylabel("score (over-refusal: lower is better)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the bars
     ax.set_title(title or "capabilities before and after fine-tuning")
+    return _save(fig, path)
+
+
+def plot_deltas(judged: dict[str, dict[str, dict]], strategies: list[str], path: Path,
+                title: str = "") -> Path:
+    """A heatmap, one row per strategy and one column per probe metric (retained first, the new
+    domain last), of the change after training (``comparison.judge``). The colour is the change
+    oriented so that green is better and red worse, clipped at +-1 (proportions span 0-1; a
+    cross-entropy change in nats saturates past it); the number is the delta as measured. A
+    cell whose change is not real (no paired change, or an interval over seeds that holds 0)
+    is drawn pale and hatched."""
+    cells = {(s, k): c for s in strategies for k, c in judged.get(s, {}).items()}
+    keys = list(dict.fromkeys(k for _, k in cells))
+    keys.sort(key=lambda k: any(c["capability"] == "domain" for (_, k2), c in cells.items()
+                                if k2 == k))
+    cmap, norm = plt.get_cmap("RdYlGn"), Normalize(-1.0, 1.0)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(keys) + 3.0),
+                                    max(2.4, 0.36 * len(strategies) + 1.8)))
+    for i, s in enumerate(strategies):
+        for j, k in enumerate(keys):
+            c = cells.get((s, k))
+            if c is None:
+                continue
+            good = c["delta"] if c["higher_is_better"] else -c["delta"]
+            rgb = to_rgb(cmap(norm(max(-1.0, min(1.0, good)))))
+            real = c["change"] is not None
+            if not real:  # blended 75% toward white: the colour says which way, faintly
+                rgb = tuple(0.25 * v + 0.75 for v in rgb)
+            ax.add_patch(Rectangle((j, i), 1, 1, facecolor=rgb, hatch=None if real else "///",
+                                   edgecolor="white" if real else "#c8ccd0", linewidth=0.8))
+            ax.text(j + 0.5, i + 0.5, f"{c['delta']:+.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if real else "#57606a")
+    ax.set_xlim(0, len(keys))
+    ax.set_ylim(len(strategies), 0)  # the first strategy on top
+    ax.set_xticks([j + 0.5 for j in range(len(keys))])
+    arrows = {k: "↑" if c["higher_is_better"] else "↓" for (_, k), c in cells.items()}
+    ax.set_xticklabels([f"{k} {arrows[k]}" for k in keys], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks([i + 0.5 for i in range(len(strategies))])
+    ax.set_yticklabels(strategies, fontsize=8)
+    ax.tick_params(length=0)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("change: green better, red worse (clipped at ±1)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    ax.set_title((title + "\n" if title else "") + "change after fine-tuning (pale, hatched: not "
+                 "a real change)", fontsize=10)
     return _save(fig, path)

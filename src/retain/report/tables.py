@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 
@@ -37,33 +39,109 @@ def _delta_style(delta: float, higher_is_better: bool, threshold: float = 0.05) 
     return "green" if good else "red"
 
 
-_SHORT = {"accuracy": "acc", "refusal_rate": "refus", "over_refusal_rate": "overref",
-          "ce_nats_per_token": "ce"}
+# Metric names in a column header, at most 5 characters (the arrow takes the 6th).
+_SHORT = {"accuracy": "acc", "refusal_rate": "ref", "over_refusal_rate": "o-ref",
+          "ce_nats_per_token": "ce", "cloze_accuracy": "cloze"}
+HEADER_WIDTH = 6  # a score ("0.98", "13.64") fits; nine columns and a label fit in 80
+
+
+def unique_abbrev(names: Sequence[str], width: int) -> list[str]:
+    """Each name in at most ``width`` characters, no two alike: a name that fits stays whole;
+    a longer one is cut, "…" marking the cut, to the first of "head…", then "hea…l", "he…il"...
+    that matches no other name (a name matches when it starts with the head and ends with the
+    tail), so every abbreviation points at one name only. A name with no such form (names
+    that differ only in the middle, at a tiny width) stays whole rather than become ambiguous."""
+    width = max(2, width)
+    out = []
+    for name in names:
+        others = [n for n in names if n != name]
+        short = name
+        for k in range(width - 1, -1, -1) if len(name) > width else ():
+            head, tail = name[:k], name[len(name) - (width - 1 - k):] if width - 1 - k else ""
+            if not any(o.startswith(head) and o.endswith(tail) and len(o) >= k + len(tail)
+                       for o in others):
+                short = f"{head}…{tail}"
+                break
+        out.append(short)
+    return out
+
+
+def _grid(title: str, corner: str, row_labels: list[str], headers: list[str],
+          cells: list[list[str]], bold_first: bool = False) -> Table:
+    """A table of row labels (never cut) and right-aligned columns of scores, one space apart.
+    Labels and headers are names (a "[" in one is text, not markup); cells may hold markup."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    table.add_column(corner, no_wrap=True)
+    for h in headers:
+        table.add_column(Text(h), justify="right", no_wrap=True)
+    for i, (label, row) in enumerate(zip(row_labels, cells)):
+        table.add_row(Text(label), *row, style="bold" if bold_first and i == 0 else None)
+    return table
+
+
+def _width(table: Table) -> int:
+    return Measurement.get(console, console.options.update(width=10_000), table).maximum
+
+
+def comparison_tables(rows: list[dict[str, Any]], strategies: list[str], title: str,
+                      width: int) -> tuple[list[Table], dict[str, str]]:
+    """The comparison as tables no wider than ``width``, and the abbreviations used (short ->
+    full name). Strategies in rows, one column per probe metric, headed by the probe and the
+    metric, each cut to a unique abbreviation; when that is too wide, the transpose (probe
+    metrics in rows, strategies as columns) if it fits, else the columns split over tables."""
+    probes = list(dict.fromkeys(r["probe"] for r in rows))
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    p_short = dict(zip(probes, unique_abbrev(probes, HEADER_WIDTH)))
+    m_short = dict(zip(metrics, unique_abbrev(
+        [_SHORT.get(m, m) for m in metrics], HEADER_WIDTH - 1)))
+    legend = {p_short[p]: p for p in probes if p_short[p] != p}
+    legend.update({m_short[m]: m for m in metrics if m_short[m] != m})
+    heads = [f"{p_short[r['probe']]}\n{m_short[r['metric']]}{_arrow(r['higher_is_better'])}"
+             for r in rows]
+    labels = ["before", *strategies]
+    # grid[i][j]: row label i ("before", then each strategy), probe metric j
+    grid = [[_fmt(r["before"], 2) for r in rows]]
+    for s in strategies:
+        line = []
+        for r in rows:
+            after = r["after"].get(s)
+            style = "" if after is None else _delta_style(after - r["before"],
+                                                          r["higher_is_better"])
+            text = _fmt(after, 2)
+            line.append(f"[{style}]{text}[/{style}]" if style else text)
+        grid.append(line)
+    table = _grid(title, "strategy", labels, heads, grid, bold_first=True)
+    if _width(table) <= width:
+        return [table], legend
+    keys = [f"{r['probe']}.{r['metric']} {_arrow(r['higher_is_better'])}" for r in rows]
+    for w in range(max(map(len, labels)), HEADER_WIDTH - 1, -1):  # the widest headers that fit
+        s_short = unique_abbrev(labels, w)
+        turned = _grid(title, "probe.metric", keys, s_short, [list(col) for col in zip(*grid)])
+        if _width(turned) <= width:  # its rows name the probe metrics in full
+            return [turned], {a: s for a, s in zip(s_short, labels) if a != s}
+    tables, start = [], 0
+    while start < len(rows):  # as many columns per table as fit, at least one
+        stop = start + 1
+        while stop < len(rows) and _width(_grid("", "strategy", labels, heads[start:stop + 1],
+                                                [g[start:stop + 1] for g in grid])) <= width:
+            stop += 1
+        tables.append(_grid(title if not tables else "", "strategy", labels, heads[start:stop],
+                            [g[start:stop] for g in grid], bold_first=True))
+        start = stop
+    return tables, legend
 
 
 def print_comparison(rows: list[dict[str, Any]], strategies: list[str], title: str) -> None:
-    """One row per strategy (and a first row "before"), one column per probe metric; each cell
-    is the score after training, red where it lost more than 0.05, green where it gained.
-    rows: dicts with probe, metric, higher_is_better, before, and ``after[strategy]``."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1))
-    table.add_column("strategy", no_wrap=True)
-    for row in rows:
-        name = row["probe"][:5] if row["metric"] == "accuracy" else \
-            f"{row['probe'][:5]}\n{_SHORT.get(row['metric'], row['metric'])}"
-        table.add_column(f"{name}{_arrow(row['higher_is_better'])}", justify="right",
-                         min_width=5, no_wrap=True)
-    table.add_row("before", *[_fmt(row["before"], 2) for row in rows], style="bold")
-    for s in strategies:
-        cells = []
-        for row in rows:
-            after = row["after"].get(s)
-            if after is None:
-                cells.append("-")
-                continue
-            style = _delta_style(after - row["before"], row["higher_is_better"])
-            cells.append(f"[{style}]{after:.2f}[/{style}]" if style else f"{after:.2f}")
-        table.add_row(s, *cells)
-    console.print(table)
+    """The score of each probe metric after each strategy (and before), red where it lost more
+    than 0.05, green where it gained, laid out to fit the terminal (``comparison_tables``); then
+    the abbreviations used. rows: dicts with probe, metric, higher_is_better, before, and
+    ``after[strategy]``."""
+    tables, legend = comparison_tables(rows, strategies, title, console.width)
+    for table in tables:
+        console.print(table)
+    if legend:
+        console.print("shortened: " + ", ".join(f"{a} = {full}" for a, full in legend.items()),
+                      markup=False, highlight=False)
 
 
 def paired_cell(paired: dict | None) -> str:
@@ -77,17 +155,30 @@ def paired_cell(paired: dict | None) -> str:
     return f"[{lo:+.3f}, {hi:+.3f}]"
 
 
+def _apart(a: Any, b: Any) -> bool | None:
+    """Whether two 95% intervals ``[lo, hi]`` are apart; None when either is unknown."""
+    try:
+        return bool(a[1] < b[0] or b[1] < a[0])
+    except (TypeError, IndexError, KeyError):
+        return None
+
+
 def changed(row: dict[str, Any]) -> bool:
-    """Whether a comparison row changed: by its paired test where it has one, else by more than
-    0.05 (older results without per-item outcomes)."""
+    """Whether a comparison row changed: by its paired test where it has one; results without
+    per-item outcomes (older ones): when the before and after 95% intervals are apart, else
+    (no intervals either) by more than 0.05."""
     p = row.get("paired")
-    return bool(p["changed"]) if p else abs(row["delta"]) >= 0.05
+    if p:
+        return bool(p["changed"])
+    apart = _apart(row.get("before_ci"), row.get("after_ci"))
+    return apart if apart is not None else abs(row["delta"]) >= 0.05
 
 
 def print_run(results: dict[str, Any]) -> None:
     """A run's results.json as a table: each probe before, after, delta (coloured only where the
-    paired test says it changed), the paired test, retention; then the items lost, the new-domain
-    gain, weight drift and training facts."""
+    paired test says it changed), the paired test, retention; then one sentence on what it
+    learnt, lost, gained and kept (``comparison.verdict``), the items lost, weight drift and
+    training facts."""
     table = Table(title=f"retain run: {results.get('strategy', '?')} on {results['model']['name']}")
     for col in ("probe.metric", "before", "after", "delta", "paired test", "retention", "n"):
         table.add_column(col, justify="left" if col == "probe.metric" else "right")
@@ -103,6 +194,10 @@ def print_run(results: dict[str, Any]) -> None:
                       paired_cell(c.get("paired")),
                       "-" if ret is None else f"{ret:.2f}", str(c.get("n", "")))
     console.print(table)
+    from retain.comparison import verdicts  # a lazy import: comparison imports this module
+
+    label = str(results.get("strategy", "?"))
+    console.print(f"{label}: {verdicts([label], [results])[label]}", markup=False, highlight=False)
     for c in rows:
         p = c.get("paired") or {}
         if c.get("capability") != "domain" and p.get("lost_items") and p.get("changed"):
