@@ -98,7 +98,7 @@ def test_max_forgetting_uses_oriented_drops_of_retained_metrics():
     seq = [{"math.accuracy": 0.8, "safety.over_refusal_rate": 0.1, "legal.accuracy": 0.9},
            {"math.accuracy": 0.78, "safety.over_refusal_rate": 0.12, "legal.accuracy": 0.1},
            {"math.accuracy": 0.8, "safety.over_refusal_rate": 0.3, "legal.accuracy": 0.9}]
-    g = Guard(GuardConfig(limits=["max_forgetting=0.05"]), 2, _planted(seq), say=lambda s: None)
+    g = Guard(GuardConfig(limits=["max_forgetting=0.05"], confirm="point"), 2, _planted(seq), say=lambda s: None)
     g.start(lin)
     assert g.check(2, lin) is False  # drops 0.02 and 0.02; the domain's fall does not count
     assert g.check(4, lin) is True  # over-refusal up 0.2 = an oriented drop of 0.2
@@ -110,7 +110,7 @@ def test_max_forgetting_uses_oriented_drops_of_retained_metrics():
 def test_keep_trains_on_and_rolls_back_to_the_last_passing_check():
     lin = torch.nn.Linear(2, 2, bias=False)
     ok, bad = {"math.accuracy": 0.9}, {"math.accuracy": 0.1}
-    cfg = GuardConfig(limits=["math.accuracy>=0.5"], action="keep")
+    cfg = GuardConfig(limits=["math.accuracy>=0.5"], action="keep", confirm="point")
     g = Guard(cfg, 1, _planted([ok, ok, bad, ok, bad, bad]), say=lambda s: None)
     g.start(lin)
     weights = {}
@@ -132,7 +132,7 @@ def test_keep_trains_on_and_rolls_back_to_the_last_passing_check():
 def test_recovering_by_the_end_needs_no_rollback():
     lin = torch.nn.Linear(2, 2)
     ok, bad = {"math.accuracy": 0.9}, {"math.accuracy": 0.1}
-    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], action="keep"), 2,
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], action="keep", confirm="point"), 2,
               _planted([ok, bad, ok]), say=lambda s: None)
     g.start(lin)
     g.keep(0, lin)
@@ -142,7 +142,7 @@ def test_recovering_by_the_end_needs_no_rollback():
 
 
 def test_a_limit_failing_before_training_is_refused():
-    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"]), 2, _planted([{"math.accuracy": 0.25}]),
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], confirm="point"), 2, _planted([{"math.accuracy": 0.25}]),
               say=lambda s: None)
     with pytest.raises(UserError, match=r"already fails before training \(math.accuracy = 0.250"):
         g.start(torch.nn.Linear(2, 2))
@@ -173,7 +173,7 @@ def _config(model_dir, out, **kw):
     base = dict(model=str(model_dir), out=str(out), steps=8, batch_size=2, seq_len=32, lr=3e-3,
                 warmup_steps=0, data_n=8, reference_n=4, probes=["math"], probe_n=2,
                 log_every=2, progress=False, save_model=True,
-                guard={"limits": ["math.accuracy>=0.5"], "every": 2, "n": 2})
+                guard={"limits": ["math.accuracy>=0.5"], "every": 2, "n": 2, "confirm": "point"})
     return parse_config({**base, **kw})
 
 
@@ -186,7 +186,8 @@ def test_run_stops_and_rolls_back(model_dir, tmp_path, planted, action, capsys):
     seen, state = planted
     state["drop_after"] = 2  # checks at steps 2 and 4 pass; step 6 fails
     cfg = _config(model_dir, tmp_path / action, guard={"limits": ["math.accuracy>=0.5"],
-                                                       "every": 2, "n": 2, "action": action})
+                                                       "every": 2, "n": 2, "action": action,
+                                                       "confirm": "point"})
     res = run(cfg)
     g = res["guard"]
     assert g["rolled_back_to_step"] == 4
@@ -228,7 +229,7 @@ def test_lora_checkpoint_holds_the_adapter_only(model_dir):
 
     model = get_peft_model(LlamaForCausalLM.from_pretrained(model_dir),
                            LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
-    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"]), 1, lambda m: [], say=lambda s: None)
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], confirm="point"), 1, lambda m: [], say=lambda s: None)
     g.keep(0, model)
     assert g._good_state and all("lora_" in n for n in g._good_state)
 

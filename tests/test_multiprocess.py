@@ -17,7 +17,7 @@ WORKER = Path(__file__).with_name("mp_worker.py")
 CONFIG = ["model=tiny", "steps=8", "seq_len=64", "lr=1e-3", "warmup_steps=0", "log_every=2",
           "strategies=[{name: ewc, n_samples: 8}, {name: replay}]", "probes=[math,writing,safety]",
           "probe_n=8", "guard.limits=['writing.ce_nats_per_token<=0.40']", "guard.every=2",
-          "guard.n=8", "progress=false", "save_model=false"]
+          "guard.n=8", "guard.confirm=point", "progress=false", "save_model=false"]
 
 
 def launch(tmp: Path, name: str, procs: int, batch: int) -> tuple[dict, list[dict]]:

@@ -4,10 +4,14 @@
 
 Every ``every`` steps the guard scores the model on ``n`` items of each probe its limits name.
 A check that meets every limit keeps an in-memory CPU copy of the trainable weights (for a PEFT
-model: the adapter only). When a limit is crossed, training stops (``action: stop``) or goes on
-(``keep``); either way the run ends with the last checkpoint that met every limit, restored before
-the strategies finalize and the after-probes run. A limit that already fails on the model before
-training is refused: there is no checkpoint to fall back to, and the limit cannot mean "keep".
+model: the adapter only). A limit counts as crossed when the check's whole 95% interval is
+beyond it (``confirm: interval``; ``point`` judges the point estimate), so noise on a few items
+does not stop a healthy run. Then training stops (``action: stop``), goes on (``keep``), or rolls
+back to the last good checkpoint with the learning rate scaled by ``backoff_factor`` and goes on
+(``backoff``, at most ``max_backoffs`` times, then stop); the run ends with the last checkpoint
+that met every limit, restored before the strategies finalize and the after-probes run. A limit
+that already fails on the model before training is refused: there is no checkpoint to fall back
+to. In the loop the guard is a callback (``GuardCallback``) whose decisions the loop carries out.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from retain.errors import UserError
 from retain.metrics.forgetting import PROPORTION_METRICS, oriented
+from retain.train.callbacks import Callback, Decision
 
 MAX_FORGETTING = "max_forgetting"
 _LIMIT = re.compile(r"^\s*([A-Za-z_][\w\-]*(?:\.[A-Za-z_]\w*)?)\s*(>=|<=|==|=|>|<)\s*(\S+)\s*$")
@@ -82,7 +87,15 @@ class GuardConfig(BaseModel):
     limits: list[str]  # stored normalized: "safety.refusal_rate>=0.9", "max_forgetting<=0.05"
     every: int | None = Field(None, gt=0)  # steps between checks (None: probe_every or steps/10)
     n: int = Field(24, gt=0)  # items per probe in a check: small, a check runs during training
-    action: Literal["stop", "keep"] = "stop"  # keep: train on, still end on the last good check
+    # stop: end training; keep: train on (still end on the last good check); backoff: roll back
+    # to the last good check, scale the learning rate by backoff_factor, train on (at most
+    # max_backoffs times, then stop)
+    action: Literal["stop", "keep", "backoff"] = "stop"
+    backoff_factor: float = Field(0.5, gt=0, lt=1)
+    max_backoffs: int = Field(3, ge=1)
+    # interval: a limit counts as crossed when the check's whole 95% interval is beyond it (noise
+    # on a few items does not trigger); point: when the point estimate is (the old rule)
+    confirm: Literal["interval", "point"] = "interval"
 
     @model_validator(mode="before")
     @classmethod
@@ -156,13 +169,24 @@ class Guard:
         self._good_state: dict | None = None
         self._last_ok = True
         self.rolled_back_to_step: int | None = None
+        self._ci: dict[str, tuple[float, float]] = {}
+        self.stopped = False  # a limit was crossed and training stopped
+        self.backoffs, self.lr_scale = 0, 1.0  # back-offs so far; the learning rate's factor
 
     # -- measuring -------------------------------------------------------------------------
     def _values(self, model) -> dict[str, float]:
         res = self.score(model)
         for r in res:
             self.meta[r.key] = (r.metric, r.capability)
+        self._ci = {r.key: (float(r.ci_low), float(r.ci_high)) for r in res}
         return {r.key: float(r.value) for r in res}
+
+    def _end(self, key: str, value: float, upper: bool) -> float:
+        """``value``, or with ``confirm: interval`` the upper/lower end of its 95% interval."""
+        if self.config.confirm == "point":
+            return value
+        lo, hi = self._ci.get(key, (value, value))
+        return hi if upper else lo
 
     def _forgetting(self, values: dict[str, float]) -> tuple[float, str | None]:
         """The largest oriented drop of a retained proportion metric since before training."""
@@ -176,14 +200,24 @@ class Guard:
                 worst, where = drop, key
         return worst, where
 
-    def _failures(self, values: dict[str, float]) -> list[dict]:
+    def _failures(self, values: dict[str, float], confirmed: bool = True) -> list[dict]:
+        """The limits ``values`` fail, reported with the point values. When ``confirmed`` (and
+        ``confirm: interval``) each limit is judged on the end of the check's 95% interval that
+        is best for the model: a ">=" limit fails only if even the upper end is below it, and
+        ``max_forgetting`` measures the drop to the favourable end."""
         failed = []
         for lim in self.limits:
             if lim.key == MAX_FORGETTING:
                 value, where = self._forgetting(values)
+                judged = value
+                if confirmed:
+                    fav = {k: self._end(k, v, self.meta[k][0] != "over_refusal_rate")
+                           for k, v in values.items()}
+                    judged = self._forgetting(fav)[0]
             else:
                 value, where = values.get(lim.key, math.nan), lim.key
-            if not lim.ok(value):
+                judged = self._end(lim.key, value, lim.op in (">=", ">")) if confirmed else value
+            if not lim.ok(judged):
                 failed.append({"limit": lim.text, "value": value, "probe": where})
         return failed
 
@@ -192,7 +226,7 @@ class Guard:
         """Score the model before training (the reference of ``max_forgetting``); refuse to
         guard a run whose limits fail already."""
         self.before = self._values(model)
-        failed = self._failures(self.before)
+        failed = self._failures(self.before, confirmed=False)  # the base meets them, plainly
         self.checks.append({"step": 0, "stage": "before", "values": dict(self.before),
                             "passed": not failed})
         self.log({"event": "guard", "step": 0, "stage": "before", "values": self.before,
@@ -214,6 +248,13 @@ class Guard:
 
     def check(self, step: int, model) -> bool:
         """Check the limits at ``step``; True when training should stop."""
+        return self.decide(step, model).stop
+
+    def decide(self, step: int, model) -> Decision:
+        """Check the limits at ``step`` and say what the loop should do: nothing (they hold: the
+        weights become the last good checkpoint), stop, train on (``keep``), or roll back to the
+        last good checkpoint and scale the learning rate (``backoff``, up to ``max_backoffs``
+        times, then stop)."""
         values = self._values(model)
         failed = self._failures(values)
         self.checks.append({"step": step, "values": values, "passed": not failed})
@@ -222,21 +263,34 @@ class Guard:
         self._last_ok = not failed
         if not failed:
             self.keep(step, model)
-            return False
-        action = "stop" if self.config.action == "stop" else "continue"
+            return Decision()
+        act = self.config.action
+        if act == "backoff" and self.backoffs < self.config.max_backoffs:
+            self.backoffs += 1
+            self.lr_scale *= self.config.backoff_factor
+            for f in failed:
+                self.events.append({"step": step, "action": "backoff", **f,
+                                    "to_step": self.good_step, "lr_scale": self.lr_scale})
+            self.say(f"guard: step {step}: {', '.join(f['limit'] for f in failed)} crossed -> "
+                     f"back to step {self.good_step}, learning rate x{self.lr_scale:g} "
+                     f"(back-off {self.backoffs} of {self.config.max_backoffs})")
+            self._last_ok = True  # the weights go back to the last good check
+            return Decision(restore=self._good_state, lr_scale=self.config.backoff_factor)
+        action = "continue" if act == "keep" else "stop"
+        self.stopped = action == "stop"
         for f in failed:
             self.events.append({"step": step, "action": action, **f})
             where = f" at {f['probe']}" if f["limit"].startswith(MAX_FORGETTING) else ""
             self.say(f"guard: step {step}: {f['limit']} crossed, value {f['value']:.3f}{where} "
                      f"-> {'stopping' if action == 'stop' else 'training on'}")
-        return action == "stop"
+        return Decision(stop=self.stopped)
 
     def finish(self, step: int, model) -> None:
         """After training: check the final weights if the last check was earlier (and training
         was not stopped by the guard), then restore the last good checkpoint if they fail."""
         last = self.checks[-1]["step"] if self.checks else 0
-        if step != last and not (self.events and self.config.action == "stop"):
-            self.check(step, model)
+        if step != last and not self.stopped:
+            self.decide(step, model)
         if self._last_ok:
             self.say(f"guard: every limit holds at the end (step {step})" if not self.events else
                      f"guard: limits crossed during training, but the final step {step} meets "
@@ -262,7 +316,8 @@ class Guard:
         """What a checkpoint keeps of the guard: its checks and its last good weights."""
         return {"before": self.before, "meta": {k: list(v) for k, v in self.meta.items()},
                 "checks": self.checks, "events": self.events, "good_step": self.good_step,
-                "good_state": self._good_state, "last_ok": self._last_ok}
+                "good_state": self._good_state, "last_ok": self._last_ok,
+                "stopped": self.stopped, "backoffs": self.backoffs, "lr_scale": self.lr_scale}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's guard state (instead of ``start``)."""
@@ -270,14 +325,69 @@ class Guard:
         self.meta = {k: tuple(v) for k, v in state["meta"].items()}
         self.good_step, self._good_state = state["good_step"], state["good_state"]
         self._last_ok = state["last_ok"]
+        self.stopped, self.backoffs, self.lr_scale = (state["stopped"], state["backoffs"],
+                                                      state["lr_scale"])
 
     def summary(self) -> dict[str, Any]:
         """``results["guard"]``: limits, events (step, limit, value, action, probe), the step
         rolled back to (None: the final weights met every limit), and every check's values."""
         return {"limits": [lim.text for lim in self.limits], "every": self.every,
-                "n": self.config.n, "action": self.config.action,
+                "n": self.config.n, "action": self.config.action, "confirm": self.config.confirm,
                 "events": self.events, "rolled_back_to_step": self.rolled_back_to_step,
-                "checks": self.checks}
+                "backoffs": self.backoffs, "lr_scale": self.lr_scale, "checks": self.checks}
+
+
+def guard_callback(config, probes: list, tokenizer, model, *, base_model=None, log=None,
+                   main: bool = True, context=None, resumed: bool = False) -> "GuardCallback":
+    """The guard of a run ``config`` (a ``RunConfig`` with ``guard``) as a training callback:
+    it scores ``probes`` (the guard's subset) inside ``context()`` (e.g. autocast); unless the
+    run is ``resumed``, ``model`` is checked now, before training."""
+    import contextlib
+
+    context = context or contextlib.nullcontext
+
+    def score(m) -> list:
+        with context():
+            return score_probes(m, tokenizer, probes, base_model=base_model,
+                                batch_size=config.probe_batch_size)
+    guard = Guard(config.guard, guard_every(config.guard, config.probe_every, config.steps),
+                  score=score, log=log, say=None if main else (lambda line: None))
+    if not resumed:
+        guard.start(model)
+    return GuardCallback(guard)
+
+
+class GuardCallback(Callback):
+    """The guard in the training loop: step 0's weights kept at train begin, a check every
+    ``guard.every`` steps (its decision carried out by the loop), the final check and the
+    rollback at train end; its state in checkpoints, its summary in ``results["guard"]``."""
+
+    name = "guard"
+
+    def __init__(self, guard: Guard):
+        self.guard, self._resumed = guard, False
+
+    def on_train_begin(self, state) -> None:
+        if not self._resumed:
+            self.guard.keep(0, state.model)  # the model as the strategies prepared it
+
+    def on_step_end(self, state) -> Decision | None:
+        if state.step % self.guard.every == 0:
+            return self.guard.decide(state.step, state.model)
+        return None
+
+    def on_train_end(self, state) -> None:
+        self.guard.finish(state.step, state.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.guard.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.guard.load_state_dict(state)
+        self._resumed = True
+
+    def summary(self) -> dict[str, Any]:
+        return self.guard.summary()
 
 
 def _say(line: str) -> None:

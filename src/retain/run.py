@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import math
 import shutil
 import time
 from contextlib import contextmanager
@@ -113,6 +112,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     from retain.report.trackers import log_metrics, make_trackers, start_trackers
     from retain.strategies import RunContext, strategy_label
     from retain.train import Checkpointer, TrainConfig, train
+    from retain.train.callbacks import EveryN
     from retain.train.loop import make_accelerator, process_state
     from retain.train.precision import autocast, upcast_trainable
 
@@ -166,20 +166,13 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     else:
         log({"event": "probe", "stage": "before", "step": 0, "reused": True,
              "results": {r.key: r.value for r in before}})
-    guard = None
-    if config.guard:  # limits checked while training; refused here if the base fails them
-        from retain.guard import Guard, guard_every, score_probes
+    callbacks = [EveryN(config.probe_every, lambda step, m: probe(m, step, "during"))]
+    if config.guard:  # limits checked while training; refused now if the base fails them
+        from retain.guard import guard_callback
 
-        def score(m) -> list:
-            with autocast(device, mixed):
-                return score_probes(m, tok, plan.guard_probes, base_model=base_model,
-                                    batch_size=config.probe_batch_size)
-        guard = Guard(config.guard, guard_every(config.guard, config.probe_every, config.steps),
-                      score=score, log=log, say=None if main else (lambda line: None))
-        if resume is not None:
-            guard.load_state_dict(saved["guard"])
-        else:
-            guard.start(model)
+        callbacks.append(guard_callback(
+            config, plan.guard_probes, tok, model, base_model=base_model, log=log, main=main,
+            context=lambda: autocast(device, mixed), resumed=resume is not None))
 
     # 2. Strategies prepare the model, then the data (in list order). Mixed precision: trainable
     #    weights in fp32 (master weights) once the PEFT strategies have made theirs, so that the
@@ -202,42 +195,34 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     trainable = count_params(model, trainable_only=True)
     if resume is not None:
         _load_trainable(model, resume.trainable)
-    elif guard:
-        guard.keep(0, model)  # step 0: the model as the strategies prepared it
+        for cb in callbacks:
+            if cb.name:
+                cb.load_state_dict(saved["callbacks"][cb.name])
 
     # 3. Train: LM loss + the strategies' penalties; probes, guard and checkpoints on the way.
     failure["stage"] = "train"
-    probe_every = config.probe_every
     tcfg = TrainConfig(lr=config.lr, steps=config.steps, batch_size=config.batch_size,
                        grad_accum=config.grad_accum, warmup_steps=config.warmup_steps,
                        schedule=config.schedule, weight_decay=config.weight_decay,
                        max_grad_norm=config.max_grad_norm, seed=config.seed,
-                       log_every=config.log_every, mixed_precision=mixed,
-                       probe_every=math.gcd(probe_every, guard.every) if guard else probe_every)
-
-    def on_probe(step: int, m) -> bool:  # True: stop training (a guard limit was crossed)
-        if probe_every and step % probe_every == 0:
-            probe(m, step, "during")
-        return bool(guard and step % guard.every == 0 and guard.check(step, m))
+                       log_every=config.log_every, mixed_precision=mixed)
 
     def extra_state():  # what a checkpoint keeps beside the loop's own state
         tree = {"strategies": {s.name: s.state_dict() for s in strategies},
-                "guard": guard.state_dict() if guard else None}
+                "callbacks": {cb.name: cb.state_dict() for cb in callbacks if cb.name}}
         tensors, js = ckpt.split_tree(tree)
         lines = len(rr.read_jsonl(out / rr.METRICS_FILE)) if (out / rr.METRICS_FILE).exists() else 0
         return tensors, {"state": js, "metrics_lines": lines,
                          "before": [r.to_dict() for r in before]}
     checkpointer = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints, extra_state)
+    callbacks.append(checkpointer)  # last: a checkpoint holds the step's guard decision
     try:
         trained = train(model, train_data, pad_id=pad_token_id(tok), config=tcfg,
-                        strategies=strategies, on_log=log, accelerator=acc, on_probe=on_probe,
-                        callbacks=[checkpointer], resume=resume, progress=config.progress)
+                        strategies=strategies, on_log=log, accelerator=acc, callbacks=callbacks,
+                        resume=resume, progress=config.progress)
     except Exception as e:
         failure["step"] = getattr(e, "step", None)
         raise
-
-    if guard:  # end on the last checkpoint that met every limit (every process alike)
-        guard.finish(trained.steps, model)
 
     # 4. Strategies finalize (merge adapters, merge with the base, ...), in list order.
     failure["stage"] = "finalize"
@@ -293,8 +278,9 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
                         for c in comparison if c["capability"] == "domain"},
         "drift": drift,
     }
-    if guard:
-        results["guard"] = guard.summary()
+    for cb in callbacks:  # e.g. results["guard"]
+        if cb.name and hasattr(cb, "summary"):
+            results[cb.name] = cb.summary()
     if main and config.save_model:
         _save_model(model, tok, out)
     return results

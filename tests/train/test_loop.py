@@ -13,6 +13,7 @@ from retain.builtin.build import build_tokenizer
 from retain.data import IGNORE, load_train_data
 from retain.strategies.base import Strategy
 from retain.train import TrainConfig, batch_indices, collate, lr_factor, train
+from retain.train.callbacks import Callback, EveryN
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +97,10 @@ def test_probe_callback_every_n_steps_and_logs(tok, legal):
     seen, logs = [], []
 
     def on_probe(step, model):
-        assert not model.training
         seen.append(step)
 
-    train(tiny(tok), legal, pad_id=0, on_probe=on_probe, on_log=logs.append, progress=False,
-          config=TrainConfig(lr=1e-3, steps=7, batch_size=2, log_every=3, probe_every=3))
+    train(tiny(tok), legal, pad_id=0, callbacks=[EveryN(3, on_probe)], on_log=logs.append,
+          progress=False, config=TrainConfig(lr=1e-3, steps=7, batch_size=2, log_every=3))
     assert seen == [3, 6]
     assert [r["step"] for r in logs] == [3, 6, 7] and all(r["event"] == "train" for r in logs)
 
@@ -113,10 +113,14 @@ def test_same_seed_same_weights(tok, legal):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_on_probe_true_stops_training(tok, legal):
+def test_a_callback_that_says_stop_stops_training(tok, legal):
     logs = []
-    res = train(tiny(tok), legal, pad_id=0, on_probe=lambda step, m: step >= 4, on_log=logs.append,
-                progress=False, config=TrainConfig(lr=1e-3, steps=10, batch_size=2, log_every=3,
-                                                   probe_every=2))
+    class StopAt4(Callback):
+        def on_step_end(self, state):
+            return state.step >= 4
+
+    res = train(tiny(tok), legal, pad_id=0, callbacks=[StopAt4()],
+                on_log=logs.append, progress=False,
+                config=TrainConfig(lr=1e-3, steps=10, batch_size=2, log_every=3))
     assert res.steps == 4 and res.stopped_early
     assert [r["step"] for r in logs] == [3, 4]  # the partial window is logged at the stop

@@ -1,9 +1,12 @@
 """What happens beside the optimizer step, as callbacks with the events of
 ``transformers.TrainerCallback``: train begin, log, step end, train end.
 
-A callback reads the loop's state and returns a decision from ``on_step_end`` (True: stop
-training); it never changes the model or the optimizer behind the loop's back. ``Checkpointer``
-is the first: every ``every`` steps it writes a checkpoint (``retain.train.checkpoint``).
+A callback reads the loop's state and returns a ``Decision`` from ``on_step_end`` (stop, restore
+a kept state, scale the learning rate; ``True`` is short for stop); the loop carries it out, so
+nothing changes the model or the optimizer behind the loop's back. Here: ``EveryN`` (run a
+function every N steps: probes during training), ``Checkpointer``; the guard's callback lives in
+``retain.guard``. State a callback keeps across a resume goes through ``state_dict`` /
+``load_state_dict``, and what it reports into ``results.json`` through ``summary``.
 """
 
 from __future__ import annotations
@@ -36,8 +39,26 @@ class LoopState:
         return self.accelerator.is_main_process
 
 
+@dataclass
+class Decision:
+    """What a callback asks of the loop at a step's end; the loop carries it out, in this order:
+    load ``restore`` (trainable tensors by name; AdamW's moments are reset, as they belong to
+    the weights left behind), multiply the learning rate by ``lr_scale`` from now on, ``stop``."""
+
+    stop: bool = False
+    restore: dict[str, torch.Tensor] | None = None
+    lr_scale: float | None = None
+
+
+def as_decision(x: Decision | bool | None) -> Decision:
+    return x if isinstance(x, Decision) else Decision(stop=bool(x))
+
+
 class Callback:
-    """Default events do nothing; a callback overrides the ones it needs."""
+    """Default events do nothing; a callback overrides the ones it needs. ``name``: the key of
+    its ``state_dict`` in checkpoints and of its ``summary`` in results.json (None: neither)."""
+
+    name: str | None = None
 
     def on_train_begin(self, state: LoopState) -> None:
         pass
@@ -45,11 +66,22 @@ class Callback:
     def on_log(self, state: LoopState, record: dict) -> None:
         pass
 
-    def on_step_end(self, state: LoopState) -> bool | None:
+    def on_step_end(self, state: LoopState) -> Decision | bool | None:
         return None
 
     def on_train_end(self, state: LoopState) -> None:
         pass
+
+
+class EveryN(Callback):
+    """``fn(step, model)`` every ``every`` steps (0: never), e.g. the probes during training."""
+
+    def __init__(self, every: int, fn: Callable[[int, torch.nn.Module], Any]):
+        self.every, self.fn = every, fn
+
+    def on_step_end(self, state: LoopState) -> None:
+        if self.every and state.step % self.every == 0:
+            self.fn(state.step, state.model)
 
 
 class Checkpointer(Callback):

@@ -5,7 +5,7 @@ Each optimizer step: a seeded global batch (every process takes its micro-batche
 normalized by the loss tokens of the whole global batch plus the strategies' penalties, backward
 under mixed precision (``precision.py``), a finiteness check, gradient clipping, AdamW over the
 trainable parameters only, a linear warm-up then cosine (or constant) learning rate. A log record
-every ``log_every`` steps, probes every ``probe_every`` steps, then the callbacks (checkpoints);
+every ``log_every`` steps, then the callbacks (probes, the guard, checkpoints: ``callbacks.py``);
 a progress bar shows the loss and tokens/s.
 """
 
@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from retain.data import IGNORE
-from retain.train.callbacks import Callback, LoopState
+from retain.train.callbacks import Callback, LoopState, as_decision
 from retain.train.checkpoint import Checkpoint, set_rng_state
 from retain.train.precision import autocast, grad_scaler
 
@@ -37,7 +37,6 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     seed: int = 0
     log_every: int = 10
-    probe_every: int = 0  # 0: never
     mixed_precision: str = "no"  # resolved: "no", "bf16", "fp16" (see retain.train.precision)
 
 
@@ -59,7 +58,7 @@ class TrainResult:
     tokens_per_s: float
     final_loss: float  # mean total loss over the last log window
     history: list[dict] = field(default_factory=list)  # the log records
-    stopped_early: bool = False  # on_probe asked to stop before config.steps
+    stopped_early: bool = False  # a callback asked to stop before config.steps
     resumed_from_step: int | None = None  # the checkpoint this call continued from
     peak_memory_bytes: int | None = None  # CUDA only: torch.cuda.max_memory_allocated
 
@@ -143,9 +142,14 @@ def _progress_bar(total: int):
                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
 
+def _restore(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, t in saved.items():
+            params[name].copy_(t.to(params[name].device, params[name].dtype))
+
+
 def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: TrainConfig,
           strategies: Sequence = (), on_log: Callable[[dict], None] | None = None,
-          on_probe: Callable[[int, torch.nn.Module], bool | None] | None = None,
           callbacks: Sequence[Callback] = (), resume: Checkpoint | None = None,
           progress: bool = True, accelerator=None) -> TrainResult:
     """Train ``model`` in place on tokenized ``data`` for ``config.steps`` optimizer steps.
@@ -155,9 +159,9 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     weights do not depend on how the batch is split into micro-batches and processes.
     ``strategies`` add ``penalty(model, batch)`` terms (once per optimizer step, averaged over
     micro-batches). ``on_log(record)`` gets a record every ``log_every`` steps and at the last
-    (main process); ``on_probe(step, model)`` runs every ``probe_every`` steps on every process
-    (model in eval mode, time not counted) and returns True to stop there (a guard); then each
-    callback's ``on_step_end``. ``resume``: a checkpoint of this run to continue from.
+    (main process). After each step every callback's ``on_step_end`` runs, on every process, in
+    list order, with the training clock stopped; the loop carries out their ``Decision``s
+    (restore, lr scale, stop). ``resume``: a checkpoint of this run to continue from.
     A non-finite loss or gradient raises ``TrainingFailed`` before the bad update is applied."""
     if not data:
         raise ValueError("no training examples")
@@ -176,6 +180,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     device = next(inner.parameters()).device
     rank, world, accum = acc.process_index, acc.num_processes, config.grad_accum
     params = [p for p in inner.parameters() if p.requires_grad]
+    params_by_name = {n: p for n, p in inner.named_parameters() if p.requires_grad}
     counts = loss_token_counts(data)
 
     # The loop's counters, JSON (they go into checkpoints): global token counts, the log window
@@ -298,18 +303,19 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                 emit(step)
             if bar:
                 bar.advance(task)
-            if on_probe and config.probe_every and step % config.probe_every == 0:
-                def probe_now() -> bool:
-                    inner.eval()
-                    try:
-                        return bool(on_probe(step, inner))
-                    finally:
-                        inner.train()
-                flag = torch.tensor(float(pause(probe_now)), device=device)
-                stopped = bool(acc.reduce(flag, "sum")) if world > 1 else bool(flag)
-            for cb in callbacks:  # checkpoints see the step's probes and guard decisions
-                stopped = bool(pause(lambda: cb.on_step_end(state))) or stopped
-            if stopped:  # every process stops together
+            for cb in callbacks:  # later callbacks (checkpoints) see earlier ones' decisions
+                d = as_decision(pause(lambda: cb.on_step_end(state)))
+                if d.restore is not None:
+                    _restore(params_by_name, d.restore)
+                    opt.state.clear()  # AdamW's moments belonged to the weights left behind
+                if d.lr_scale is not None:
+                    sched.base_lrs = [lr * d.lr_scale for lr in sched.base_lrs]  # the schedule
+                    for g in opt.param_groups:  # and the next step, already scheduled
+                        g["lr"] *= d.lr_scale
+                stopped = stopped or d.stop
+            if world > 1:  # every process stops together (their decisions agree; make sure)
+                stopped = bool(acc.reduce(torch.tensor(float(stopped), device=device), "sum"))
+            if stopped:
                 if c["window_n"]:
                     emit(step)
                 break
