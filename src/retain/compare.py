@@ -27,10 +27,11 @@ from typing import Any, Sequence
 import yaml
 
 from retain.config import RunConfig, _read_yaml, apply_override, parse_config, run_identity
+from retain.comparison import DEFAULT_RANK, MIN_GAIN_SHARE
 from retain.errors import UserError
 
 # Keys of a compare file that are not RunConfig keys.
-COMPARE_KEYS = ("runs", "seeds", "out", "title", "rank_by")
+COMPARE_KEYS = ("runs", "seeds", "out", "title", "rank_by", "min_gain_share")
 
 
 @dataclass
@@ -244,7 +245,8 @@ def compare_data(data: dict[str, Any], overrides: Sequence[str] = ()) -> dict[st
     return {"base": base, "extra": extra, "overrides": list(overrides),
             "seeds": read_seeds(extra.get("seeds"), base.get("seed", 0)),
             "out": Path(str(extra.get("out") or "runs/compare")),
-            "title": str(extra.get("title") or ""), "rank_by": str(extra.get("rank_by") or "balanced")}
+            "title": str(extra.get("title") or ""), "rank_by": str(extra.get("rank_by") or DEFAULT_RANK),
+            "min_gain_share": extra.get("min_gain_share", MIN_GAIN_SHARE)}
 
 
 def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | None = None,
@@ -257,6 +259,9 @@ def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | 
         raise UserError(f"{path}: a compare file needs runs: [{{label: ..., strategies: [...]}}]")
     if f["rank_by"] not in RANK_SCORES:
         raise UserError(f"rank_by: {f['rank_by']!r} is not one of {', '.join(RANK_SCORES)}")
+    share = f["min_gain_share"]
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise UserError(f"min_gain_share: {share!r} must be a number between 0 and 1")
     out = Path(out or f["out"])
     entries = read_entries(f["extra"]["runs"])
     planned = plan(f["base"], entries, f["seeds"], out, f["overrides"])
@@ -266,5 +271,5 @@ def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | 
     cfg = planned[0].config
     title = f["title"] or f"retain compare: {cfg.model} on {cfg.data}"
     return write_comparison(out, [p.label for p in planned], results, title=title, show=show,
-                            rank_by=f["rank_by"],
+                            rank_by=f["rank_by"], min_gain_share=float(share),
                             extra={"wall_s": round(time.time() - t0, 1), "seeds": f["seeds"]})
