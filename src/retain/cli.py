@@ -115,7 +115,9 @@ def run_cmd(
     guard_every: Optional[int] = typer.Option(None, help="Guard check every N steps "
                                               "(default: probe_every, else steps/10)."),
     guard_n: Optional[int] = typer.Option(None, help="Items per probe in a guard check (24)."),
-    guard_action: Optional[str] = typer.Option(None, help="stop (default) or keep (train on)."),
+    guard_action: Optional[str] = typer.Option(
+        None, help="stop (default), keep (train on), or backoff (roll back to the last good "
+        "check, halve the learning rate, train on; guard.max_backoffs=3 times, then stop)."),
 ) -> None:
     """Fine-tune a model on new-domain data, measuring what it forgets.
 
