@@ -252,3 +252,74 @@ def test_cli_guard_flags_reach_the_config(monkeypatch):
         ["math.accuracy>=0.5", "max_forgetting<=0.1"], 2, "keep", 4)
     res = CliRunner().invoke(app, ["run", "--guard", "math.accuracy=>0.5"])
     assert isinstance(res.exception, UserError) and "math.accuracy=>0.5" in str(res.exception)
+
+
+# -- evidence and back-off ----------------------------------------------------------------------
+
+def _with_ci(value, lo, hi):
+    return lambda model: [ProbeResult("math", "accuracy", value, 24, lo, hi, True, "math",
+                                      "generation")]
+
+
+def test_interval_confirm_ignores_noise_and_sees_a_clear_crossing():
+    lin = torch.nn.Linear(2, 2)
+    scores = iter([(0.9, 0.7, 1.0), (0.4, 0.25, 0.6), (0.3, 0.15, 0.45)])
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"]), 2,
+              lambda m: _with_ci(*next(scores))(m), say=lambda s: None)
+    g.start(lin)
+    g.keep(0, lin)
+    assert g.decide(2, lin).stop is False  # 0.40, but its interval reaches 0.60: not evidence
+    d = g.decide(4, lin)  # the whole interval [0.15, 0.45] is below 0.5: crossed
+    assert d.stop and g.events[0]["value"] == 0.3
+
+
+def test_backoff_rolls_back_and_scales_the_rate_then_stops():
+    lin = torch.nn.Linear(2, 2)
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], action="backoff", max_backoffs=2,
+                          backoff_factor=0.5, confirm="point"), 1,
+              _planted([{"math.accuracy": 0.9}, {"math.accuracy": 0.9}] + [{"math.accuracy": 0.1}] * 3),
+              say=lambda s: None)
+    g.start(lin)
+    g.keep(0, lin)
+    assert g.decide(1, lin).stop is False  # passes: step 1 is the last good checkpoint
+    kept = {k: v.clone() for k, v in lin.state_dict().items()}
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    d1 = g.decide(2, lin)
+    assert not d1.stop and d1.lr_scale == 0.5 and torch.equal(d1.restore["weight"], kept["weight"])
+    d2 = g.decide(3, lin)
+    assert not d2.stop and d2.lr_scale == 0.5 and g.lr_scale == 0.25
+    assert g.decide(4, lin).stop  # the third crossing: no back-off left
+    assert [e["action"] for e in g.events] == ["backoff", "backoff", "stop"]
+    assert g.summary()["backoffs"] == 2
+
+
+def test_the_loop_carries_out_a_restore_and_an_lr_scale():
+    from retain.train import TrainConfig, train
+    from retain.train.callbacks import Callback, Decision
+
+    torch.manual_seed(0)
+
+    class LM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self, input_ids, attention_mask=None, labels=None):
+            loss = (self.w * input_ids[:, :3].float()).mean()
+            return type("Out", (), {"loss": loss, "logits": loss.view(1, 1, 1)})()
+
+    lm = LM()
+    seen = []
+
+    class Back(Callback):
+        def on_step_end(self, state):
+            seen.append(state.optimizer.param_groups[0]["lr"])
+            if state.step == 2:
+                return Decision(restore={"w": torch.full((3,), 7.0)}, lr_scale=0.1)
+
+    data = [{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}] * 4
+    train(lm, data, pad_id=0, callbacks=[Back()], progress=False,
+          config=TrainConfig(lr=1e-2, steps=3, batch_size=2, warmup_steps=0, schedule="constant"))
+    assert seen[0] == seen[1] == pytest.approx(1e-2) and seen[2] == pytest.approx(1e-3)
+    assert torch.all((lm.w - 7.0).abs() < 2e-3)  # restored at step 2, one small step after
