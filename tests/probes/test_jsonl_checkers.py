@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from retain.errors import UserError
 from retain.probes import GenerationProbe, engine, format_prompt, load_probes
 from retain.probes.checkers import check
 from retain.probes.jsonl import fewshot_prompt, load_jsonl_probe
 
 from test_probes_engine import EchoModel  # answers as told, cut to the budget
-from test_probes_jsonl import write  # a JSONL file of the given lines
+from test_probes_jsonl import assert_names_file_and_line, write
 
 
 def graded(probe: GenerationProbe, answers: list[str]) -> list[bool]:
@@ -125,10 +124,4 @@ BAD = {  # case: (lines, line number in the message, words in the message)
 
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_malformed_value_names_file_and_line(case, tmp_path):
-    lines, lineno, words = BAD[case]
-    path = write(tmp_path, f"{case}.jsonl", lines)
-    with pytest.raises(UserError) as err:
-        load_probes([path])
-    msg = str(err.value)
-    assert msg.startswith(f"{path}:{lineno}: "), msg
-    assert words in msg and "\n" not in msg, msg
+    assert_names_file_and_line(tmp_path, case, *BAD[case])

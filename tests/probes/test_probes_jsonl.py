@@ -54,15 +54,19 @@ BAD = {  # case: (lines, line number in the message, words in the message)
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_malformed_line_names_file_and_line(case, tmp_path):
-    lines, lineno, words = BAD[case]
+def assert_names_file_and_line(tmp_path, case: str, lines: list, lineno: int, words: str) -> None:
+    """Loading ``lines`` as a probe file fails with one line: ``path:lineno: ...words...``."""
     path = write(tmp_path, f"{case}.jsonl", lines)
     with pytest.raises(UserError) as err:
         load_probes([path])
     msg = str(err.value)
     assert msg.startswith(f"{path}:{lineno}: "), msg
-    assert words in msg and "\n" not in msg
+    assert words in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_malformed_line_names_file_and_line(case, tmp_path):
+    assert_names_file_and_line(tmp_path, case, *BAD[case])
 
 
 def test_missing_file(tmp_path):
