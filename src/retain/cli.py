@@ -161,6 +161,15 @@ def run_cmd(
         print_run(results)
 
 
+# The fan-out options of compare and sweep (docs/fan-out.md).
+_LIST_OPTION = typer.Option(False, "--list", help="Print the planned runs (index, label, seed, "
+                            "folder, state) and exit; runs nothing.")
+_ONLY_OPTION = typer.Option(None, "--only", help="Run only these runs (indices from --list; "
+                            "repeatable or 0,2); writes no summary.")
+_COLLECT_OPTION = typer.Option(False, "--collect", help="Only collect: write the summary from "
+                               "complete runs, refusing if any is missing; trains nothing.")
+
+
 @app.command("compare", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
 def compare_cmd(
     ctx: typer.Context,
@@ -168,14 +177,19 @@ def compare_cmd(
                                   " seeds: [0, 1, 2], out."),
     out: Optional[Path] = typer.Option(None, help="Comparison folder (default: the file's out)."),
     overwrite: bool = typer.Option(False, help="Replace run folders that hold another config."),
+    listing: bool = _LIST_OPTION,
+    only: Optional[List[str]] = _ONLY_OPTION,
+    collect: bool = _COLLECT_OPTION,
 ) -> None:
     """Run one model and domain under several strategies (and seeds); resumes when repeated.
 
-    Extra arguments of the form a.b=c override keys of every run.
+    Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
+    job per --only K, then --collect (docs/fan-out.md).
     """
     from retain.compare import run_compare
 
-    run_compare(config, list(ctx.args), out=out, overwrite=overwrite)
+    run_compare(config, list(ctx.args), out=out, overwrite=overwrite, listing=listing,
+                only=only or [], collect=collect)
 
 
 @app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -187,10 +201,14 @@ def sweep_cmd(
                                              "lr=1e-4,3e-4,1e-3 or strategies.0.r=4,8; repeatable."),
     out: Optional[Path] = typer.Option(None, help="Sweep folder (default: the file's out)."),
     overwrite: bool = typer.Option(False, help="Replace run folders that hold another config."),
+    listing: bool = _LIST_OPTION,
+    only: Optional[List[str]] = _ONLY_OPTION,
+    collect: bool = _COLLECT_OPTION,
 ) -> None:
     """Sweep a grid of runs and fit how forgetting grows with steps, learning rate and drift.
 
-    Extra arguments of the form a.b=c override keys of every run.
+    Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
+    job per --only K, then --collect (docs/fan-out.md).
     """
     from retain.sweep import run_sweep
 
@@ -198,7 +216,8 @@ def sweep_cmd(
     if config is not None and "=" in config and not Path(config).is_file():
         overrides.insert(0, config)  # `retain sweep --set ... steps=10`: no file, an override
         config = None
-    run_sweep(config, list(sets or []), overrides, out=out, overwrite=overwrite)
+    run_sweep(config, list(sets or []), overrides, out=out, overwrite=overwrite,
+              listing=listing, only=only or [], collect=collect)
 
 
 @app.command("demo")

@@ -13,6 +13,10 @@ A run folder whose ``results.json`` is complete and whose config equals the plan
 an unfinished one of the same config continues from its last checkpoint (or runs again without
 one); one of another config is refused unless
 ``overwrite``. The base model is probed once per seed (and probe set), and the runs share it.
+
+Fanning out on a scheduler (``docs/fan-out.md``): ``--list`` prints the planned runs with an
+index, ``--only K`` runs run K alone (its own folder; the comparison folder is left alone), and
+``--collect`` writes the comparison from complete runs only, refusing when one is missing.
 """
 
 from __future__ import annotations
@@ -194,27 +198,87 @@ def probe_base(cfg: RunConfig) -> list:
                     batch_size=cfg.probe_batch_size, progress=cfg.progress)
 
 
-def run_planned(planned: list[Planned], *, overwrite: bool = False,
-                echo=print) -> list[dict]:
-    """Run what is not done yet, in order; returns every run's results (reused or new).
+def read_only(values: Sequence[str | int], n: int) -> list[int]:
+    """The run indices of ``--only`` (repeatable, each an index or a comma list of them), in
+    plan order without repeats; one out of ``0..n-1`` (or not an integer) is a ``UserError``."""
+    picked = set()
+    for v in values:
+        for part in str(v).split(","):
+            try:
+                i = int(part.strip())
+            except ValueError:
+                raise UserError(f"--only {v}: give run indices from --list, e.g. --only 0,2") from None
+            if not 0 <= i < n:
+                raise UserError(f"--only {i}: no such run; the indices are 0 to {n - 1} (see --list)")
+            picked.add(i)
+    return sorted(picked)
+
+
+def list_planned(planned: list[Planned], echo=print) -> list[dict]:
+    """Print one tab-separated line per planned run (index, label, seed, folder, state, and for
+    a conflict what differs) and return them as rows; ``len`` of them is the N of a job array."""
+    rows = []
+    for i, p in enumerate(planned):
+        inspect(p)
+        rows.append({"index": i, "label": p.label, "seed": p.seed, "dir": str(p.config.out),
+                     "state": p.state})
+        echo("\t".join([str(i), p.label, str(p.seed), str(p.config.out), p.state]
+                       + ([p.why] if p.state == "conflict" else [])))
+    return rows
+
+
+def fan_out(planned: list[Planned], *, listing: bool = False, only: Sequence[str | int] = (),
+            collect: bool = False, overwrite: bool = False, echo=print) -> list[dict] | None:
+    """``run_planned`` as ``--list``, ``--only`` or ``--collect`` ask: the results of every run
+    when the caller should write its summary, else None (listing prints; ``only`` runs those
+    runs alone, since the others may still be running elsewhere)."""
+    if sum([listing, bool(only), collect]) > 1:
+        raise UserError("--list, --only and --collect exclude each other")
+    if listing:
+        list_planned(planned)  # printed even when quiet: it is what was asked for
+        return None
+    if only:
+        run_planned(planned, overwrite=overwrite, echo=echo, only=read_only(only, len(planned)))
+        return None
+    return run_planned(planned, overwrite=overwrite, echo=echo, collect=collect)
+
+
+def run_planned(planned: list[Planned], *, overwrite: bool = False, echo=print,
+                only: Sequence[int] | None = None, collect: bool = False) -> list[dict]:
+    """Run what is not done yet, in order; returns every run's results (reused or new; None
+    for a run left out by ``only``, the indices of the runs to consider).
 
     Folders of another config are refused (all of them named, before anything runs) unless
-    ``overwrite``, which replaces them; complete folders of the same config are always reused."""
+    ``overwrite``, which replaces them; complete folders of the same config are always reused.
+    ``collect`` runs nothing: it refuses, naming their indices, when some runs are not complete."""
     from retain.run import run
 
     for p in planned:
         inspect(p)
-    conflicts = [p for p in planned if p.state == "conflict"]
+    if collect:
+        missing = [i for i, p in enumerate(planned) if p.state != "complete"]
+        if missing:
+            states = ", ".join(f"{i}: {planned[i].state}" for i in missing)
+            raise UserError(f"--collect: run{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(str, missing))} not complete ({states}); run "
+                            f"{'them' if len(missing) > 1 else 'it'} first, e.g. --only "
+                            f"{','.join(map(str, missing))}")
+    chosen = set(range(len(planned)) if only is None else only)
+    conflicts = [p for i, p in enumerate(planned) if p.state == "conflict" and i in chosen]
     if conflicts and not overwrite:
         first = conflicts[0]
         more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
         raise UserError(f"{first.config.out} holds another run ({first.why}){more}; use "
                         f"--overwrite to replace it, or another out")
-    todo = sum(p.state != "complete" for p in planned)
-    echo(f"{len(planned)} runs: {len(planned) - todo} already complete, {todo} to run")
+    todo = sum(p.state != "complete" for i, p in enumerate(planned) if i in chosen)
+    echo(f"{len(planned)} runs: {len(planned) - todo} already complete, {todo} to run"
+         if only is None else f"{len(chosen)} of {len(planned)} runs (--only): "
+         f"{len(chosen) - todo} already complete, {todo} to run")
     before_cache: dict[tuple, list] = {}
     for i, p in enumerate(planned, 1):
-        name = f"[{i}/{len(planned)}] {p.label} (seed {p.seed})"
+        name = f"[{i - 1}] {p.label} (seed {p.seed})"  # the index of --list and --only
+        if i - 1 not in chosen:
+            continue
         if p.state == "complete":
             echo(f"{name}: complete, reused")
             continue
@@ -250,8 +314,10 @@ def compare_data(data: dict[str, Any], overrides: Sequence[str] = ()) -> dict[st
 
 
 def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | None = None,
-                overwrite: bool = False, show: bool = True) -> dict:
-    """Run (or resume) the comparison of ``path`` and write its comparison folder."""
+                overwrite: bool = False, show: bool = True, listing: bool = False,
+                only: Sequence[str | int] = (), collect: bool = False) -> dict:
+    """Run (or resume) the comparison of ``path`` and write its comparison folder; with
+    ``listing``, ``only`` or ``collect`` as ``fan_out`` says (the first two return ``{}``)."""
     from retain.comparison import RANK_SCORES, write_comparison
 
     f = load_compare_file(path, overrides)
@@ -266,8 +332,10 @@ def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | 
     entries = read_entries(f["extra"]["runs"])
     planned = plan(f["base"], entries, f["seeds"], out, f["overrides"])
     t0 = time.time()
-    results = run_planned(planned, overwrite=overwrite,
-                          echo=print if show else (lambda s: None))
+    results = fan_out(planned, listing=listing, only=only, collect=collect, overwrite=overwrite,
+                      echo=print if show else (lambda s: None))
+    if results is None:
+        return {}
     cfg = planned[0].config
     title = f["title"] or f"retain compare: {cfg.model} on {cfg.data}"
     return write_comparison(out, [p.label for p in planned], results, title=title, show=show,

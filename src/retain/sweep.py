@@ -287,11 +287,13 @@ def plot_drift(points: list[dict], corr: dict, path: Path) -> Path:
 # -- the command ------------------------------------------------------------------------------
 
 def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequence[str] = (), *,
-              out: Path | None = None, overwrite: bool = False, show: bool = True) -> dict:
+              out: Path | None = None, overwrite: bool = False, show: bool = True,
+              listing: bool = False, only: Sequence[str | int] = (), collect: bool = False) -> dict:
     """Run (or resume) the sweep of ``path`` (or of the defaults) with ``--set`` axes added, and
-    write the sweep folder; returns ``sweep.json``'s content."""
+    write the sweep folder; returns ``sweep.json``'s content. ``listing``, ``only`` and
+    ``collect`` as ``retain.compare.fan_out`` says (the first two write nothing, return ``{}``)."""
     from retain.comparison import write_comparison
-    from retain.compare import compare_data, plan, read_entries, run_planned
+    from retain.compare import compare_data, fan_out, plan, read_entries
     from retain.config import _read_yaml
     from retain.report.results import write_json_atomic
 
@@ -310,7 +312,10 @@ def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequ
                                for e in expanded], f["seeds"], out, f["overrides"])
     t0 = time.time()
     echo = print if show else (lambda s: None)
-    results = run_planned(planned, overwrite=overwrite, echo=echo)
+    results = fan_out(planned, listing=listing, only=only, collect=collect, overwrite=overwrite,
+                      echo=echo)
+    if results is None:
+        return {}
     by_label = {e["label"]: e for e in expanded}
     points = [point_of(by_label[p.label], p.seed, r, axes) for p, r in zip(planned, results)]
     analysis = analyse(points, axes)
