@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ class Plan:
     out_mode: str  # "new" (empty or missing folder), "clean" (remove a run's files), "resume"
     checkpoint: Path | None = None  # resume from this
     heldout: int = 0  # examples of the data file held out as the domain probe
-    notes: list[str] = field(default_factory=list)
 
 
 def _writable(out: Path) -> None:

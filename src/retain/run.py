@@ -38,10 +38,17 @@ def _save_model(model, tokenizer, out: Path) -> None:
     tmp.rename(out / rr.MODEL_DIR)
 
 
-def _truncate_jsonl(path: Path, lines: int) -> None:
-    """Keep the first ``lines`` records of a resumed run's metrics.jsonl (later ones are redone)."""
-    kept = path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines] if path.exists() else []
-    rr.write_text_atomic(path, "".join(kept))
+def _records(path: Path) -> list[str]:
+    """The record lines of a JSONL file (blank lines are not records), unparsed."""
+    if not path.exists():
+        return []
+    return [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip()]
+
+
+def _truncate_jsonl(path: Path, records: int) -> None:
+    """Keep the first ``records`` of a resumed run's metrics.jsonl (later ones are redone)."""
+    rr.write_text_atomic(path, "".join(_records(path)[:records]))
 
 
 @contextmanager
@@ -73,7 +80,7 @@ def _run_folder(config: RunConfig, plan, main: bool, failure: dict):
                 "status": "failed",
                 "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "seed": config.seed, "config": config.model_dump(mode="json"),
-                "failure": {"step": getattr(e, "step", failure.get("step")),
+                "failure": {"step": getattr(e, "step", None),
                             "stage": failure.get("stage"),
                             "reason": getattr(e, "reason", None) or f"{type(e).__name__}: {e}",
                             "last_checkpoint": str(last) if last else None}})
@@ -211,18 +218,14 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
         tree = {"strategies": {s.name: s.state_dict() for s in strategies},
                 "callbacks": {cb.name: cb.state_dict() for cb in callbacks if cb.name}}
         tensors, js = ckpt.split_tree(tree)
-        lines = len(rr.read_jsonl(out / rr.METRICS_FILE)) if (out / rr.METRICS_FILE).exists() else 0
-        return tensors, {"state": js, "metrics_lines": lines,
+        return tensors, {"state": js, "metrics_lines": len(_records(out / rr.METRICS_FILE)),
                          "before": [r.to_dict() for r in before]}
     checkpointer = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints, extra_state)
     callbacks.append(checkpointer)  # last: a checkpoint holds the step's guard decision
-    try:
-        trained = train(model, train_data, pad_id=pad_token_id(tok), config=tcfg,
-                        strategies=strategies, on_log=log, accelerator=acc, callbacks=callbacks,
-                        resume=resume, progress=config.progress)
-    except Exception as e:
-        failure["step"] = getattr(e, "step", None)
-        raise
+    # A failure here (TrainingFailed) carries its step into the failed results.json.
+    trained = train(model, train_data, pad_id=pad_token_id(tok), config=tcfg,
+                    strategies=strategies, on_log=log, accelerator=acc, callbacks=callbacks,
+                    resume=resume, progress=config.progress)
 
     # 4. Strategies finalize (merge adapters, merge with the base, ...), in list order.
     failure["stage"] = "finalize"
