@@ -302,14 +302,11 @@ class Guard:
 
     def restore(self, model) -> None:
         """Load the last good checkpoint into ``model`` (its trainable tensors, in place)."""
-        import torch
+        from retain.models import load_state
 
         if self._good_state is None:
             raise RuntimeError("guard: no checkpoint to roll back to")
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, saved in self._good_state.items():
-                params[name].copy_(saved.to(params[name].device, params[name].dtype))
+        load_state(model, self._good_state)
         self.rolled_back_to_step = self.good_step
 
     def state_dict(self) -> dict[str, Any]:

@@ -159,6 +159,18 @@ def copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
 
 
+def load_state(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    """Copy ``saved`` tensors (name -> tensor, e.g. a kept or checkpointed trainable state) into
+    the model's parameters in place, on each parameter's device and dtype."""
+    params = dict(model.named_parameters())
+    missing = sorted(set(saved) - set(params))
+    if missing:
+        raise RuntimeError(f"saved tensor {missing[0]} is not a parameter of the model")
+    with torch.no_grad():
+        for name, t in saved.items():
+            params[name].copy_(t.to(params[name].device, params[name].dtype))
+
+
 def count_params(model: torch.nn.Module, *, trainable_only: bool = False) -> int:
     """Number of parameters (tied weights once); ``trainable_only`` counts ``requires_grad`` ones."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -113,7 +113,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     from accelerate.utils import set_seed
 
     from retain.metrics import compare, gain, weight_drift
-    from retain.models import copy_state, count_params, load_model
+    from retain.models import copy_state, count_params, load_model, load_state
     from retain.probes import evaluate
     from retain.probes.engine import max_positions, pad_token_id
     from retain.report.trackers import log_metrics, make_trackers, start_trackers
@@ -201,7 +201,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
         train_data = s.train_data(train_data, ctx)
     trainable = count_params(model, trainable_only=True)
     if resume is not None:
-        _load_trainable(model, resume.trainable)
+        load_state(model, resume.trainable)
         for cb in callbacks:
             if cb.name:
                 cb.load_state_dict(saved["callbacks"][cb.name])
@@ -288,13 +288,3 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
         _save_model(model, tok, out)
     return results
 
-
-def _load_trainable(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    """Copy a checkpoint's trainable tensors into ``model`` (names and shapes must match)."""
-    params = dict(model.named_parameters())
-    missing = sorted(set(saved) - set(params))
-    if missing:
-        raise RuntimeError(f"checkpoint tensor {missing[0]} is not a parameter of the model")
-    with torch.no_grad():
-        for name, t in saved.items():
-            params[name].copy_(t.to(params[name].device, params[name].dtype))

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from retain.data import IGNORE
+from retain.models import load_state
 from retain.train.callbacks import Callback, LoopState, as_decision
 from retain.train.checkpoint import Checkpoint, set_rng_state
 from retain.train.precision import autocast, grad_scaler
@@ -142,12 +143,6 @@ def _progress_bar(total: int):
                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
 
-def _restore(params: dict[str, torch.nn.Parameter], saved: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, t in saved.items():
-            params[name].copy_(t.to(params[name].device, params[name].dtype))
-
-
 def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: TrainConfig,
           strategies: Sequence = (), on_log: Callable[[dict], None] | None = None,
           callbacks: Sequence[Callback] = (), resume: Checkpoint | None = None,
@@ -180,7 +175,6 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     device = next(inner.parameters()).device
     rank, world, accum = acc.process_index, acc.num_processes, config.grad_accum
     params = [p for p in inner.parameters() if p.requires_grad]
-    params_by_name = {n: p for n, p in inner.named_parameters() if p.requires_grad}
     counts = loss_token_counts(data)
 
     # The loop's counters, JSON (they go into checkpoints): global token counts, the log window
@@ -306,7 +300,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
             for cb in callbacks:  # later callbacks (checkpoints) see earlier ones' decisions
                 d = as_decision(pause(lambda: cb.on_step_end(state)))
                 if d.restore is not None:
-                    _restore(params_by_name, d.restore)
+                    load_state(inner, d.restore)
                     opt.state.clear()  # AdamW's moments belonged to the weights left behind
                 if d.lr_scale is not None:
                     sched.base_lrs = [lr * d.lr_scale for lr in sched.base_lrs]  # the schedule
