@@ -79,7 +79,7 @@ def test_example_configs_are_valid():
     """The files in examples/ are what the README points users to: each must parse."""
     from pathlib import Path
 
-    from retain.compare import load_compare_file, plan
+    from retain.experiments.compare import load_compare_file, plan
     from retain.config import load_config
 
     ex = Path(__file__).parents[1] / "examples"
@@ -89,7 +89,7 @@ def test_example_configs_are_valid():
     assert f["seeds"] == [0, 1, 2] and len(f["extra"]["runs"]) == 3
     import yaml
 
-    from retain.sweep import expand, read_grid
+    from retain.experiments.sweep import expand, read_grid
 
     sw = yaml.safe_load((ex / "sweep.yaml").read_text())
     assert len(expand(sw["runs"], read_grid(sw["grid"]))) == 2 * 3 * 3

@@ -12,8 +12,8 @@ import math
 import pytest
 import yaml
 
-from retain import compare as compare_mod
-from retain.comparison import (
+from retain.experiments import compare as compare_mod
+from retain.experiments.comparison import (
     judge, mean_ci, rank_rule, ranking, t_quantile_95, verdict, write_comparison)
 from retain.errors import UserError
 

@@ -8,7 +8,7 @@ import pytest
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from retain.builtin.build import build_tokenizer
-from retain.demo_merge import MERGES, run_merge_demo
+from retain.experiments.demo_merge import MERGES, run_merge_demo
 
 
 @pytest.fixture(scope="module")

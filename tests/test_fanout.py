@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from retain.cli import main
-from retain.compare import read_only
+from retain.experiments.compare import read_only
 from retain.errors import UserError
 
 
@@ -98,7 +98,7 @@ def test_fan_out(tmp_path, model_dir, capsys):
 
 
 def test_sweep_list(tmp_path, model_dir, capsys):
-    from retain.sweep import run_sweep
+    from retain.experiments.sweep import run_sweep
 
     assert run_sweep(_file(tmp_path, model_dir), ["lr=1e-3,2e-3"], listing=True) == {}
     lines = capsys.readouterr().out.splitlines()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from retain.errors import UserError
-from retain.sweep import analyse, expand, forgetting, parse_set, run_sweep
+from retain.experiments.sweep import analyse, expand, forgetting, parse_set, run_sweep
 
 run_mod = importlib.import_module("retain.run")
 
@@ -110,7 +110,7 @@ def test_tiny_sweep_end_to_end(tmp_path, model_dir, monkeypatch):
 def test_cli_passes_sets_and_overrides(monkeypatch):
     from typer.testing import CliRunner
 
-    from retain import sweep as sweep_mod
+    from retain.experiments import sweep as sweep_mod
     from retain.cli import app
 
     seen = []
@@ -124,7 +124,7 @@ def test_cli_passes_sets_and_overrides(monkeypatch):
 
 
 def test_domain_ce_gain():
-    from retain.sweep import domain_ce_gain
+    from retain.experiments.sweep import domain_ce_gain
 
     res = {"comparison": [
         {"metric": "ce_nats_per_token", "capability": "domain", "before": 8.0, "after": 5.0},

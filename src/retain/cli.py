@@ -186,7 +186,7 @@ def compare_cmd(
     Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
     job per --only K, then --collect (docs/fan-out.md).
     """
-    from retain.compare import run_compare
+    from retain.experiments.compare import run_compare
 
     run_compare(config, list(ctx.args), out=out, overwrite=overwrite, listing=listing,
                 only=only or [], collect=collect)
@@ -210,7 +210,7 @@ def sweep_cmd(
     Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
     job per --only K, then --collect (docs/fan-out.md).
     """
-    from retain.sweep import run_sweep
+    from retain.experiments.sweep import run_sweep
 
     overrides = list(ctx.args)
     if config is not None and "=" in config and not Path(config).is_file():
@@ -224,18 +224,19 @@ def sweep_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="Comparison folder."),
     quick: bool = typer.Option(False, help="A first look in about a minute (fewer steps/items)."),
-    overwrite: bool = typer.Option(True, help="Replace an earlier demo in the same folder."),
+    overwrite: bool = typer.Option(True, help="Replace run folders of another config (an earlier "
+                                   "--quick demo); complete ones of the same are reused."),
     merge: bool = typer.Option(False, "--merge", help="Specialists, merged: a legal and a support "
                                "fine-tune merged four ways (default out: runs/demo-merge)."),
 ) -> None:
     """Show the forgetting cliff and the cures on the built-in model, in minutes on a CPU."""
     if merge:
-        from retain.demo_merge import run_merge_demo
+        from retain.experiments.demo_merge import run_merge_demo
 
         run_merge_demo(Path("runs/demo-merge") if out == Path("runs/demo") else out, quick=quick,
                        overwrite=overwrite)
         return
-    from retain.demo import run_demo
+    from retain.experiments.demo import run_demo
 
     run_demo(out, quick=quick, overwrite=overwrite)
 

@@ -134,7 +134,7 @@ def make_run(d: Path, strategy: str = "lora", *, seed: int = 0, metrics: bool = 
 
 def make_comparison(d: Path) -> Path:
     """A comparison folder: two runs (full, lora) + summary.csv + comparison.json."""
-    from retain.comparison import comparison_rows
+    from retain.experiments.comparison import comparison_rows
     from retain.report.results import summary_csv, write_json_atomic, write_text_atomic
 
     labels = ["full", "lora"]
@@ -228,8 +228,8 @@ def make_demo_comparison(d: Path, extra: int = 1) -> Path:
     """A comparison folder of the 12 demo strategies (plus ``extra`` long-labelled copies of
     "lora r=8"), each a complete run folder whose comparison rows are the demo table's, its
     comparison.json written by ``write_comparison`` (so with a ranking)."""
-    from retain.comparison import write_comparison
-    from retain.demo import slug
+    from retain.experiments.comparison import write_comparison
+    from retain.experiments.compare import slug
 
     labels = [k for k in DEMO_TABLE if k != "before"]
     labels += [f"lora r={16 * (i + 1)} on attention and MLP, alpha {32 * (i + 1)} ({PLANTED})"

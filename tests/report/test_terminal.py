@@ -9,7 +9,7 @@ import re
 import pytest
 from rich.console import Console
 
-from retain.comparison import _table_rows, comparison_rows, write_comparison
+from retain.experiments.comparison import _table_rows, comparison_rows, write_comparison
 from retain.report import tables
 from retain.report.tables import comparison_tables, print_run, unique_abbrev
 

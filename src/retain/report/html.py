@@ -199,7 +199,7 @@ def _note(text: str) -> str:
 # -- figures (saved under DIR/figures/, embedded in the page) --------------------------------
 
 def _comparison_rows(runs: list[Run]) -> list[dict]:
-    from retain.comparison import comparison_rows
+    from retain.experiments.comparison import comparison_rows
 
     return comparison_rows([r.label for r in runs], [r.results for r in runs])
 
@@ -210,14 +210,14 @@ def _strategies(runs: list[Run]) -> list[str]:
 
 def _strategy_rows(runs: list[Run]) -> list[dict]:
     """Comparison rows labelled by strategy: the seeds of a strategy share its label."""
-    from retain.comparison import comparison_rows
+    from retain.experiments.comparison import comparison_rows
 
     return comparison_rows([r.strategy for r in runs], [r.results for r in runs])
 
 
 def _judged(runs: list[Run]) -> dict[str, dict[str, dict]]:
     """``comparison.judge`` of the runs, seeds of a strategy together."""
-    from retain.comparison import judge
+    from retain.experiments.comparison import judge
 
     return judge(_strategy_rows(runs))
 
@@ -321,7 +321,7 @@ def _verdicts(folder: Folder) -> str:
     """One sentence per strategy on what it learnt, lost, gained and kept (``comparison.verdict``:
     judged by the paired tests, or by the interval over seeds), a run that fell off the cliff
     marked; for a comparison with a ranking, in its order, followed by its rule."""
-    from retain.comparison import cliff_count, judge, mean_rows, verdict
+    from retain.experiments.comparison import cliff_count, judge, mean_rows, verdict
 
     rk = folder.comparison.get("ranking") if folder.kind == "comparison" else None
     rk = rk if isinstance(rk, dict) and rk.get("order") else {}
@@ -496,7 +496,7 @@ def section_ranking(folder: Folder) -> str:
     """The comparison's ranking (comparison.json) and its rule: score with its interval over
     seeds, new-domain gain, retained score, whether each gap to the next is larger than the
     noise, the Pareto front and the cliff. Empty for a single run."""
-    from retain.comparison import SCORE_WORDS
+    from retain.experiments.comparison import SCORE_WORDS
 
     rk = folder.comparison.get("ranking") if folder.kind == "comparison" else None
     if not isinstance(rk, dict) or not rk.get("order"):

@@ -194,7 +194,7 @@ def print_run(results: dict[str, Any]) -> None:
                       paired_cell(c.get("paired")),
                       "-" if ret is None else f"{ret:.2f}", str(c.get("n", "")))
     console.print(table)
-    from retain.comparison import verdicts  # a lazy import: comparison imports this module
+    from retain.experiments.comparison import verdicts  # a lazy import: comparison imports this module
 
     label = str(results.get("strategy", "?"))
     console.print(f"{label}: {verdicts([label], [results])[label]}", markup=False, highlight=False)

@@ -4,10 +4,10 @@ the training pushes: against steps, learning rate (any numeric key) and weight d
     grid: {lr: [1.0e-4, 3.0e-4, 1.0e-3], steps: [25, 50, 100]}     # or --set lr=1e-4,3e-4,1e-3
     runs: [{label: full, strategies: [full]}, {label: lora, strategies: [{name: lora, r: 8}]}]
 
-The runs go through ``retain.compare`` (one folder each, resumable, the base probed once per
-seed); the sweep folder gets the comparison files, ``sweep.json`` (points, fits, correlations)
-and one chart per relation. Power law in steps: Kalajdzievski, 2024, "Scaling Laws for
-Forgetting When Fine-Tuning Large Language Models", https://arxiv.org/abs/2401.05605.
+The runs go through ``retain.experiments.compare`` (one folder each, resumable, the base probed
+once per seed); the sweep folder gets the comparison files, ``sweep.json`` (points, fits,
+correlations) and one chart per relation. Power law in steps: Kalajdzievski, 2024, "Scaling Laws
+for Forgetting When Fine-Tuning Large Language Models", https://arxiv.org/abs/2401.05605.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def _fmt(v: Any) -> str:
 def expand(entries: list[dict[str, Any]], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """One compare entry per (entry, grid point): the point as ``set`` overrides, and a label
     ``"<entry> lr=0.001 steps=50"``. An entry's own ``grid`` replaces axes of the common one."""
-    from retain.compare import entry_label
+    from retain.experiments.compare import entry_label
 
     out = []
     for e in entries:
@@ -140,7 +140,7 @@ def _get(data: dict, key: str) -> Any:
 
 def point_of(entry: dict[str, Any], seed: int, results: dict, axes: Sequence[str]) -> dict:
     """One sweep point: the run's knobs (as resolved in its config) and what it measured."""
-    from retain.comparison import run_scores
+    from retain.experiments.comparison import run_scores
 
     cfg = results["config"]
     rows = [dict(c, strategy="_", seed=seed, capability=c.get("capability", c["probe"]))
@@ -291,9 +291,10 @@ def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequ
               listing: bool = False, only: Sequence[str | int] = (), collect: bool = False) -> dict:
     """Run (or resume) the sweep of ``path`` (or of the defaults) with ``--set`` axes added, and
     write the sweep folder; returns ``sweep.json``'s content. ``listing``, ``only`` and
-    ``collect`` as ``retain.compare.fan_out`` says (the first two write nothing, return ``{}``)."""
-    from retain.comparison import write_comparison
-    from retain.compare import compare_data, fan_out, plan, read_entries
+    ``collect`` as ``retain.experiments.compare.fan_out`` says (the first two write nothing,
+    return ``{}``)."""
+    from retain.experiments.comparison import write_comparison
+    from retain.experiments.compare import compare_data, fan_out, plan, read_entries
     from retain.config import _read_yaml
     from retain.report.results import write_json_atomic
 

@@ -1,5 +1,6 @@
 """`retain compare`: one model and one new domain under several strategies (and seeds), one run
-folder each, then the comparison folder (``retain.comparison``). Repeating the command resumes it.
+folder each, then the comparison folder (``retain.experiments.comparison``). Repeating the
+command resumes it.
 
     model: tiny                  # any RunConfig key: the base of every run
     steps: 100
@@ -13,6 +14,8 @@ A run folder whose ``results.json`` is complete and whose config equals the plan
 an unfinished one of the same config continues from its last checkpoint (or runs again without
 one); one of another config is refused unless
 ``overwrite``. The base model is probed once per seed (and probe set), and the runs share it.
+A ``quick:`` key is read by ``retain demo --quick`` only (``experiments/demo.yaml``) and ignored
+here.
 
 Fanning out on a scheduler (``docs/fan-out.md``): ``--list`` prints the planned runs with an
 index, ``--only K`` runs run K alone (its own folder; the comparison folder is left alone), and
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +35,11 @@ from typing import Any, Sequence
 import yaml
 
 from retain.config import RunConfig, _read_yaml, apply_override, parse_config, run_identity
-from retain.comparison import DEFAULT_RANK, MIN_GAIN_SHARE
+from retain.experiments.comparison import DEFAULT_RANK, MIN_GAIN_SHARE
 from retain.errors import UserError
 
-# Keys of a compare file that are not RunConfig keys.
-COMPARE_KEYS = ("runs", "seeds", "out", "title", "rank_by", "min_gain_share")
+# Keys of a compare file that are not RunConfig keys ("quick": for `retain demo --quick` only).
+COMPARE_KEYS = ("runs", "seeds", "out", "title", "rank_by", "min_gain_share", "quick")
 
 
 @dataclass
@@ -51,9 +55,8 @@ class Planned:
 
 
 def slug(label: str) -> str:
-    from retain.demo import slug as demo_slug
-
-    return demo_slug(label) or "run"
+    """A label as a folder name: lower case, runs of other characters as one ``-``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "run"
 
 
 def split_file(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -315,12 +318,15 @@ def compare_data(data: dict[str, Any], overrides: Sequence[str] = ()) -> dict[st
 
 def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | None = None,
                 overwrite: bool = False, show: bool = True, listing: bool = False,
-                only: Sequence[str | int] = (), collect: bool = False) -> dict:
+                only: Sequence[str | int] = (), collect: bool = False,
+                data: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict:
     """Run (or resume) the comparison of ``path`` and write its comparison folder; with
-    ``listing``, ``only`` or ``collect`` as ``fan_out`` says (the first two return ``{}``)."""
-    from retain.comparison import RANK_SCORES, write_comparison
+    ``listing``, ``only`` or ``collect`` as ``fan_out`` says (the first two return ``{}``).
+    ``data``: the file's content, already read (``path`` then only names it in messages);
+    ``extra``: more keys for ``comparison.json``."""
+    from retain.experiments.comparison import RANK_SCORES, write_comparison
 
-    f = load_compare_file(path, overrides)
+    f = compare_data(_read_yaml(path) if data is None else data, overrides)
     if "runs" not in f["extra"]:
         raise UserError(f"{path}: a compare file needs runs: [{{label: ..., strategies: [...]}}]")
     if f["rank_by"] not in RANK_SCORES:
@@ -340,4 +346,5 @@ def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | 
     title = f["title"] or f"retain compare: {cfg.model} on {cfg.data}"
     return write_comparison(out, [p.label for p in planned], results, title=title, show=show,
                             rank_by=f["rank_by"], min_gain_share=float(share),
-                            extra={"wall_s": round(time.time() - t0, 1), "seeds": f["seeds"]})
+                            extra={"wall_s": round(time.time() - t0, 1), "seeds": f["seeds"],
+                                   **(extra or {})})
