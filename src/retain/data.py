@@ -119,7 +119,7 @@ def _str_field(obj: dict, key: str, where: str) -> str:
     return v
 
 
-def _parse_line(obj: Any, where: str) -> tuple[str, Any]:
+def parse_record(obj: Any, where: str) -> tuple[str, Any]:
     """(shape, payload) of one JSONL record, or a UserError naming the line."""
     if not isinstance(obj, dict):
         raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
@@ -151,7 +151,7 @@ def read_jsonl(path: str | Path) -> list[tuple[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist")
-    records = [_parse_line(obj, where) for where, obj in iter_jsonl(path)]
+    records = [parse_record(obj, where) for where, obj in iter_jsonl(path)]
     if not records:
         raise UserError(f"{path}: no examples (the file is empty)")
     return records

@@ -112,12 +112,12 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
 def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict) -> dict:
     from accelerate.utils import set_seed
 
-    from retain.metrics import compare, gain, weight_drift
+    from retain.metrics.outcome import outcome
     from retain.models import copy_state, count_params, load_model, load_state
     from retain.probes import evaluate
     from retain.probes.engine import max_positions, pad_token_id
     from retain.report.trackers import log_metrics, make_trackers, start_trackers
-    from retain.strategies import RunContext, strategy_label
+    from retain.strategies import RunContext, describe, strategy_label
     from retain.train import Checkpointer, TrainConfig, train
     from retain.train.callbacks import EveryN
     from retain.train.loop import make_accelerator, process_state
@@ -237,12 +237,6 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     failure["stage"] = "after"
     after = probe(model, trained.steps, "after")
     acc.end_training()
-    comparison = compare(before, after)
-    with torch.no_grad():
-        # A PEFT model that was not merged (prompt/prefix tuning) prefixes every base name;
-        # its base weights are what the drift compares (they did not move).
-        plain = model.get_base_model() if hasattr(model, "get_base_model") else model
-        drift = weight_drift(base_state, dict(plain.named_parameters()))
     results = {
         "schema_version": rr.SCHEMA_VERSION,
         "retain_version": retain.__version__,
@@ -251,8 +245,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
         "seed": config.seed,
         "config": config.model_dump(mode="json"),
         "strategy": strategy_label(strategies),
-        "strategies": [{"name": s.name, "family": s.family, "citation": s.citation,
-                        "config": s.config.model_dump(mode="json")} for s in strategies],
+        "strategies": describe(strategies),
         "strategy_info": ctx.info,
         "model": {"name": config.model, "architecture": type(model).__name__,
                   "params": count_params(model), "trainable_params": trainable,
@@ -275,11 +268,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
                      "checkpoint_s": checkpointer.seconds,
                      "peak_memory_bytes": trained.peak_memory_bytes,
                      "loss_curve": [[h["step"], h["loss"]] for h in trained.history]},
-        "probes": {"before": [r.to_dict() for r in before], "after": [r.to_dict() for r in after]},
-        "comparison": comparison,
-        "domain_gain": {c["key"]: gain(c["before"], c["after"], c["higher_is_better"])
-                        for c in comparison if c["capability"] == "domain"},
-        "drift": drift,
+        **outcome(before, after, base_state, model),  # probes, comparison, domain_gain, drift
     }
     for cb in callbacks:  # e.g. results["guard"]
         if cb.name and hasattr(cb, "summary"):

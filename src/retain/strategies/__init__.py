@@ -52,7 +52,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 __all__ = ["STRATEGIES", "RunContext", "Strategy", "StrategyConfig", "build_strategies",
-           "check_compatible", "strategy_label"]
+           "check_compatible", "describe", "strategy_label"]
 
 
 def _one_line(err: ValidationError, name: str) -> str:
@@ -112,3 +112,9 @@ def check_compatible(strategies: Sequence[Strategy]) -> None:
 def strategy_label(strategies: Sequence[Strategy]) -> str:
     """How a run is named in tables: ``"lora+replay"``; no strategy at all is ``"full"``."""
     return "+".join(s.name for s in strategies) or "full"
+
+
+def describe(strategies: Sequence[Strategy]) -> list[dict[str, Any]]:
+    """results.json's ``strategies``: name, family, citation and config of each, in order."""
+    return [{"name": s.name, "family": s.family, "citation": s.citation,
+             "config": s.config.model_dump(mode="json")} for s in strategies]

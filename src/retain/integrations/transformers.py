@@ -1,0 +1,303 @@
+"""retain inside ``transformers.Trainer`` and TRL's ``SFTTrainer``: the probes before, during and
+after training, the guard, and the strategies, in the loop you already run.
+
+    class RetainSFTTrainer(RetainTrainerMixin, SFTTrainer):  # the strategies' penalties in its loss
+        pass
+
+    kit = RetainStrategies(["ewc", {"name": "replay", "fraction": 0.25}], model, tokenizer)
+    trainer = RetainSFTTrainer(model=kit.model, args=..., train_dataset=kit.train_dataset(rows),
+                               processing_class=tokenizer, retain=kit)
+    trainer.add_callback(RetainCallback(tokenizer, trainer=trainer, strategies=kit,
+                                        probes=["retained"], every=50,
+                                        guard=["safety.refusal_rate>=0.9"], out="runs/sft"))
+    trainer.train()        # then `retain report runs/sft`
+
+``RetainCallback`` writes the run folder of ``retain run`` (``config.yaml``, ``metrics.jsonl``,
+``summary.csv``, ``results.json``). The guard's decisions become the Trainer's: a rollback loads
+the last passing trainable state into the model, ``stop`` sets ``control.should_training_stop``,
+``backoff`` also scales the optimizer's learning rate and its schedule. ``RetainTrainerMixin``
+adds the strategies' penalties to the Trainer's loss (``compute_loss``), once per optimizer step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+import retain
+from retain.errors import UserError
+from retain.integrations.kit import RetainStrategies, to_dataset, tokenized_rows
+from retain.report import results as rr
+
+__all__ = ["RetainCallback", "RetainStrategies", "RetainTrainerMixin", "RetainTrainer",
+           "tokenized_rows", "to_dataset"]
+
+
+class RetainTrainerMixin:
+    """Adds ``retain``'s (a ``RetainStrategies``) penalties to the loss of a ``Trainer``
+    subclass: ``class MyTrainer(RetainTrainerMixin, SFTTrainer)``, then ``MyTrainer(...,
+    retain=kit)``. The penalty counts once per optimizer step whatever the gradient
+    accumulation (the Trainer's own scaling of the LM loss is read, not guessed), and only in
+    training (not in evaluation)."""
+
+    def __init__(self, *args, retain: RetainStrategies | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.retain = retain
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        batch = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        # return_outputs passed through: asking for outputs costs a second forward in TRL
+        got = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                   num_items_in_batch=num_items_in_batch)
+        loss, outputs = got if return_outputs else (got, None)
+        if self.retain is not None and model.training:
+            pen = self.retain.penalty(self.accelerator.unwrap_model(model), batch)
+            if pen is not None:
+                # The Trainer divides the loss by the accumulation steps afterwards unless it
+                # was already normalized over the whole accumulated batch (num_items_in_batch).
+                scaled = self.loss_is_scaled_for_ga
+                if scaled is None:
+                    scaled = ((self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+                              or self.compute_loss_func is not None)
+                steps = self.current_gradient_accumulation_steps
+                loss = loss + (pen / steps if scaled else pen).to(loss.dtype)
+        return (loss, outputs) if return_outputs else loss
+
+
+class RetainTrainer(RetainTrainerMixin, Trainer):
+    """``transformers.Trainer`` with ``retain=RetainStrategies(...)``'s penalties in its loss."""
+
+
+def _guard_config(guard: Any):
+    from pydantic import ValidationError
+
+    from retain.guard import GuardConfig
+
+    if guard is None or isinstance(guard, GuardConfig):
+        return guard
+    try:
+        return GuardConfig.model_validate(guard)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "guard"
+        raise UserError(f"guard.{where}: {err['msg']}") from None
+
+
+class RetainCallback(TrainerCallback):
+    """Probe, guard and record a Trainer's run into the run folder ``out``.
+
+    ``probes``: suite names, groups or JSONL paths (as ``retain run --probes``), ``n`` items each;
+    scored before training, every ``every`` optimizer steps (0: never; into the Trainer's logs as
+    ``retain/<probe>.<metric>`` when ``trainer`` is given, so TensorBoard / W&B get them) and after.
+    ``guard``: limits (``["safety.refusal_rate>=0.9"]``) or a guard mapping as in a run config
+    (``{"limits": [...], "every": 20, "n": 24, "action": "backoff"}``). ``strategies``: the
+    ``RetainStrategies`` the model was prepared with; finalized at train end, before the
+    after-probes. ``self.model`` is then the final model, ``self.results`` results.json.
+    Every process of a multi-process run scores its share of the items; one writes.
+    Input mistakes raise ``UserError`` here, before training.
+    """
+
+    def __init__(self, tokenizer, *, probes: Sequence[str] = ("retained",), n: int | None = None,
+                 every: int = 0, guard: Any = None, out: str | Path = "runs/trainer",
+                 strategies: RetainStrategies | None = None, trainer: Trainer | None = None,
+                 seed: int = 0, batch_size: int = 32, overwrite: bool = False,
+                 data: str | None = None, drift: bool = True):
+        from retain.guard import select_probes
+        from retain.preflight import _writable
+        from retain.probes import load_probes
+
+        if every < 0:
+            raise UserError(f"every={every}: give 0 (never) or a number of steps")
+        self.tokenizer, self.kit, self.trainer = tokenizer, strategies, trainer
+        self.specs, self.n, self.every, self.seed = list(probes), n, every, seed
+        self.batch_size, self.data, self.drift = batch_size, data, drift
+        self.probes = load_probes(self.specs, n=n, seed=seed)
+        self.guard_config = _guard_config(guard)
+        self.guard_probes = (select_probes(load_probes(self.specs, n=self.guard_config.n, seed=seed),
+                                           self.guard_config.parsed())
+                             if self.guard_config else [])
+        self.out = Path(out)
+        _writable(self.out)
+        if self.out.is_dir() and any((self.out / f).exists() for f in rr.RUN_FILES) and not overwrite:
+            raise UserError(f"run folder {self.out} is not empty; pass overwrite=True to replace "
+                            f"it, or choose another out")
+        self.guard = None
+        self.results: dict[str, Any] | None = None
+        self.model: torch.nn.Module | None = None
+        self._main = True
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if self._main:
+            rr.append_jsonl(self.out / rr.METRICS_FILE, record)
+
+    def _to_trainer(self, values: dict[str, float], control) -> None:
+        """Into the Trainer's logs (its history, console and trackers), when we know it. A log
+        call clears ``control.should_log``: kept as it was, or the Trainer's own loss record of
+        this step would be skipped."""
+        if self.trainer is not None and values:
+            should_log = control.should_log
+            self.trainer.log(values)
+            control.should_log = should_log
+
+    def _context(self, model):
+        from retain.train.precision import autocast
+
+        args = self.trainer.args if self.trainer is not None else None
+        mixed = "bf16" if args is not None and args.bf16 else (
+            "fp16" if args is not None and args.fp16 else "no")
+        return autocast(next(model.parameters()).device, mixed)
+
+    def _score(self, model, probes: list) -> list:
+        from retain.probes import evaluate
+
+        with self._context(model):
+            return evaluate(model, self.tokenizer, probes, base_model=self._base_model,
+                            batch_size=self.batch_size, progress=False)
+
+    def _probe(self, model, stage: str, step: int) -> list:
+        res = self._score(model, self.probes)
+        self._log({"event": "probe", "stage": stage, "step": step,
+                   "results": {r.key: r.value for r in res}})
+        return res
+
+    # -- the Trainer's events -------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        import copy
+
+        from retain.guard import Guard, guard_every
+        from retain.models import copy_state
+        from retain.preflight import clean_out_dir
+
+        self._t0 = time.perf_counter()
+        self._main = state.is_world_process_zero
+        if self._main:
+            clean_out_dir(self.out) if self.out.is_dir() else None
+            self.out.mkdir(parents=True, exist_ok=True)
+            rr.write_text_atomic(self.out / rr.CONFIG_FILE, _yaml(self._config(args, state, model)))
+        plain = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._base_state = copy_state(plain) if self.drift else {}
+        needs_base = any(getattr(p, "needs_base", False) for p in self.probes + self.guard_probes)
+        self._base_model = copy.deepcopy(model).eval() if needs_base else None
+        self.before = self._probe(model, "before", state.global_step)
+        if self.guard_config is not None:
+            every = guard_every(self.guard_config, self.every, state.max_steps)
+            self.guard = Guard(self.guard_config, every,
+                               score=lambda m: self._score(m, self.guard_probes), log=self._log,
+                               say=None if self._main else (lambda line: None))
+            self.guard.start(model)  # refuses limits the model fails already
+            self.guard.keep(state.global_step, model)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:  # the Trainer's training log: the run's loss curve
+            self._log({"event": "train", "step": state.global_step, "loss": logs["loss"],
+                       "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")})
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None,
+                    **kwargs):
+        from retain.models import load_state
+
+        step = state.global_step
+        if self.every and step % self.every == 0:
+            res = self._probe(model, "during", step)
+            self._to_trainer({f"retain/{r.key}": r.value for r in res}, control)
+        if self.guard is None or step % self.guard.every:
+            return control
+        d = self.guard.decide(step, model)
+        check = self.guard.checks[-1]
+        self._to_trainer({f"retain/guard/{k}": v for k, v in check["values"].items()}
+                         | {"retain/guard/passed": float(check["passed"])}, control)
+        if d.restore is not None:
+            load_state(model, d.restore)
+            if optimizer is not None:
+                optimizer.state.clear()  # AdamW's moments belonged to the weights left behind
+        if d.lr_scale is not None:
+            sched = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's wrapper
+            if sched is not None and hasattr(sched, "base_lrs"):
+                sched.base_lrs = [lr * d.lr_scale for lr in sched.base_lrs]
+            for g in (optimizer.param_groups if optimizer is not None else []):
+                g["lr"] *= d.lr_scale
+        if d.stop:
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        from retain.metrics.outcome import outcome
+        from retain.models import count_params
+        from retain.strategies import describe
+
+        step = state.global_step
+        if self.guard is not None:
+            self.guard.finish(step, model)  # the final check; rolls back when it fails
+        if self.kit is not None and not self.kit.finalized:
+            model = self.kit.finalize(model)
+        model.eval()
+        after = self._probe(model, "after", step)
+        self.model = model
+        strategies = self.kit.strategies if self.kit is not None else []
+        losses = [h for h in state.log_history if "loss" in h and "step" in h]
+        p = next(model.parameters())
+        results = {
+            "schema_version": rr.SCHEMA_VERSION, "retain_version": retain.__version__,
+            "status": "complete",
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seed": self.seed, "config": self._config(args, state, model),
+            "strategy": "+".join(s.name for s in strategies) or "full",
+            "strategies": describe(strategies),
+            "strategy_info": self.kit.info if self.kit is not None else {},
+            "model": {"name": _model_name(model), "architecture": type(model).__name__,
+                      "params": count_params(model),
+                      "trainable_params": count_params(model, trainable_only=True),
+                      "dtype": str(p.dtype).removeprefix("torch."), "device": str(p.device),
+                      "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no"},
+            "data": {"spec": self.data or "the Trainer's train_dataset"},
+            "training": {"steps": step, "stopped_early": step < state.max_steps,
+                         "lr": args.learning_rate, "batch_size": args.per_device_train_batch_size,
+                         "grad_accum": args.gradient_accumulation_steps,
+                         "processes": args.world_size, "trainer": _trainer_name(self.trainer),
+                         "final_loss": losses[-1]["loss"] if losses else None,
+                         "loss_curve": [[h["step"], h["loss"]] for h in losses]},
+            **outcome(self.before, after, self._base_state, model),
+            "wall_s": time.perf_counter() - self._t0,
+        }
+        if self.guard is not None:
+            results["guard"] = self.guard.summary()
+        self.results = results
+        if self._main:
+            rr.write_summary_csv(self.out / rr.SUMMARY_FILE, results)
+            rr.write_json_atomic(self.out / rr.RESULTS_FILE, results)
+        return control
+
+    def _config(self, args, state, model) -> dict[str, Any]:
+        """What ran, for config.yaml and results.json (the Trainer's settings that matter)."""
+        return {"model": _model_name(model), "data": self.data or "the Trainer's train_dataset",
+                "trainer": _trainer_name(self.trainer), "steps": state.max_steps,
+                "lr": args.learning_rate, "batch_size": args.per_device_train_batch_size,
+                "grad_accum": args.gradient_accumulation_steps, "seed": self.seed,
+                "strategies": [{"name": s.name, **s.config.model_dump(mode="json")}
+                               for s in (self.kit.strategies if self.kit is not None else [])],
+                "probes": self.specs, "probe_n": self.n, "probe_every": self.every,
+                "guard": self.guard_config.model_dump(mode="json") if self.guard_config else None,
+                "out": str(self.out)}
+
+
+def _model_name(model) -> str:
+    plain = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return str(getattr(getattr(plain, "config", None), "_name_or_path", "") or type(plain).__name__)
+
+
+def _trainer_name(trainer) -> str:
+    return type(trainer).__name__ if trainer is not None else "transformers.Trainer"
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+

@@ -1,0 +1,229 @@
+"""retain in someone else's loop: a real ``transformers.Trainer`` and a real TRL ``SFTTrainer`` on
+the built-in model with EWC + replay and the callback's guard crossed (training stops, the weights
+are the last passing check's, the run folder is complete and renders), the penalty counted once
+per optimizer step under gradient accumulation, back-off through the Trainer's optimizer, the
+data conversion and the callback's one-line refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import DataCollatorForSeq2Seq, TrainerCallback, TrainingArguments
+
+from retain.builtin import tasks
+from retain.errors import UserError
+from retain.integrations.transformers import (RetainCallback, RetainStrategies, RetainTrainer,
+                                              RetainTrainerMixin, tokenized_rows)
+from retain.models import load_model
+from retain.report import results as rr
+
+# Crossed at step 4 on the built-in model at lr 1e-3 (writing CE 0.36 -> 0.40 at step 2 -> 0.48).
+GUARD = {"limits": ["writing.ce_nats_per_token<=0.40"], "every": 2, "n": 8, "confirm": "point"}
+STRATEGIES = [{"name": "ewc", "n_samples": 16, "lam": 0.1}, {"name": "replay", "fraction": 0.25}]
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    return load_model("tiny", dtype="float32", device="cpu")
+
+
+def legal_rows(n: int = 120) -> list[dict]:
+    return [{"text": it.text} for it in tasks.items("legal", "train", n, 0)]
+
+
+def args(out, **kw):
+    base = dict(output_dir=str(out), max_steps=8, per_device_train_batch_size=8,
+                learning_rate=1e-3, lr_scheduler_type="constant", logging_steps=2,
+                save_strategy="no", report_to=[], seed=0, use_cpu=True, disable_tqdm=True)
+    return base | kw
+
+
+class Recorder(TrainerCallback):
+    """The trainable weights at the end of every step (after the callbacks before it)."""
+
+    def __init__(self):
+        self.states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        self.states[state.global_step] = {n: p.detach().clone() for n, p in model.named_parameters()
+                                          if p.requires_grad}
+
+
+def check_guarded_run(trainer, cb, rec, out) -> None:
+    trainer.add_callback(cb)
+    trainer.add_callback(rec)  # after the callback: it sees the weights the guard kept
+    trainer.train()
+    res = cb.results
+    # the guard crossed at step 4, training stopped there, and rolled back to step 2
+    assert res["training"]["steps"] == trainer.state.global_step == 4 < 8
+    assert [e["step"] for e in res["guard"]["events"]] == [4]
+    assert res["guard"]["rolled_back_to_step"] == 2
+    final = {n: p for n, p in cb.model.named_parameters() if p.requires_grad}
+    assert set(final) == set(rec.states[2])
+    assert all(torch.equal(final[n], rec.states[2][n]) for n in final)
+    assert not all(torch.equal(final[n], rec.states[4][n]) for n in final)
+    # the run folder of `retain run`, complete, and `retain report` renders it
+    for name in rr.RUN_FILES:
+        assert (out / name).is_file(), name
+    on_disk = json.loads((out / rr.RESULTS_FILE).read_text())
+    assert on_disk["status"] == "complete" and on_disk["strategy"] == "ewc+replay"
+    assert on_disk["strategy_info"]["replay"]["replay_examples"] > 0
+    after = {c["key"]: c["after"] for c in on_disk["comparison"]}
+    assert after["writing.ce_nats_per_token"] <= 0.40  # the restored weights meet the limit
+    events = [json.loads(line) for line in (out / rr.METRICS_FILE).read_text().splitlines()]
+    stages = [e.get("stage") for e in events if e["event"] == "probe"]
+    assert stages == ["before", "during", "after"]
+    assert [e["step"] for e in events if e["event"] == "train"] == [2, 4]
+    # probes and guard checks went into the Trainer's logs; its own loss records were kept
+    hist = trainer.state.log_history
+    assert any("retain/writing.ce_nats_per_token" in h for h in hist)
+    assert [h["step"] for h in hist if "retain/guard/passed" in h] == [2, 4]
+    assert [h["step"] for h in hist if "loss" in h] == [2, 4]
+    from retain.report.html import build_report
+
+    assert "guard" in build_report(out).read_text()
+
+
+def test_trainer_ewc_replay_guard_stops_and_rolls_back(tiny, tmp_path):
+    model, tok = tiny
+    kit = RetainStrategies(STRATEGIES, model, tok, seq_len=64, reference_n=64)
+    trainer = RetainTrainer(model=kit.model, args=TrainingArguments(**args(tmp_path / "hf")),
+                            train_dataset=kit.train_dataset(legal_rows()),
+                            data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+                            processing_class=tok, retain=kit)
+    out = tmp_path / "run"
+    cb = RetainCallback(tok, trainer=trainer, strategies=kit, probes=["writing"], n=8, every=4,
+                        guard=GUARD, out=out)
+    check_guarded_run(trainer, cb, Recorder(), out)
+
+
+def test_sft_trainer_ewc_replay_guard_stops_and_rolls_back(tiny, tmp_path):
+    trl = pytest.importorskip("trl")
+    model, tok = tiny
+    kit = RetainStrategies(STRATEGIES, model, tok, seq_len=64, reference_n=64)
+
+    class RetainSFTTrainer(RetainTrainerMixin, trl.SFTTrainer):
+        pass
+
+    trainer = RetainSFTTrainer(model=kit.model, processing_class=tok, retain=kit,
+                               args=trl.SFTConfig(**args(tmp_path / "hf"), max_length=64),
+                               train_dataset=kit.train_dataset(legal_rows()))
+    out = tmp_path / "run"
+    cb = RetainCallback(tok, trainer=trainer, strategies=kit, probes=["writing"], n=8, every=4,
+                        guard=GUARD, out=out)
+    check_guarded_run(trainer, cb, Recorder(), out)
+
+
+def test_sft_trainer_with_a_peft_model(tiny, tmp_path):
+    """A PEFT model the user wrapped: probes and the guard see the adapter, the rollback restores
+    the adapter's weights only, drift is measured on the base names."""
+    trl = pytest.importorskip("trl")
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = tiny
+    model = get_peft_model(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    trainer = trl.SFTTrainer(model=model, processing_class=tok,
+                             args=trl.SFTConfig(**args(tmp_path / "hf", learning_rate=1e-2),
+                                                max_length=64),
+                             train_dataset=Dataset.from_list(legal_rows(64)))
+    cb = RetainCallback(tok, trainer=trainer, probes=["writing"], n=8,
+                        guard={**GUARD, "limits": ["writing.ce_nats_per_token<=0.37"]},
+                        out=tmp_path / "run")
+    rec = Recorder()
+    trainer.add_callback(cb)
+    trainer.add_callback(rec)
+    trainer.train()
+    res = cb.results
+    assert res["guard"]["events"], "the tighter limit should be crossed at lr 1e-2"
+    good = res["guard"]["rolled_back_to_step"]
+    final = {n: p for n, p in cb.model.named_parameters() if p.requires_grad}
+    assert final and all("lora_" in n for n in final)
+    assert good == 2  # crossed at step 4
+    assert all(torch.equal(final[n], rec.states[good][n]) for n in final)
+    assert res["model"]["trainable_params"] < res["model"]["params"] / 10
+
+
+def _l2sp_weights(tok, model, tmp_path, batch: int, accum: int) -> dict[str, torch.Tensor]:
+    kit = RetainStrategies([{"name": "l2sp", "alpha": 50.0}], model, tok, seq_len=64,
+                           reference_n=8)
+    rows = legal_rows(16)
+    trainer = RetainTrainer(
+        model=kit.model, processing_class=tok, retain=kit,
+        args=TrainingArguments(**args(tmp_path / f"hf{accum}", max_steps=2,
+                                      per_device_train_batch_size=batch,
+                                      gradient_accumulation_steps=accum, max_grad_norm=0.0)),
+        train_dataset=kit.train_dataset(rows),
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True))
+    trainer.train()
+    return {n: p.detach().clone() for n, p in kit.model.named_parameters()}
+
+
+def test_penalty_counts_once_per_optimizer_step_under_accumulation(tmp_path):
+    """8 x 1 and 4 x 2 (the same global batches) end with the same weights; a penalty added per
+    micro-batch without the Trainer's scaling would double in the second and move them apart."""
+    torch.manual_seed(0)
+    m1, tok = load_model("tiny", dtype="float32", device="cpu")
+    m2, _ = load_model("tiny", dtype="float32", device="cpu")
+    a = _l2sp_weights(tok, m1, tmp_path, batch=8, accum=1)
+    b = _l2sp_weights(tok, m2, tmp_path, batch=4, accum=2)
+    base, _ = load_model("tiny", dtype="float32", device="cpu")
+    moved = max((a[n] - p).abs().max().item() for n, p in base.named_parameters())
+    gap = max((a[n] - b[n]).abs().max().item() for n in a)
+    assert moved > 1e-4
+    assert gap < moved * 1e-2, (gap, moved)
+
+
+def test_backoff_scales_the_trainers_learning_rate_and_trains_on(tiny, tmp_path):
+    model, tok = tiny
+    trainer = RetainTrainer(model=model, processing_class=tok,
+                            args=TrainingArguments(**args(tmp_path / "hf")),
+                            train_dataset=RetainStrategies([], model, tok).train_dataset(legal_rows()),
+                            data_collator=DataCollatorForSeq2Seq(tok, padding=True))
+    cb = RetainCallback(tok, trainer=trainer, probes=["writing"], n=8, out=tmp_path / "run",
+                        guard={**GUARD, "action": "backoff", "max_backoffs": 3})
+    trainer.add_callback(cb)
+    trainer.train()
+    g = cb.results["guard"]
+    assert trainer.state.global_step == 8  # trained on
+    assert g["backoffs"] >= 1 and [e["action"] for e in g["events"]][0] == "backoff"
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * g["lr_scale"])
+
+
+def test_tokenized_rows_takes_every_shape(tiny):
+    _, tok = tiny
+    rows = [{"text": "The lessee shall pay rent."},
+            {"prompt": "Add 2 and 3.", "completion": "5"},
+            {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]},
+            {"input_ids": [5, 6, 7, 8], "completion_mask": [0, 0, 1, 1]},
+            {"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}]
+    ex = tokenized_rows(rows, tok, seq_len=64)
+    assert len(ex) == 5
+    assert ex[0]["labels"] == ex[0]["input_ids"]  # text: loss on every token
+    assert ex[1]["labels"][0] == -100 and ex[1]["labels"][-1] != -100  # the answer only
+    assert ex[3]["labels"] == [-100, -100, 7, 8] and ex[4]["labels"] == [-100, 6, 7]
+    with pytest.raises(UserError, match="row 0"):
+        tokenized_rows([{"question": "?"}], tok)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"probes": ["no_such_suite"]}, "unknown probe suite"),
+    ({"guard": ["writing.ce_nats_per_token<0.4x"]}, "not a number"),
+    ({"guard": ["math.accuracy>=0.9"], "probes": ["writing"]}, "no probe 'math.accuracy'"),
+    ({"every": -1}, "every=-1"),
+])
+def test_callback_refuses_mistakes_before_training(tiny, tmp_path, kw, match):
+    _, tok = tiny
+    with pytest.raises(UserError, match=match):
+        RetainCallback(tok, out=tmp_path / "run", **kw)
+
+
+def test_callback_refuses_a_finished_run_folder(tiny, tmp_path):
+    _, tok = tiny
+    (tmp_path / rr.RESULTS_FILE).write_text("{}")
+    with pytest.raises(UserError, match="not empty"):
+        RetainCallback(tok, out=tmp_path)
+    RetainCallback(tok, out=tmp_path, overwrite=True)  # allowed when asked
