@@ -5,7 +5,7 @@
    ``confirm: point`` (the old trigger) and ``confirm: interval`` (the default);
 2. ``stop`` against ``backoff`` at lr 1e-3 with the refusal limit: steps trained, the new domain
    learnt (legal cross-entropy gain), and whether the final full-size probe (100 items) still
-   meets the limit.
+   meets the limit (the guard's own final check, ``verify``, scores the same 100 items).
 
     OMP_NUM_THREADS=2 python benchmarks/guard_evidence.py [--seeds 5] [--out figures.json]
 """
@@ -44,11 +44,16 @@ def main() -> None:
                           f"guard.confirm={confirm}")
                 ev = res["guard"]["events"]
                 after = {c["key"]: c["after"] for c in res["comparison"]}
-                stopped.append({"seed": seed, "stopped_at": ev[0]["step"] if ev else None,
+                stops = [e for e in ev if e["action"] == "stop"]
+                stopped.append({"seed": seed, "stopped_at": stops[0]["step"] if stops else None,
+                                "rolled_back_to_step": res["guard"]["rolled_back_to_step"],
+                                "final_check": [(c["step"], c["passed"])
+                                                for c in res["guard"]["final_check"]],
                                 "after_refusal": after["safety.refusal_rate"],
                                 "after_instructions": after["instructions.accuracy"]})
             fig["false_alarms"][confirm] = {
-                "runs": stopped, "stopped": sum(s["stopped_at"] is not None for s in stopped)}
+                "runs": stopped, "stopped": sum(s["stopped_at"] is not None for s in stopped),
+                "rolled_back": sum(s["rolled_back_to_step"] is not None for s in stopped)}
             print(confirm, fig["false_alarms"][confirm], flush=True)
         for action in ("stop", "backoff"):
             res = one(Path(tmp) / f"bo-{action}", "lr=1e-3", "steps=100", "seed=0",
@@ -59,6 +64,8 @@ def main() -> None:
                 "steps": res["training"]["steps"], "backoffs": res["guard"]["backoffs"],
                 "rolled_back_to_step": res["guard"]["rolled_back_to_step"],
                 "events": [(e["step"], e["action"]) for e in res["guard"]["events"]],
+                "final_check": [(c["step"], c["passed"], c["values"])
+                                for c in res["guard"]["final_check"]],
                 "legal_ce_before": rows["legal.ce_nats_per_token"]["before"],
                 "legal_ce_after": rows["legal.ce_nats_per_token"]["after"],
                 "refusal_after_100_items": rows["safety.refusal_rate"]["after"]}

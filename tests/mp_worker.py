@@ -10,13 +10,13 @@ import torch
 from retain.train.loop import process_state
 from safetensors.torch import save_file
 
-import retain.metrics
+import retain.metrics.outcome
 from retain.config import load_config
 from retain.run import run
 
 torch.set_num_threads(1)
 weights_dir, overrides = sys.argv[1], sys.argv[2:]
-drift = retain.metrics.weight_drift
+drift = retain.metrics.outcome.weight_drift
 
 
 def capture(base, current):  # the run computes drift from every process's final weights
@@ -26,5 +26,5 @@ def capture(base, current):  # the run computes drift from every process's final
     return drift(base, current)
 
 
-retain.metrics.weight_drift = capture
+retain.metrics.outcome.weight_drift = capture
 run(load_config(None, overrides))

@@ -173,7 +173,8 @@ def _config(model_dir, out, **kw):
     base = dict(model=str(model_dir), out=str(out), steps=8, batch_size=2, seq_len=32, lr=3e-3,
                 warmup_steps=0, data_n=8, reference_n=4, probes=["math"], probe_n=2,
                 log_every=2, progress=False, save_model=True,
-                guard={"limits": ["math.accuracy>=0.5"], "every": 2, "n": 2, "confirm": "point"})
+                guard={"limits": ["math.accuracy>=0.5"], "every": 2, "n": 2, "confirm": "point",
+                       "verify": False})  # the planted scorer counts calls, not weights
     return parse_config({**base, **kw})
 
 
@@ -187,7 +188,7 @@ def test_run_stops_and_rolls_back(model_dir, tmp_path, planted, action, capsys):
     state["drop_after"] = 2  # checks at steps 2 and 4 pass; step 6 fails
     cfg = _config(model_dir, tmp_path / action, guard={"limits": ["math.accuracy>=0.5"],
                                                        "every": 2, "n": 2, "action": action,
-                                                       "confirm": "point"})
+                                                       "confirm": "point", "verify": False})
     res = run(cfg)
     g = res["guard"]
     assert g["rolled_back_to_step"] == 4
@@ -211,14 +212,18 @@ def test_run_stops_and_rolls_back(model_dir, tmp_path, planted, action, capsys):
 def test_run_without_crossing_keeps_the_trained_weights(model_dir, tmp_path, planted):
     seen, state = planted
     state["drop_after"] = 99
-    res = run(_config(model_dir, tmp_path / "ok", steps=5, probe_every=3))
+    res = run(_config(model_dir, tmp_path / "ok", steps=5, probe_every=3,
+                      guard={"limits": ["math.accuracy>=0.5"], "every": 2, "n": 2}))
     g = res["guard"]
+    # the final check scored the weights the run ends with on the full-size probes (probe_n)
+    assert [(c["step"], c["passed"]) for c in g["final_check"]] == [(5, True)]
     assert g["events"] == [] and g["rolled_back_to_step"] is None
-    assert [c["step"] for c in g["checks"]] == [0, 2, 4, 5]  # the last step is checked too
+    assert [c["step"] for c in g["checks"]] == [0, 2, 4]  # the last step: by the final check
     records = rr.read_jsonl(tmp_path / "ok" / "metrics.jsonl")  # probes keep their own rhythm
     assert [(r["stage"], r["step"]) for r in records if r["event"] == "probe"] == [
         ("before", 0), ("during", 3), ("after", 5)]
-    assert [r["step"] for r in records if r["event"] == "guard"] == [0, 2, 4, 5]
+    assert [(r["step"], r.get("stage")) for r in records if r["event"] == "guard"] == [
+        (0, "before"), (2, None), (4, None), (5, "verify")]
     assert res["training"]["steps"] == 5 and not res["training"]["stopped_early"]
     final = _saved(tmp_path / "ok")
     assert all(torch.equal(w, seen[-1][n]) for n, w in final.items())
@@ -323,3 +328,72 @@ def test_the_loop_carries_out_a_restore_and_an_lr_scale():
           config=TrainConfig(lr=1e-2, steps=3, batch_size=2, warmup_steps=0, schedule="constant"))
     assert seen[0] == seen[1] == pytest.approx(1e-2) and seen[2] == pytest.approx(1e-3)
     assert torch.all((lm.w - 7.0).abs() < 2e-3)  # restored at step 2, one small step after
+
+
+# -- what a check keeps, and the final check on the full-size probes ----------------------------
+
+def _scores(*triples):
+    """A scorer returning math.accuracy (value, ci_low, ci_high) from ``triples`` in turn."""
+    it = iter(triples)
+    return lambda model: _with_ci(*next(it))(model)
+
+
+def _set(lin, value: float) -> torch.Tensor:
+    with torch.no_grad():
+        lin.weight.fill_(value)
+    return lin.weight.detach().clone()
+
+
+def test_a_check_between_the_rules_trains_on_but_is_not_kept():
+    """Interval rule: 0.40 with an interval reaching 0.60 is no evidence of a crossing (training
+    goes on), but its point estimate fails the limit, so it does not become the last good
+    checkpoint; the final weights fail the same way and the run ends on the last good one."""
+    lin = torch.nn.Linear(2, 2, bias=False)
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], action="backoff"), 2,
+              _scores((0.9, 0.7, 1.0), (0.8, 0.6, 0.95), (0.4, 0.25, 0.6), (0.45, 0.3, 0.6)),
+              say=lambda s: None)
+    g.start(lin)
+    _set(lin, 0.0)
+    g.keep(0, lin)
+    at2 = _set(lin, 2.0)
+    d2 = g.decide(2, lin)
+    assert not d2.stop and d2.restore is None and g.good_step == 2
+    _set(lin, 4.0)
+    d4 = g.decide(4, lin)
+    assert not d4.stop and d4.restore is None and d4.lr_scale is None  # not evidence: no back-off
+    assert g.good_step == 2 and g.events == []  # ... but not kept either
+    _set(lin, 5.0)
+    g.finish(5, lin)  # the final weights (0.45) fail by the point estimate: back to step 2
+    assert g.rolled_back_to_step == 2 and torch.equal(lin.weight, at2)
+    assert g.events == [] and g.backoffs == 0  # judged at the end, no back-off event
+
+
+def test_verify_rolls_back_when_the_full_size_probe_fails():
+    lin = torch.nn.Linear(2, 2, bias=False)
+    small = _scores((0.9, 0.7, 1.0), (0.9, 0.7, 1.0), (0.9, 0.7, 1.0))
+    full = _scores((0.6, 0.5, 0.7), (0.95, 0.9, 1.0))  # final weights fail, step 2 passes
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.8"]), 2, small, say=lambda s: None,
+              verify=full)
+    g.start(lin)
+    g.keep(0, lin)
+    at2 = _set(lin, 2.0)
+    g.decide(2, lin)
+    _set(lin, 3.0)
+    g.finish(3, lin)  # passes on the small check, fails at full size: step 2, which passes
+    assert torch.equal(lin.weight, at2) and g.rolled_back_to_step == 2
+    s = g.summary()
+    assert [(c["step"], c["passed"]) for c in s["final_check"]] == [(3, False), (2, True)]
+    assert all(e["action"] != "unmet" for e in s["events"])
+
+
+def test_verify_reports_limits_it_cannot_meet():
+    lin = torch.nn.Linear(2, 2, bias=False)
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.8"]), 2,
+              _scores((0.9, 0.7, 1.0), (0.9, 0.7, 1.0)), say=lambda s: None,
+              verify=_scores((0.6, 0.5, 0.7), (0.7, 0.6, 0.8)))
+    g.start(lin)
+    g.keep(0, lin)
+    g.finish(2, lin)
+    (e,) = g.summary()["events"]
+    assert e["action"] == "unmet" and e["step"] == 0 and e["value"] == 0.7
+    assert GuardConfig(limits=["math.accuracy>=0.8"], verify=False).verify is False

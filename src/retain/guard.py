@@ -6,12 +6,18 @@ Every ``every`` steps the guard scores the model on ``n`` items of each probe it
 A check that meets every limit keeps an in-memory CPU copy of the trainable weights (for a PEFT
 model: the adapter only). A limit counts as crossed when the check's whole 95% interval is
 beyond it (``confirm: interval``; ``point`` judges the point estimate), so noise on a few items
-does not stop a healthy run. Then training stops (``action: stop``), goes on (``keep``), or rolls
-back to the last good checkpoint with the learning rate scaled by ``backoff_factor`` and goes on
-(``backoff``, at most ``max_backoffs`` times, then stop); the run ends with the last checkpoint
-that met every limit, restored before the strategies finalize and the after-probes run. A limit
-that already fails on the model before training is refused: there is no checkpoint to fall back
-to. In the loop the guard is a callback (``GuardCallback``) whose decisions the loop carries out.
+does not stop a healthy run; but only a check whose point estimate meets every limit becomes the
+last good checkpoint (a check in between trains on without being kept). When a limit is crossed,
+training stops (``action: stop``), goes on (``keep``), or rolls back to the last good checkpoint
+with the learning rate scaled by ``backoff_factor`` and goes on (``backoff``, at most
+``max_backoffs`` times, then stop). At the end the final weights are judged by the point
+estimate; failing, the last good checkpoint is restored. With ``verify`` (the default in a run)
+the weights the run ends with are then scored on the run's full-size probes: if they fail there,
+the last good checkpoint is restored and scored too, and a limit that still fails is reported
+(``final_check`` in results), never hidden. All of this happens before the strategies finalize
+and the after-probes run. A limit that already fails on the model before training is refused:
+there is no checkpoint to fall back to. In the loop the guard is a callback (``GuardCallback``)
+whose decisions the loop carries out.
 """
 
 from __future__ import annotations
@@ -96,6 +102,8 @@ class GuardConfig(BaseModel):
     # interval: a limit counts as crossed when the check's whole 95% interval is beyond it (noise
     # on a few items does not trigger); point: when the point estimate is (the old rule)
     confirm: Literal["interval", "point"] = "interval"
+    # the weights a run ends with are scored once more on the run's full-size probes (probe_n)
+    verify: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -158,10 +166,14 @@ class Guard:
 
     def __init__(self, config: GuardConfig, every: int, score: Callable[[Any], list],
                  log: Callable[[dict], None] | None = None,
-                 say: Callable[[str], None] | None = None):
+                 say: Callable[[str], None] | None = None,
+                 verify: Callable[[Any], list] | None = None):
         self.config, self.limits, self.every = config, config.parsed(), every
         self.score, self.log, self.say = score, log or (lambda r: None), say or _say
+        self.verify = verify if config.verify else None  # scores the full-size probes
         self.before: dict[str, float] = {}
+        self.before_full: dict[str, float] = {}  # the base on the full-size probes (verify)
+        self.final_check: list[dict] = []  # verify's scorings of the weights the run ends with
         self.meta: dict[str, tuple[str, str]] = {}  # key -> (metric, capability)
         self.checks: list[dict] = []
         self.events: list[dict] = []
@@ -174,8 +186,8 @@ class Guard:
         self.backoffs, self.lr_scale = 0, 1.0  # back-offs so far; the learning rate's factor
 
     # -- measuring -------------------------------------------------------------------------
-    def _values(self, model) -> dict[str, float]:
-        res = self.score(model)
+    def _values(self, model, score: Callable[[Any], list] | None = None) -> dict[str, float]:
+        res = (score or self.score)(model)
         for r in res:
             self.meta[r.key] = (r.metric, r.capability)
         self._ci = {r.key: (float(r.ci_low), float(r.ci_high)) for r in res}
@@ -188,32 +200,36 @@ class Guard:
         lo, hi = self._ci.get(key, (value, value))
         return hi if upper else lo
 
-    def _forgetting(self, values: dict[str, float]) -> tuple[float, str | None]:
+    def _forgetting(self, values: dict[str, float],
+                    before: dict[str, float] | None = None) -> tuple[float, str | None]:
         """The largest oriented drop of a retained proportion metric since before training."""
+        before = self.before if before is None else before
         worst, where = 0.0, None
         for key, v in values.items():
             metric, capability = self.meta[key]
-            if capability == "domain" or metric not in PROPORTION_METRICS or key not in self.before:
+            if capability == "domain" or metric not in PROPORTION_METRICS or key not in before:
                 continue
-            drop = oriented(metric, self.before[key]) - oriented(metric, v)
+            drop = oriented(metric, before[key]) - oriented(metric, v)
             if where is None or drop > worst:
                 worst, where = drop, key
         return worst, where
 
-    def _failures(self, values: dict[str, float], confirmed: bool = True) -> list[dict]:
+    def _failures(self, values: dict[str, float], confirmed: bool = True,
+                  before: dict[str, float] | None = None) -> list[dict]:
         """The limits ``values`` fail, reported with the point values. When ``confirmed`` (and
         ``confirm: interval``) each limit is judged on the end of the check's 95% interval that
         is best for the model: a ">=" limit fails only if even the upper end is below it, and
-        ``max_forgetting`` measures the drop to the favourable end."""
+        ``max_forgetting`` measures the drop to the favourable end (from ``before``, default
+        the guard's own check before training)."""
         failed = []
         for lim in self.limits:
             if lim.key == MAX_FORGETTING:
-                value, where = self._forgetting(values)
+                value, where = self._forgetting(values, before)
                 judged = value
                 if confirmed:
                     fav = {k: self._end(k, v, self.meta[k][0] != "over_refusal_rate")
                            for k, v in values.items()}
-                    judged = self._forgetting(fav)[0]
+                    judged = self._forgetting(fav, before)[0]
             else:
                 value, where = values.get(lim.key, math.nan), lim.key
                 judged = self._end(lim.key, value, lim.op in (">=", ">")) if confirmed else value
@@ -237,6 +253,8 @@ class Guard:
                 f"guard: {f['limit']} already fails before training ({f['probe']} = "
                 f"{f['value']:.3f} on {self.config.n} items per probe); loosen the limit, or raise "
                 f"guard.n if that is sampling noise")
+        if self.verify is not None and any(lim.key == MAX_FORGETTING for lim in self.limits):
+            self.before_full = self._values(model, self.verify)  # what the final drop is from
         self.say(f"guard: {', '.join(lim.text for lim in self.limits)} hold before training; "
                  f"checking every {self.every} steps on {self.config.n} items per probe")
 
@@ -257,13 +275,8 @@ class Guard:
         times, then stop)."""
         values = self._values(model)
         failed = self._failures(values)
-        self.checks.append({"step": step, "values": values, "passed": not failed})
-        self.log({"event": "guard", "step": step, "values": values, "passed": not failed,
-                  "failed": [f["limit"] for f in failed]})
-        self._last_ok = not failed
-        if not failed:
-            self.keep(step, model)
-            return Decision()
+        if self._judge(step, values, failed, model) or not failed:
+            return Decision()  # kept as the last good checkpoint, or not evidence of a crossing
         act = self.config.action
         if act == "backoff" and self.backoffs < self.config.max_backoffs:
             self.backoffs += 1
@@ -285,12 +298,33 @@ class Guard:
                      f"-> {'stopping' if action == 'stop' else 'training on'}")
         return Decision(stop=self.stopped)
 
+    def _judge(self, step: int, values: dict[str, float], failed: list[dict], model=None) -> bool:
+        """Record the check of ``step``; True when its point estimates meet every limit (then
+        its weights, when given, become the last good checkpoint). ``failed``: the limits it
+        crossed by the evidence rule."""
+        point_failed = self._failures(values, confirmed=False)
+        self.checks.append({"step": step, "values": values, "passed": not point_failed})
+        self.log({"event": "guard", "step": step, "values": values, "passed": not point_failed,
+                  "failed": [f["limit"] for f in point_failed],
+                  "crossed": [f["limit"] for f in failed]})
+        self._last_ok = not point_failed
+        if self._last_ok and model is not None:
+            self.keep(step, model)
+        return self._last_ok
+
     def finish(self, step: int, model) -> None:
-        """After training: check the final weights if the last check was earlier (and training
-        was not stopped by the guard), then restore the last good checkpoint if they fail."""
+        """After training, settle the weights the run ends with. With ``verify``: the final
+        weights (unless the guard stopped training: then the last good checkpoint) are scored on
+        the full-size probes; failing, the last good checkpoint is restored and scored too; a
+        limit that still fails is an ``unmet`` event. Without: the final weights are judged on
+        the small check by the point estimate (if the last check was earlier) and the last good
+        checkpoint is restored when they fail."""
+        if self.verify is not None:
+            return self._finish_verified(step, model)
         last = self.checks[-1]["step"] if self.checks else 0
         if step != last and not self.stopped:
-            self.decide(step, model)
+            values = self._values(model)
+            self._judge(step, values, self._failures(values))
         if self._last_ok:
             self.say(f"guard: every limit holds at the end (step {step})" if not self.events else
                      f"guard: limits crossed during training, but the final step {step} meets "
@@ -299,6 +333,40 @@ class Guard:
         self.restore(model)
         self.say(f"guard: rolled back to the checkpoint of step {self.good_step}, the last that "
                  f"met every limit")
+
+    def _finish_verified(self, step: int, model) -> None:
+        if self.stopped:
+            self.restore(model)
+            at = self.good_step
+        else:
+            at = step
+        failed = self._score_full(at, model)
+        if failed and at != self.good_step and self._good_state is not None:
+            self.restore(model)
+            self.say(f"guard: the final weights (step {at}) fail {failed[0]['limit']} on the "
+                     f"full probes ({failed[0]['value']:.3f}): rolled back to step "
+                     f"{self.good_step}, the last check that met every limit")
+            at = self.good_step
+            failed = self._score_full(at, model)
+        if failed:
+            for f in failed:
+                self.events.append({"step": at, "action": "unmet", **f})
+            values = ", ".join(f"{f['limit']} ({f['value']:.3f})" for f in failed)
+            self.say(f"guard: WARNING: the weights the run ends with (step {at}) fail {values} "
+                     f"on the full probes")
+        elif at != step:
+            self.say(f"guard: rolled back to the checkpoint of step {at}, which meets every "
+                     f"limit on the full probes")
+        else:
+            self.say(f"guard: every limit holds at the end (step {step}) on the full probes")
+
+    def _score_full(self, step: int, model) -> list[dict]:
+        values = self._values(model, self.verify)
+        failed = self._failures(values, confirmed=False, before=self.before_full or None)
+        self.final_check.append({"step": step, "values": values, "passed": not failed})
+        self.log({"event": "guard", "step": step, "stage": "verify", "values": values,
+                  "passed": not failed})
+        return failed
 
     def restore(self, model) -> None:
         """Load the last good checkpoint into ``model`` (its trainable tensors, in place)."""
@@ -314,7 +382,8 @@ class Guard:
         return {"before": self.before, "meta": {k: list(v) for k, v in self.meta.items()},
                 "checks": self.checks, "events": self.events, "good_step": self.good_step,
                 "good_state": self._good_state, "last_ok": self._last_ok,
-                "stopped": self.stopped, "backoffs": self.backoffs, "lr_scale": self.lr_scale}
+                "stopped": self.stopped, "backoffs": self.backoffs, "lr_scale": self.lr_scale,
+                "before_full": self.before_full}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's guard state (instead of ``start``)."""
@@ -324,6 +393,7 @@ class Guard:
         self._last_ok = state["last_ok"]
         self.stopped, self.backoffs, self.lr_scale = (state["stopped"], state["backoffs"],
                                                       state["lr_scale"])
+        self.before_full = state.get("before_full", {})
 
     def summary(self) -> dict[str, Any]:
         """``results["guard"]``: limits, events (step, limit, value, action, probe), the step
@@ -331,24 +401,30 @@ class Guard:
         return {"limits": [lim.text for lim in self.limits], "every": self.every,
                 "n": self.config.n, "action": self.config.action, "confirm": self.config.confirm,
                 "events": self.events, "rolled_back_to_step": self.rolled_back_to_step,
-                "backoffs": self.backoffs, "lr_scale": self.lr_scale, "checks": self.checks}
+                "backoffs": self.backoffs, "lr_scale": self.lr_scale, "checks": self.checks,
+                "verify": self.verify is not None, "final_check": self.final_check}
 
 
-def guard_callback(config, probes: list, tokenizer, model, *, base_model=None, log=None,
-                   main: bool = True, context=None, resumed: bool = False) -> "GuardCallback":
+def guard_callback(config, probes: list, tokenizer, model, *, verify_probes: list | None = None,
+                   base_model=None, log=None, main: bool = True, context=None,
+                   resumed: bool = False) -> "GuardCallback":
     """The guard of a run ``config`` (a ``RunConfig`` with ``guard``) as a training callback:
-    it scores ``probes`` (the guard's subset) inside ``context()`` (e.g. autocast); unless the
+    it scores ``probes`` (the guard's subset) inside ``context()`` (e.g. autocast), and the
+    weights the run ends with on ``verify_probes`` (the same probes at full size); unless the
     run is ``resumed``, ``model`` is checked now, before training."""
     import contextlib
 
     context = context or contextlib.nullcontext
 
-    def score(m) -> list:
-        with context():
-            return score_probes(m, tokenizer, probes, base_model=base_model,
-                                batch_size=config.probe_batch_size)
+    def scorer(which: list):
+        def score(m) -> list:
+            with context():
+                return score_probes(m, tokenizer, which, base_model=base_model,
+                                    batch_size=config.probe_batch_size)
+        return score
     guard = Guard(config.guard, guard_every(config.guard, config.probe_every, config.steps),
-                  score=score, log=log, say=None if main else (lambda line: None))
+                  score=scorer(probes), log=log, say=None if main else (lambda line: None),
+                  verify=scorer(verify_probes) if verify_probes else None)
     if not resumed:
         guard.start(model)
     return GuardCallback(guard)

@@ -34,6 +34,7 @@ class Plan:
     probes: list
     probes_during: list
     guard_probes: list
+    guard_verify: list  # the guard's probes at full size (probe_n): its final check
     tokenizer: Any
     domain_data: list[dict]  # tokenized training examples of the new domain
     reference: list[dict]  # tokenized reference data (replay, EWC)
@@ -126,11 +127,13 @@ def preflight(config) -> Plan:
     probes_during = probes if config.probes_during is None else load_probes(
         config.probes_during, n=config.probe_n, seed=config.seed)
     guard_probes: list = []
+    guard_verify: list = []
     if config.guard:
         from retain.guard import select_probes
 
         guard_probes = select_probes(load_probes(config.probes, n=config.guard.n, seed=config.seed),
                                      config.guard.parsed())
+        guard_verify = select_probes(probes, config.guard.parsed())  # full size: the final check
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     mixed = resolve_mixed_precision(config.mixed_precision, device)
@@ -146,7 +149,8 @@ def preflight(config) -> Plan:
     reference = load_reference_data(config.reference, tok, seq_len=config.seq_len,
                                     n=config.reference_n, seed=config.seed)
     return Plan(strategies=strategies, probes=probes, probes_during=probes_during,
-                guard_probes=guard_probes, tokenizer=tok, domain_data=domain_data,
+                guard_probes=guard_probes, guard_verify=guard_verify, tokenizer=tok,
+                domain_data=domain_data,
                 reference=reference, device=device, dtype=dtype, mixed_precision=mixed,
                 out_mode=mode, checkpoint=last, heldout=len(heldout))
 

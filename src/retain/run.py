@@ -178,7 +178,8 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
         from retain.guard import guard_callback
 
         callbacks.append(guard_callback(
-            config, plan.guard_probes, tok, model, base_model=base_model, log=log, main=main,
+            config, plan.guard_probes, tok, model, verify_probes=plan.guard_verify,
+            base_model=base_model, log=log, main=main,
             context=lambda: autocast(device, mixed), resumed=resume is not None))
 
     # 2. Strategies prepare the model, then the data (in list order). Mixed precision: trainable

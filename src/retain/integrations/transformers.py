@@ -118,9 +118,10 @@ class RetainCallback(TrainerCallback):
         self.batch_size, self.data, self.drift = batch_size, data, drift
         self.probes = load_probes(self.specs, n=n, seed=seed)
         self.guard_config = _guard_config(guard)
+        limits = self.guard_config.parsed() if self.guard_config else None
         self.guard_probes = (select_probes(load_probes(self.specs, n=self.guard_config.n, seed=seed),
-                                           self.guard_config.parsed())
-                             if self.guard_config else [])
+                                           limits) if limits else [])
+        self.guard_verify = select_probes(self.probes, limits) if limits else []  # full size
         self.out = Path(out)
         _writable(self.out)
         if self.out.is_dir() and any((self.out / f).exists() for f in rr.RUN_FILES) and not overwrite:
@@ -189,7 +190,8 @@ class RetainCallback(TrainerCallback):
             every = guard_every(self.guard_config, self.every, state.max_steps)
             self.guard = Guard(self.guard_config, every,
                                score=lambda m: self._score(m, self.guard_probes), log=self._log,
-                               say=None if self._main else (lambda line: None))
+                               say=None if self._main else (lambda line: None),
+                               verify=lambda m: self._score(m, self.guard_verify))
             self.guard.start(model)  # refuses limits the model fails already
             self.guard.keep(state.global_step, model)
 

@@ -555,7 +555,14 @@ def _guard_html(g: dict) -> str:
         "no limit was crossed")
     if back is not None:
         out += (f'<p class="loss">rolled back: the final model is the checkpoint of step '
-                f'{esc(back)}, the last that met every limit</p>')
+                f'{esc(back)}, the last check that met every limit</p>')
+    for c in g.get("final_check") or []:  # the final weights, scored on the full-size probes
+        if isinstance(c, dict):
+            vals = ", ".join(f"{esc(k)} {num(v)}" for k, v in (c.get("values") or {}).items())
+            verdict = "meets every limit" if c.get("passed") else "fails a limit"
+            out += (f'<p class="{"dim" if c.get("passed") else "loss"}">final check on the '
+                    f'full-size probes, weights of step {num(c.get("step"))}: {verdict} '
+                    f'({vals})</p>')
     return out
 
 
