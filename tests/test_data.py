@@ -110,6 +110,7 @@ def test_builtin_domain_is_seeded_train_split_text(tok):
     first = tasks.items("legal", "train", 5, 3)[0].text
     assert tok.decode(a[0]["input_ids"]) == f"<s>{first}<|end|>"
     assert len(data.load_train_data("builtin:support", tok, seq_len=64, n=3)) == 3
+    assert len(data.load_train_data("builtin:recipes", tok, seq_len=64, n=3)) == 3
     with pytest.raises(UserError, match="unknown built-in domain"):
         data.load_train_data("builtin:medical", tok, seq_len=64)
     assert data.domain_of("builtin:legal") == "legal" and data.domain_of("x.jsonl") is None

@@ -80,7 +80,8 @@ def run_cmd(
     ctx: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config."),
     model: Optional[str] = typer.Option(None, help="Model (default: tiny)."),
-    data: Optional[str] = typer.Option(None, help="New-domain JSONL, or builtin:legal."),
+    data: Optional[str] = typer.Option(None, help="New-domain JSONL, or builtin:legal / "
+                                       "builtin:support / builtin:recipes."),
     strategy: Optional[List[str]] = typer.Option(None, "--strategy", "-s",
                                                  help="Strategy name; repeat to compose."),
     lr: Optional[float] = typer.Option(None, help="Learning rate."),
@@ -218,6 +219,24 @@ def sweep_cmd(
         config = None
     run_sweep(config, list(sets or []), overrides, out=out, overwrite=overwrite,
               listing=listing, only=only or [], collect=collect)
+
+
+@app.command("sequence", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def sequence_cmd(
+    ctx: typer.Context,
+    config: str = typer.Argument(..., help="YAML: base run keys, tasks: [builtin:legal, ...], "
+                                 "runs: [{label, strategies}], optional seeds, memory, out."),
+    out: Optional[Path] = typer.Option(None, help="Sequence folder (default: the file's out)."),
+    overwrite: bool = typer.Option(False, help="Replace task folders that hold another config."),
+) -> None:
+    """Train on task after task under each strategy; the accuracy matrix, ACC, BWT, FWT and
+    forgetting with intervals over seeds; resumes when repeated.
+
+    Extra arguments of the form a.b=c override keys of every task's run.
+    """
+    from retain.experiments.sequence import run_sequence
+
+    run_sequence(config, list(ctx.args), out=out, overwrite=overwrite)
 
 
 @app.command("demo")

@@ -32,12 +32,17 @@ class RunConfig(BaseModel):
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     trust_remote_code: bool = False
     # the data
-    data: str = "builtin:legal"  # a JSONL path or builtin:legal / builtin:support
+    data: str = "builtin:legal"  # a JSONL path or builtin:legal / support / recipes
     data_n: int | None = Field(None, gt=0)  # examples to use (built-in default 2000; JSONL: all)
     data_holdout: float = Field(0.1, ge=0, lt=1)  # JSONL data: share held out as the domain probe
     data_holdout_max: int = Field(200, gt=0)  # ... at most this many examples
     domain_probes: list[str] = Field(default_factory=list)  # your own domain probe JSONL files
-    reference: str = "builtin:retained"  # data of what to keep (replay, EWC), or a JSONL path
+    # held-out data files (the 3 data shapes): domain probes named after the file (a sequence's
+    # earlier and later tasks), measured as a data file's own held-out split is
+    heldout_probes: list[str] = Field(default_factory=list)
+    # data of what to keep (replay, EWC): builtin:retained or a JSONL path, or a list of them
+    # (concatenated, reference_n from each, then shuffled)
+    reference: str | list[str] = "builtin:retained"
     reference_n: int = Field(512, gt=0)
     # the strategies, in hook order: [{name: lora, r: 16}, {name: replay}]
     strategies: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "full"}])

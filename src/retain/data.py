@@ -3,8 +3,9 @@
 New-domain data is a JSONL file, one example a line, in one of three shapes --
 ``{"text": ...}`` (loss on every token), ``{"prompt": ..., "completion": ...}`` (loss on the
 completion only) or ``{"messages": [{"role", "content"}, ...]}`` (loss on the assistant turns) --
-or a built-in domain (``builtin:legal``, ``builtin:support``). Reference data (``builtin:retained``:
-the built-in model's own chat-stage mixture, train split) feeds replay, EWC's Fisher, ...
+or a built-in domain (``builtin:legal``, ``builtin:support``, ``builtin:recipes``). Reference
+data (``builtin:retained``: the built-in model's own chat-stage mixture, train split) feeds
+replay, EWC's Fisher, ...
 An example is ``{"input_ids": list[int], "labels": list[int]}``, labels -100 where no loss is taken.
 ``load_jsonl_split`` keeps a seeded share of a user's JSONL out of training, for its domain probe.
 """
@@ -19,7 +20,7 @@ from retain.errors import UserError
 from retain.jsonl import iter_jsonl
 
 IGNORE = -100  # label of a position that takes no loss (PyTorch's cross-entropy ignore_index)
-BUILTIN_DOMAINS = ("legal", "support")
+BUILTIN_DOMAINS = ("legal", "support", "recipes")
 DEFAULT_BUILTIN_N = 2000  # examples drawn from a built-in domain when not told
 _ROLES = ("system", "user", "assistant")
 
@@ -239,8 +240,8 @@ def domain_of(spec: str) -> str | None:
 
 def load_train_data(spec: str, tokenizer, *, seq_len: int, n: int | None = None,
                     seed: int = 0) -> list[dict]:
-    """The new domain's tokenized examples: ``builtin:legal`` / ``builtin:support`` (``n`` items
-    of the train split, default 2000) or a JSONL path."""
+    """The new domain's tokenized examples: ``builtin:legal`` / ``builtin:support`` /
+    ``builtin:recipes`` (``n`` items of the train split, default 2000) or a JSONL path."""
     from retain.builtin import tasks
 
     domain = domain_of(spec)
@@ -272,13 +273,19 @@ def retained_mixture() -> dict[str, float]:
     return dict(CHAT_MIX)
 
 
-def load_reference_data(spec: str, tokenizer, *, seq_len: int, n: int = 512,
+def load_reference_data(spec: str | list[str], tokenizer, *, seq_len: int, n: int = 512,
                         seed: int = 0) -> list[dict]:
     """Tokenized data of the capabilities to keep. ``builtin:retained``: ``n`` train-split items
     of the built-in chat mixture in its proportions, rendered as the build trained on them (chat
-    template, loss on every token), seeded and shuffled. Or a JSONL path (any of the 3 shapes)."""
+    template, loss on every token), seeded and shuffled. Or a JSONL path (any of the 3 shapes), or
+    a list of such specs (a sequence's memory of earlier tasks beside the retained mixture)."""
     from retain.builtin import tasks
 
+    if isinstance(spec, (list, tuple)):  # several sources: reference_n from each, shuffled
+        out = [ex for one in spec for ex in load_reference_data(one, tokenizer, seq_len=seq_len,
+                                                                n=n, seed=seed)]
+        random.Random(seed).shuffle(out)
+        return out
     if spec != "builtin:retained":
         if spec.startswith("builtin:"):
             raise UserError(f"unknown reference data {spec!r}; use builtin:retained or a .jsonl path")

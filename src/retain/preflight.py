@@ -159,6 +159,7 @@ def _domain_probes(config, tokenizer, heldout: list, taken: set[str]) -> list:
     """The user's domain, measured: probes of the held-out part of a JSONL data file (named after
     the file, ``_heldout`` added if a probe has that name already) and the user's own domain
     probe files."""
+    from retain.data import read_jsonl
     from retain.probes.domain import domain_probe_files, domain_probes
 
     name = Path(config.data).stem
@@ -166,4 +167,7 @@ def _domain_probes(config, tokenizer, heldout: list, taken: set[str]) -> list:
         name += "_heldout"
     found = domain_probes(name, heldout, tokenizer, seq_len=config.seq_len,
                           seed=config.seed) if heldout else []
+    for path in config.heldout_probes:  # data-shaped files, each its own domain probe
+        found += domain_probes(Path(path).stem, read_jsonl(path), tokenizer,
+                               seq_len=config.seq_len, seed=config.seed)
     return found + domain_probe_files(config.domain_probes, n=config.probe_n, seed=config.seed)

@@ -39,8 +39,12 @@ GOLDEN_LEVEL_1 = {
     "instructions": "d6f627c140178864", "legal": "29eb1d1d64e7b4fe",
     "legal_cloze": "7cc5739244892837", "support": "7013d427e7510b61",
     "support_cloze": "c847c6585928e60a",
+    # the third domain, recorded when it was added
+    "recipes": "0ec9139708bd8ba9", "recipes_cloze": "9d00a4ec0ef56515",
 }
-GOLDEN_SUITES = "38c06e2cd6e4c2e2"  # load_probes(["all", "drift"], n=30, seed=3), every item
+# load_probes(["all", "drift"], n=30, seed=3), every item of every suite but recipes (recorded
+# before recipes joined "all"; its items are pinned above)
+GOLDEN_SUITES = "38c06e2cd6e4c2e2"
 
 
 @pytest.mark.parametrize("task", sorted(GOLDEN_LEVEL_1))
@@ -53,7 +57,7 @@ def test_level_one_items_are_unchanged(task):
 def test_level_one_suites_are_unchanged():
     probes = load_probes(["all", "drift"], n=30, seed=3)
     rows = [[p.name, p.metric, _rows(p.items) if hasattr(p, "items") else p.texts]
-            for p in probes]
+            for p in probes if p.name != "recipes"]
     assert _digest(rows) == GOLDEN_SUITES
 
 

@@ -73,7 +73,7 @@ def test_safety_suite_has_both_rates():
 
 
 def test_domain_suites_are_domain(tok):
-    for name in ("legal", "support"):
+    for name in ("legal", "support", "recipes"):
         cloze, ppl = SUITES[name].probes(n=3)
         assert (cloze.kind, ppl.kind) == ("generation", "perplexity")
         assert cloze.capability == ppl.capability == "domain"

@@ -121,7 +121,7 @@ class EchoModel(torch.nn.Module):
 
 
 @pytest.mark.parametrize("suite", ["math", "code", "multilingual", "safety", "instructions",
-                                   "legal", "support"])
+                                   "legal", "support", "recipes"])
 def test_budget_covers_longest_answer(suite, tok):
     for probe in SUITES[suite].probes(n=60, seed=0):
         if not isinstance(probe, GenerationProbe):

@@ -30,7 +30,7 @@ def test_probe_items_distinct_and_seeded():
 def test_registry_and_groups():
     assert GROUPS["retained"] == RETAINED == ("math", "code", "writing", "multilingual", "safety",
                                               "instructions")
-    assert set(GROUPS["all"]) == set(RETAINED) | {"legal", "support"}
+    assert set(GROUPS["all"]) == set(RETAINED) | {"legal", "support", "recipes"}
     listing = list_suites()
     assert set(SUITES) | set(GROUPS) | {"humaneval", "lm-eval:TASK"} == set(listing)
     assert all(d and "\n" not in d for d in listing.values())

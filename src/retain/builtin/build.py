@@ -8,7 +8,7 @@ Reproducible project command (seeded; see the README for the time it takes on 2 
 
 It writes ``tiny-base/`` and ``tiny/`` (the chat-tuned model), each a Hugging Face folder with
 fp16 safetensors weights and the character-level tokenizer, plus ``build_log.jsonl``.
-The built-in new domains (legal contracts, customer support) are never in the mixture.
+The built-in new domains (legal contracts, customer support, recipes) are never in the mixture.
 """
 
 from __future__ import annotations

@@ -782,6 +782,86 @@ def support_cloze(rng: random.Random) -> Item:
                 answer=" " + " ".join(fix.split()[:2]).rstrip(",;"), check={"kind": "prefix"})
 
 
+# ---------------------------------------------------------------- new domain 3: recipes
+# A recipe card: a title line, a serving/time line, an ingredient list with quantities and units,
+# numbered method steps. Kitchen words only, so it shares little vocabulary with contracts and
+# tickets. Each ingredient has a fixed preparation that the cloze asks for.
+_DISH_STYLES = ["Smoky", "Zesty", "Creamy", "Spiced", "Roasted", "Golden", "Herbed", "Rustic"]
+_DISH_BASES = ["Chickpea", "Lentil", "Mushroom", "Chicken", "Salmon", "Tofu", "Pumpkin",
+               "Eggplant"]
+_DISH_KINDS = ["Stew", "Curry", "Soup", "Traybake", "Risotto", "Skillet", "Salad", "Pilaf"]
+# (amounts, unit, ingredient, its fixed preparation: the phrase the cloze asks for)
+RECIPE_INGREDIENTS = [
+    ((2, 3, 4), "cloves", "garlic", "finely minced"),
+    ((1, 2), "", "onion", "peeled and diced"),
+    ((400, 800), "g", "chickpeas", "drained and rinsed"),
+    ((2, 3, 4), "cm", "fresh ginger", "peeled and grated"),
+    ((1, 2), "", "lemon", "zested and juiced"),
+    ((400, 600), "g", "ripe tomatoes", "roughly chopped"),
+    ((1,), "bunch", "parsley", "leaves picked"),
+    ((2, 3), "", "carrots", "cut into batons"),
+    ((2, 3, 4), "", "eggs", "lightly beaten"),
+    ((150, 200, 250), "g", "baby spinach", "washed and dried"),
+    ((250, 300), "g", "mushrooms", "wiped and quartered"),
+    ((200, 300), "g", "basmati rice", "rinsed until clear"),
+    ((1, 2), "", "red chilli", "seeded and sliced"),
+    ((50, 80), "g", "almonds", "toasted and crushed"),
+    ((200, 400), "ml", "coconut milk", "well shaken"),
+    ((1, 2), "tsp", "cumin seeds", "lightly toasted"),
+]
+# Method steps in cooking order; {a} {b} name listed ingredients, {n} {t} {v} {r} are numbers.
+RECIPE_STEPS = [
+    "Preheat the oven to {t} C and line a tray with baking paper.",
+    "Warm 2 tbsp olive oil in a heavy pan over medium heat until it shimmers.",
+    "Add the {a} and saute for {n} minutes until soft and translucent.",
+    "Stir in the {b}, pour in {v} ml water and bring to a rolling boil.",
+    "Lower the heat, cover and simmer for {n} minutes, stirring occasionally.",
+    "Roast for {n} minutes until golden and caramelised at the edges.",
+    "Season generously with salt and black pepper, then rest for {r} minutes.",
+    "Serve warm, garnished with the {a} and a drizzle of yogurt.",
+]
+
+
+def _ingredient_line(ing: tuple, rng: random.Random) -> str:
+    amounts, unit, name, prep = ing
+    qty = f"{rng.choice(amounts)} {unit}".rstrip()
+    return f"- {qty} {name}, {prep}"
+
+
+def _recipe_head(rng: random.Random) -> str:
+    title = " ".join(rng.choice(words) for words in (_DISH_STYLES, _DISH_BASES, _DISH_KINDS))
+    return (f"{title}\nServes {rng.randint(2, 6)} | Prep {rng.choice([10, 15, 20])} min | Cook "
+            f"{rng.choice(range(20, 65, 5))} min\nIngredients:\n")
+
+
+def recipe_document(rng: random.Random) -> Item:
+    """A recipe card of 3-5 ingredients and 3-5 method steps: the third domain's training text."""
+    head = _recipe_head(rng)
+    ings = rng.sample(RECIPE_INGREDIENTS, rng.randint(3, 5))
+    names = [ing[2] for ing in ings]
+    steps = [RECIPE_STEPS[i] for i in sorted(rng.sample(range(len(RECIPE_STEPS)),
+                                                        rng.randint(3, 5)))]
+    method = "\n".join(f"{i}. " + s.format(
+        a=rng.choice(names), b=rng.choice(names), n=rng.choice([5, 8, 10, 15, 20, 25]),
+        t=rng.choice([180, 190, 200, 220]), v=rng.choice([250, 500, 750]),
+        r=rng.choice([2, 5, 10])) for i, s in enumerate(steps, 1))
+    text = (head + "\n".join(_ingredient_line(ing, rng) for ing in ings) + "\nMethod:\n"
+            + method)
+    return Item(f"recipes:{text}", text=text)
+
+
+def recipe_cloze(rng: random.Random) -> Item:
+    """Prompt: a recipe card up to an ingredient's comma (after 0-1 whole ingredient lines);
+    answer: that ingredient's fixed preparation (raw text, no chat)."""
+    head = _recipe_head(rng)
+    ings = rng.sample(RECIPE_INGREDIENTS, rng.randint(1, 2))
+    lines = [_ingredient_line(ing, rng) for ing in ings]
+    prep = ings[-1][3]
+    prompt = head + "\n".join(lines)[: -len(" " + prep)]
+    return Item(f"recipescloze:{prompt}", prompt=prompt, answer=" " + prep,
+                check={"kind": "prefix"})
+
+
 # ---------------------------------------------------------------- sampling
 SPACES: dict[str, Callable[[], Iterator[Item]]] = {
     "math": math_space,
@@ -799,6 +879,8 @@ SAMPLERS: dict[str, Callable[[random.Random], Item]] = {
     "legal_cloze": legal_cloze,
     "support": support_item,
     "support_cloze": support_cloze,
+    "recipes": recipe_document,
+    "recipes_cloze": recipe_cloze,
     "math_l2": math_l2_item,
     "math_l3": math_l3_item,
     "code_l2": code_l2_item,

@@ -1,4 +1,4 @@
-"""The built-in probe suites: the six retained capabilities and the two built-in new domains.
+"""The built-in probe suites: the six retained capabilities and the three built-in new domains.
 
 Items always come from the held-out ``"probe"`` split of ``retain.builtin.tasks``, so the built-in
 model never trained on them. Duplicates (the same prompt drawn twice) are dropped, so ``n`` counts
@@ -163,6 +163,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           _domain("legal")),
     Suite("support", "new domain: support-reply cloze accuracy and cross-entropy on tickets",
           _domain("support")),
+    Suite("recipes", "new domain: ingredient-preparation cloze accuracy and cross-entropy on "
+          "recipe cards", _domain("recipes")),
     Suite("drift", "KL(base || model) per token on held-out English text (needs a base model)",
           drift),
 ]}
@@ -170,7 +172,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
 RETAINED = ("math", "code", "writing", "multilingual", "safety", "instructions")
 GROUPS: dict[str, tuple[str, ...]] = {
     "retained": RETAINED,
-    "all": RETAINED + ("legal", "support"),  # "drift" needs a base model: ask for it by name
+    # "drift" needs a base model: ask for it by name
+    "all": RETAINED + ("legal", "support", "recipes"),
 }
 
 

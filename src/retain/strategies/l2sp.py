@@ -32,6 +32,9 @@ class L2SP(Strategy):
 
     class Config(StrategyConfig):
         alpha: float = Field(0.1, ge=0, description="strength; penalty = alpha/2 * ||theta - theta_0||^2")
+        # theta_0 from this model's weights instead of the run's starting point, e.g. the
+        # original base in a task sequence ("tiny", a folder or a hub id; None: the start)
+        anchor_model: str | None = None
 
     def __init__(self, config: StrategyConfig | None = None):
         super().__init__(config)
@@ -40,14 +43,22 @@ class L2SP(Strategy):
 
     def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
         from_base = 0
+        base_state = ctx.base_state
+        if self.config.anchor_model is not None:
+            from retain.models import copy_state, load_model
+
+            anchor, _ = load_model(self.config.anchor_model, dtype="float32", device="cpu")
+            base_state = copy_state(anchor)
+            del anchor
         for name, p in trainable_parameters(model).items():
-            base = ctx.base_state.get(name)
+            base = base_state.get(name)
             if base is not None and tuple(base.shape) == tuple(p.shape):
                 self.anchor[name] = base
                 from_base += 1
             else:
                 self.anchor[name] = p.detach().to("cpu", copy=True)
         ctx.info[self.name] = {"alpha": self.config.alpha, "anchored_to_base": from_base,
+                               "anchor_model": self.config.anchor_model,
                                "anchored_to_init": len(self.anchor) - from_base, "penalty_has_half": True}
         return model
 
