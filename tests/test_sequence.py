@@ -111,3 +111,129 @@ def test_seeds_give_intervals_and_the_ranking_says_what_is_beyond_noise():
     assert order[0]["forgets"] is False or order[0]["bwt"] > order[1]["bwt"]
     assert order[1]["vs_best"]["bwt"]["larger_than_noise"] is True
     assert order[1]["forgets"] is True
+
+
+# -- a real sequence on the built-in model -----------------------------------------------------------
+
+BASE = {"model": "tiny", "steps": 3, "lr": 1e-3, "batch_size": 4, "seq_len": 48, "probe_n": 4,
+        "probes": ["math"], "warmup_steps": 0, "progress": False, "reference_n": 16,
+        "memory": 16, "data_n": 24}
+RUNS = [
+    {"label": "online ewc", "strategies": [{"name": "ewc", "lam": 0.1, "n_samples": 4}]},
+    {"label": "lora+replay", "strategies": [{"name": "lora", "r": 4},
+                                            {"name": "replay", "fraction": 0.25}]},
+    {"label": "l2sp base", "strategies": [{"name": "l2sp", "anchor_model": "base"}]},
+    {"label": "wise-ft", "strategies": ["full", {"name": "wise_ft", "alpha": 0.5}]},
+    {"label": "osf", "strategies": [{"name": "osf"}]},
+]
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory) -> Path:
+    """A user's JSONL task: prompt/completion records, no probe file (its held-out split probes)."""
+    path = tmp_path_factory.mktemp("data") / "notes.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Code word {i}?", "completion": f"zebra {i}"})
+                            + "\n" for i in range(40)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, notes):
+    out = tmp_path_factory.mktemp("seq")
+    data = {**BASE, "tasks": ["builtin:legal", "builtin:support", str(notes)], "runs": RUNS,
+            "out": str(out)}
+    return out, seq.run_sequence(None, data=data, show=False)
+
+
+def _task(out: Path, label: str, i: int) -> dict:
+    d = sorted((out / f"{label}-seed0").glob(f"{i}-*"))[0]
+    return json.loads((d / "results.json").read_text())
+
+
+def test_every_strategy_runs_through_three_tasks(ran):
+    out, summary = ran
+    assert summary["tasks"] == ["legal", "support", "notes"]
+    assert [e["label"] for e in summary["entries"]] == [r["label"] for r in RUNS]
+    for rec in summary["sequences"]:
+        ce = rec["matrices"]["ce_nats_per_token"]
+        assert len(ce["R"]) == 4 and all(len(r) == 3 and None not in r for r in ce["R"])
+        assert {"acc", "bwt", "fwt", "forgetting"} <= set(ce)
+        assert rec["retained"]["math.accuracy"]["values"][0] is not None
+        chain = out / f"{seq.slug(rec['label'])}-seed0"
+        models = sorted(p.parent.name for p in chain.glob("*/model"))
+        assert models == ["2-notes"]  # a finished sequence keeps its last model only
+    for e in summary["entries"]:
+        assert (out / summary["figures"][e["label"]]).is_file()
+    assert (out / seq.SUMMARY_FILE).is_file()
+    # the notes task was split once: its held-out records probe every task's run
+    first = _task(out, "online-ewc", 0)
+    assert "notes.ce_nats_per_token" in {c["key"] for c in first["comparison"]}
+
+
+def test_online_ewc_accumulates_the_fisher_of_each_finished_task(ran):
+    out, _ = ran
+    info = [_task(out, "online-ewc", i)["strategy_info"]["ewc"] for i in range(3)]
+    assert info[0]["source"] == "estimated"
+    assert [x["source"] for x in info[1:]] == ["online", "online"]
+    assert [x["online_terms"] for x in info[1:]] == [2, 3]
+    assert info[2]["previous_fisher_path"].endswith("1-support/fisher.safetensors")
+
+
+def test_replay_draws_from_the_memory_of_earlier_tasks(ran):
+    out, _ = ran
+    chain = out / "lora-replay-seed0"
+    second = _task(out, "lora-replay", 2)
+    assert second["config"]["reference"] == ["builtin:retained", str(chain / "memory-1.jsonl")]
+    memory = [json.loads(line) for line in (chain / "memory-1.jsonl").read_text().splitlines()]
+    assert len(memory) == 16
+    texts = [m["text"] for m in memory]
+    assert any("Agreement" in t for t in texts) and any("Customer:" in t for t in texts)
+    assert second["strategy_info"]["replay"]["pool_examples"] == 16 + 16  # retained + memory
+    # LoRA merged after every task: each task's run starts from a plain model
+    assert second["model"]["trainable_params"] < second["model"]["params"] / 10
+
+
+def test_l2sp_anchors_to_the_original_base(ran):
+    out, _ = ran
+    last = _task(out, "l2sp-base", 2)
+    assert last["config"]["strategies"][0]["anchor_model"] == "tiny"
+    assert last["strategy_info"]["l2sp"]["anchored_to_init"] == 0
+
+
+def test_an_interrupted_sequence_continues_from_the_task_it_stopped_at(tmp_path, monkeypatch,
+                                                                        notes):
+    import retain.run
+
+    real = retain.run.run
+    data = {**BASE, "tasks": ["builtin:legal", "builtin:support", str(notes)],
+            "runs": [{"label": "full", "strategies": ["full"]}], "out": str(tmp_path)}
+
+    def dies_at_task_2(cfg, **kw):
+        if Path(cfg.out).name.startswith("2-"):
+            raise KeyboardInterrupt
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(retain.run, "run", dies_at_task_2)
+    with pytest.raises(KeyboardInterrupt):
+        seq.run_sequence(None, data=data, show=False)
+    done = {p: (p / "results.json").stat().st_mtime for p in (tmp_path / "full-seed0").glob("[01]-*")}
+    assert len(done) == 2 and (tmp_path / "full-seed0" / "1-support" / "model").is_dir()
+    monkeypatch.setattr(retain.run, "run", real)
+    calls = []
+    monkeypatch.setattr(retain.run, "run", lambda cfg, **kw: calls.append(cfg.out) or real(cfg, **kw))
+    summary = seq.run_sequence(None, data=data, show=False)
+    assert [Path(c).name for c in calls] == ["2-notes"]  # tasks 0 and 1 reused
+    assert all((p / "results.json").stat().st_mtime == t for p, t in done.items())
+    assert len(summary["sequences"][0]["matrices"]["ce_nats_per_token"]["R"]) == 4
+
+
+def test_cli_refuses_a_file_without_tasks(tmp_path):
+    import subprocess
+    import sys
+
+    f = tmp_path / "s.yaml"
+    f.write_text("model: tiny\n")
+    r = subprocess.run([sys.executable, "-m", "retain.cli", "sequence", str(f)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "tasks" in r.stderr
+    assert "Traceback" not in r.stderr
