@@ -237,3 +237,37 @@ def test_cli_refuses_a_file_without_tasks(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "tasks" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_one_seed_forgets_by_the_paired_tests_in_the_metrics_direction():
+    from retain.experiments.sequence_metrics import _forgets
+
+    one = {"bwt": {"ci": None}}
+    rose = [{"task": "a", "changed": True, "diff": 0.4}]  # cross-entropy up on task a: lost
+    assert _forgets({**one, "higher_is_better": False, "paired": rose}) is True
+    assert _forgets({**one, "higher_is_better": True, "paired": rose}) is False
+    assert _forgets({**one, "higher_is_better": True,
+                     "paired": [{"changed": True, "lost": 5, "gained": 1}]}) is True
+    assert _forgets({**one, "higher_is_better": True, "paired": []}) is None
+
+
+def test_the_example_sequence_file_plans_six_runs_of_three_seeds(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    f = seq.load_sequence_file(root / "examples" / "sequence.yaml")
+    chains = seq.plan_chains(f, seq.read_tasks(f["tasks"], tmp_path, 0.1, 200), tmp_path)
+    assert len(chains) == 18 and {c.seed for c in chains} == {0, 1, 2}
+    l2sp = next(c for c in chains if c.label == "l2sp to base").runs[2].config
+    assert l2sp.strategies[0]["anchor_model"] == "tiny"
+
+
+def test_the_shipped_sequence_demo_plans_four_runs_of_three_tasks(tmp_path):
+    from retain.experiments.demo import SEQUENCE_FILE
+
+    f = seq.load_sequence_file(SEQUENCE_FILE)
+    tasks = seq.read_tasks(f["tasks"], tmp_path, 0.1, 200)
+    chains = seq.plan_chains(f, tasks, tmp_path)
+    assert [t.name for t in tasks] == ["legal", "support", "recipes"]
+    assert [c.label for c in chains] == ["full", "online ewc", "replay 25%", "lora r=8"]
+    first, last = chains[1].runs[0].config, chains[1].runs[2].config
+    assert first.model == "tiny" and last.model.endswith("1-support/model")
+    assert set(last.probes) >= {"legal", "support", "recipes", "safety"}

@@ -247,8 +247,18 @@ def demo_cmd(
                                    "--quick demo); complete ones of the same are reused."),
     merge: bool = typer.Option(False, "--merge", help="Specialists, merged: a legal and a support "
                                "fine-tune merged four ways (default out: runs/demo-merge)."),
+    sequence: bool = typer.Option(False, "--sequence", help="Three domains in a row (legal -> "
+                                  "support -> recipes) under four runs: the accuracy matrix "
+                                  "(default out: runs/demo-sequence)."),
 ) -> None:
     """Show the forgetting cliff and the cures on the built-in model, in minutes on a CPU."""
+    if merge and sequence:
+        raise UserError("--merge and --sequence are two demos: pick one")
+    if sequence:
+        from retain.experiments.demo import run_sequence_demo
+
+        run_sequence_demo(None if out == Path("runs/demo") else out, overwrite=overwrite)
+        return
     if merge:
         from retain.experiments.demo_merge import run_merge_demo
 

@@ -51,3 +51,13 @@ def run_demo(out: Path | None = None, *, quick: bool = False, overwrite: bool = 
     if not data["runs"]:
         raise UserError("the demo has no runs")
     return run_compare(DEMO_FILE, out=out, overwrite=overwrite, data=data, extra={"quick": quick})
+
+
+SEQUENCE_FILE = Path(__file__).with_name("demo_sequence.yaml")
+
+
+def run_sequence_demo(out: Path | None = None, *, overwrite: bool = True) -> dict:
+    """``demo_sequence.yaml``: legal -> support -> recipes under four runs (``retain sequence``)."""
+    from retain.experiments.sequence import run_sequence
+
+    return run_sequence(SEQUENCE_FILE, out=out, overwrite=overwrite)

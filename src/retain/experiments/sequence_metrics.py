@@ -150,9 +150,13 @@ def _forgets(m: dict) -> bool | None:
     if ci is not None:
         return ci[1] < 0
     if m.get("paired"):
-        return any(p.get("changed") and (p.get("lost", 0) > p.get("gained", 0)
-                                         or (p.get("diff") is not None and p["diff"] < 0))
-                   for p in m["paired"])
+        sign = 1.0 if m["higher_is_better"] else -1.0  # a cross-entropy that rose was lost
+
+        def lost(p: dict) -> bool:
+            if p.get("diff") is not None:
+                return sign * p["diff"] < 0
+            return p.get("lost", 0) > p.get("gained", 0)
+        return any(p.get("changed") and lost(p) for p in m["paired"])
     return None
 
 
