@@ -1,6 +1,7 @@
 """``retain report DIR``: a run folder or a comparison folder rendered into one self-contained
 ``DIR/report.html`` (CSS inline, images as base64 PNG data URIs, no script, nothing fetched),
-plus the same charts as PNG files in ``DIR/figures/``. Everything comes from ``results.json``
+plus the same charts as PNG files in ``DIR/figures/``; a task-sequence folder (``retain
+sequence``: ``sequences.json`` and its heatmaps) too, by ``retain.report.sequence_html``. Everything comes from ``results.json``
 (and ``metrics.jsonl`` for the curves; the ranking from ``comparison.json``). Model output,
 prompts, names and config values are untrusted text: every one goes through ``html.escape``
 before it reaches the page.
@@ -54,9 +55,10 @@ class Run:
 @dataclass
 class Folder:
     dir: Path
-    kind: str  # "run" or "comparison"
-    runs: list[Run]
+    kind: str  # "run", "comparison" or "sequence"
+    runs: list[Run]  # none in a sequence folder: its page reads sequences.json alone
     comparison: dict[str, Any] = field(default_factory=dict)  # comparison.json, if any
+    sequence: dict[str, Any] = field(default_factory=dict)  # sequences.json, if any
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -70,17 +72,23 @@ def _load_run(d: Path, label: str | None = None) -> Run:
 
 
 def load_folder(d: Path) -> Folder:
-    """A run folder (``results.json``) or a comparison folder (``comparison.json`` and run
-    folders inside); runs keep the order and labels comparison.json gives them."""
+    """A run folder (``results.json``), a task-sequence folder (``sequences.json``) or a
+    comparison folder (``comparison.json`` and run folders inside); runs keep the order and
+    labels comparison.json gives them."""
+    from retain.report.sequence_html import SUMMARY_FILE, load_sequence
+
     d = Path(d)
     if not d.is_dir():
         raise UserError(f"{d} is not a folder")
     if (d / RESULTS_FILE).is_file():
         return Folder(d, "run", [_load_run(d)])
+    if (d / SUMMARY_FILE).is_file():
+        return Folder(d, "sequence", [], sequence=load_sequence(d))
     subs = sorted(p for p in d.iterdir() if p.is_dir() and (p / RESULTS_FILE).is_file())
     if not (d / COMPARISON_FILE).is_file() or not subs:
         raise UserError(f"{d} is neither a run folder ({RESULTS_FILE}) nor a comparison folder "
-                        f"({COMPARISON_FILE} and run folders with {RESULTS_FILE})")
+                        f"({COMPARISON_FILE} and run folders with {RESULTS_FILE}) nor a sequence "
+                        f"folder ({SUMMARY_FILE})")
     try:
         comp = json.loads((d / COMPARISON_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -165,11 +173,12 @@ def linkify(text: Any) -> str:
     return "".join(out)
 
 
-def _img(data: bytes, name: str, alt: str, wide: bool = False) -> str:
+def _img(data: bytes, name: str, alt: str, wide: bool = False, where: str = FIGURES_DIR) -> str:
+    """The PNG embedded as a data URI, captioned with its file (``where``: its folder in DIR)."""
     b64 = base64.b64encode(data).decode("ascii")
     cls = ' class="wide"' if wide else ""
     return (f'<figure{cls}><img alt="{esc(alt)}" src="data:image/png;base64,{b64}">'
-            f'<figcaption>{esc(FIGURES_DIR + "/" + name)}</figcaption></figure>')
+            f'<figcaption>{esc(where + "/" + name if where else name)}</figcaption></figure>')
 
 
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
@@ -224,7 +233,12 @@ def _judged(runs: list[Run]) -> dict[str, dict[str, dict]]:
 
 def make_figures(folder: Folder) -> dict[str, bytes]:
     """Every chart the data allows: name (``loss.png``...) -> PNG bytes, also written to
-    ``DIR/figures/``. A chart without data is left out (its section says why)."""
+    ``DIR/figures/``. A chart without data is left out (its section says why). A sequence
+    folder's heatmaps are read from beside its sequences.json, where ``retain sequence`` drew them."""
+    if folder.kind == "sequence":
+        from retain.report.sequence_html import sequence_figures
+
+        return sequence_figures(folder.dir, folder.sequence)
     from retain.report.plots import (
         PROPORTION_METRICS, plot_capabilities, plot_deltas, plot_tradeoff)
 
@@ -692,20 +706,27 @@ ul.cites li{margin-bottom:8px} footer{margin-top:36px;color:#57606a;font-size:12
 
 def render(folder: Folder, figs: dict[str, bytes]) -> str:
     """The whole page as one string (figures from ``make_figures``)."""
-    # the answer first (sentences, charts, ranking), the long tables after
-    sections = [section_summary(folder), section_tradeoff(folder, figs),
-                section_changes(folder, figs), section_ranking(folder),
-                section_capabilities(folder, figs), section_strategies(folder),
-                section_training(folder, figs), section_drift(folder, figs),
-                section_guard(folder), section_lost_items(folder), section_examples(folder),
-                section_config(folder)]
-    sections = [s for s in sections if s]
-    ids = [sid for sid in SECTIONS if f'<section id="{sid}">' in "".join(sections)]
+    sources = f"{esc(RESULTS_FILE)} and {esc(METRICS_FILE)}"
+    if folder.kind == "sequence":
+        from retain.report.sequence_html import SEQUENCE_SECTIONS, SUMMARY_FILE, sequence_sections
+
+        sections, order = sequence_sections(folder.sequence, figs), SEQUENCE_SECTIONS
+        title = str(folder.sequence.get("title") or "a task sequence")
+        sources = esc(SUMMARY_FILE)
+    else:  # the answer first (sentences, charts, ranking), the long tables after
+        sections = [section_summary(folder), section_tradeoff(folder, figs),
+                    section_changes(folder, figs), section_ranking(folder),
+                    section_capabilities(folder, figs), section_strategies(folder),
+                    section_training(folder, figs), section_drift(folder, figs),
+                    section_guard(folder), section_lost_items(folder), section_examples(folder),
+                    section_config(folder)]
+        sections, order = [s for s in sections if s], SECTIONS
+    ids = [sid for sid in order if f'<section id="{sid}">' in "".join(sections)]
     nav = "".join(f'<a href="#{sid}">{sid}</a>' for sid in ids)
     if folder.kind == "run":
         res = folder.runs[0].results
         title = f'{res.get("strategy")} on {(res.get("model") or {}).get("name")}'
-    else:
+    elif folder.kind == "comparison":
         title = str(folder.comparison.get("title") or f"{len(folder.runs)} runs compared")
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -717,12 +738,13 @@ def render(folder: Folder, figs: dict[str, bytes]) -> str:
             f'<p class="dim">{esc(folder.kind)} folder <code>{esc(folder.dir.name)}</code></p>'
             f'<nav>{nav}</nav></header>\n<main>\n' + "\n".join(sections) +
             f'\n</main><footer>generated by retain {esc(retain.__version__)} at {esc(now)} from '
-            f'{esc(RESULTS_FILE)} and {esc(METRICS_FILE)}</footer></body></html>\n')
+            f'{sources}</footer></body></html>\n')
 
 
 def build_report(dir: Path) -> Path:
-    """Render the run or comparison folder ``dir`` into ``dir/report.html`` (written atomically:
-    a failure leaves no half page) and its charts into ``dir/figures/*.png``; the page's path."""
+    """Render the run, comparison or sequence folder ``dir`` into ``dir/report.html`` (written
+    atomically: a failure leaves no half page) and the charts of a run or comparison into
+    ``dir/figures/*.png``; the page's path."""
     folder = load_folder(Path(dir))
     page = render(folder, make_figures(folder))
     path = folder.dir / REPORT_FILE
