@@ -227,3 +227,16 @@ def test_callback_refuses_a_finished_run_folder(tiny, tmp_path):
     with pytest.raises(UserError, match="not empty"):
         RetainCallback(tok, out=tmp_path)
     RetainCallback(tok, out=tmp_path, overwrite=True)  # allowed when asked
+
+
+def test_self_replay_and_replay_mix_into_the_dataset(tiny):
+    model, tok = tiny
+    rows = legal_rows(30)
+    kit = RetainStrategies([{"name": "self_replay", "fraction": 0.25, "num_prompts": 8,
+                             "max_new_tokens": 8}], model, tok, seq_len=64, reference_n=16)
+    ds = kit.train_dataset(rows)
+    info = kit.info["self_replay"]
+    assert info["source"] == "self-generated" and info["replay_examples"] == 10  # 30 new: 25%
+    assert len(ds) == 40 and ds.column_names == ["input_ids", "labels"]
+    new = {tuple(e["input_ids"]) for e in tokenized_rows(rows, tok, seq_len=64)}
+    assert sum(tuple(x) not in new for x in ds["input_ids"]) == 10  # the pseudo-examples
