@@ -301,7 +301,7 @@ def diff_cmd(
 def report_cmd(
     dir: Path = typer.Argument(..., help="A run folder or a comparison folder."),
 ) -> None:
-    """Turn a run or comparison folder into one self-contained DIR/report.html (+ PNG figures)."""
+    """Turn a run, comparison or sequence folder into one self-contained DIR/report.html."""
     from retain.report.html import build_report
 
     typer.echo(f"wrote {build_report(dir)}")

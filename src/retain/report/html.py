@@ -1,10 +1,10 @@
 """``retain report DIR``: a run folder or a comparison folder rendered into one self-contained
 ``DIR/report.html`` (CSS inline, images as base64 PNG data URIs, no script, nothing fetched),
 plus the same charts as PNG files in ``DIR/figures/``; a task-sequence folder (``retain
-sequence``: ``sequences.json`` and its heatmaps) too, by ``retain.report.sequence_html``. Everything comes from ``results.json``
-(and ``metrics.jsonl`` for the curves; the ranking from ``comparison.json``). Model output,
-prompts, names and config values are untrusted text: every one goes through ``html.escape``
-before it reaches the page.
+sequence``: ``sequences.json`` and its heatmaps) too, by ``retain.report.sequence_html``.
+Everything comes from ``results.json`` (and ``metrics.jsonl`` for the curves; the ranking from
+``comparison.json``). Model output, prompts, names and config values are untrusted text: every
+one goes through ``html.escape`` before it reaches the page.
 
 The page leads with the answer: one sentence per strategy on what it lost and gained, and the
 ranking's rule; then the trade-off chart and the heatmap of changes; the long tables after,
@@ -234,7 +234,7 @@ def _judged(runs: list[Run]) -> dict[str, dict[str, dict]]:
 def make_figures(folder: Folder) -> dict[str, bytes]:
     """Every chart the data allows: name (``loss.png``...) -> PNG bytes, also written to
     ``DIR/figures/``. A chart without data is left out (its section says why). A sequence
-    folder's heatmaps are read from beside its sequences.json, where ``retain sequence`` drew them."""
+    folder's heatmaps are read from beside its sequences.json (``retain sequence`` drew them)."""
     if folder.kind == "sequence":
         from retain.report.sequence_html import sequence_figures
 
