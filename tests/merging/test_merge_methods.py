@@ -183,9 +183,9 @@ def test_every_method_is_registered_with_citation_and_frozen_options():
     for name, m in MERGE_METHODS.items():
         assert m.name == name and "http" in m.citation
         opts = m.options()
-        field = next(iter(m.options.model_fields))
+        field = next(iter(m.options.model_fields), "not_an_option")  # model_stock has none
         with pytest.raises(ValidationError):
-            setattr(opts, field, getattr(opts, field))
+            setattr(opts, field, getattr(opts, field, 1))
         with pytest.raises(ValidationError):
             m.options(not_an_option=1)
 
@@ -200,7 +200,10 @@ def test_unknown_option_is_a_user_error():
 @pytest.mark.parametrize("method,opts", [
     ("linear", {}), ("wise_ft", {"alpha": 0.3}), ("task_arithmetic", {"scale": 0.7}),
     ("ties", {"density": 0.3}), ("ties", {"density": 0.6, "majority_sign": "frequency"}),
-    ("dare_ties", {"density": 1.0}), ("slerp", {"alpha": 0.4}), ("fisher", {}), ("regmean", {})])
+    ("dare_ties", {"density": 1.0}), ("slerp", {"alpha": 0.4}), ("fisher", {}), ("regmean", {}),
+    ("breadcrumbs", {"density": 0.5, "gamma": 0.1}),
+    ("breadcrumbs_ties", {"density": 0.7, "gamma": 0.05, "majority_sign": "frequency"}),
+    ("della", {"density": 1.0, "epsilon": 0.0}), ("model_stock", {})])
 def test_chunked_merge_equals_whole_tensor_merge(method, opts, monkeypatch):
     """The engine cuts big tensors into row chunks; the result must not depend on it. Values are
     quantized so that TIES meets many equal magnitudes at its threshold."""

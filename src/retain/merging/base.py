@@ -66,13 +66,16 @@ class MergeMethod:
     citation: str  # title, year, link
     stats: Literal["fisher", "gram"] | None = None  # per-model statistics files it needs
     default_weight: float = 1.0
+    min_models: int = 1  # fewest fine-tunes (besides the base) the method can merge
     # whole-tensor pass(es) over the chunks: (chunks, full shape, densities, options) -> prepared
     prepare: Callable[[Chunks, tuple[int, ...], list[float] | None, MergeOptions], Any] | None = None
 
     def check_counts(self, n_models: int, has_base: bool) -> None:
         """Refuse a number of inputs the method cannot use, with one clear line."""
-        if n_models < 1:
-            raise UserError(f"merge method {self.name!r} needs at least one model")
+        least = max(1, self.min_models)
+        if n_models < least:
+            raise UserError(f"merge method {self.name!r} needs at least {least} "
+                            f"model{'s' if least > 1 else ''}, got {n_models}")
         if self.base_role == "required" and not has_base:
             raise UserError(f"merge method {self.name!r} merges task vectors: give --base")
         if self.base_role == "pair" and n_models + (1 if has_base and n_models == 1 else 0) != 2:

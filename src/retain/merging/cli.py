@@ -37,21 +37,24 @@ def merge_command(
     models: Annotated[Optional[list[str]], typer.Argument(
         help="model folders (or LoRA adapter folders over --base) to merge")] = None,
     method: Annotated[Optional[str], typer.Option(
-        help="linear, wise_ft, task_arithmetic, ties, dare_linear, dare_ties, slerp, fisher, "
+        help="linear, wise_ft, task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, "
+             "breadcrumbs_ties, della, della_linear, model_stock (2+ models), slerp, fisher, "
              "regmean")] = None,
     out: Annotated[Optional[Path], typer.Option(help="output folder")] = None,
     base: Annotated[Optional[str], typer.Option(help="the base model folder")] = None,
     weights: Annotated[Optional[str], typer.Option(help="per-model weights, e.g. 0.5,0.5")] = None,
-    density: Annotated[Optional[float], typer.Option(help="ties/dare: share of entries kept")] = None,
+    density: Annotated[Optional[float], typer.Option(
+        help="ties/dare/della/breadcrumbs: share of entries kept")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="wise_ft/slerp: 0 = base, 1 = model")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="dare: seed of the drop masks")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="dare/della: seed of the drop masks")] = None,
     scale: Annotated[Optional[float], typer.Option(help="task vector methods: lambda")] = None,
     fisher: Annotated[Optional[list[str]], typer.Option(
         help="fisher: one diagonal-Fisher safetensors file per model (repeat)")] = None,
     gram: Annotated[Optional[list[str]], typer.Option(
         help="regmean: one Gram-matrix safetensors file per model (repeat)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
-        "--set", help="any other method option, key=value (repeat)")] = None,
+        "--set", help="any other method option, key=value (repeat), e.g. gamma=0.01 "
+        "(breadcrumbs), epsilon=0.1 (della), majority_sign=frequency")] = None,
     config: Annotated[Optional[Path], typer.Option(help="a merge YAML file")] = None,
     shard_size: Annotated[str, typer.Option(help="output shard size, e.g. 2GB, 500MB")] = "2GB",
     dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16")] = None,

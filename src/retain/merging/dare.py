@@ -17,8 +17,7 @@ import torch
 from pydantic import Field
 
 from retain.merging.base import MergeOptions, TensorSet
-from retain.merging.linear import weighted_average
-from retain.merging.ties import elect_and_merge
+from retain.merging.ties import mix
 
 
 class DareLinearOptions(MergeOptions):
@@ -54,11 +53,7 @@ def dare(base: torch.Tensor, tensors: list[torch.Tensor], weights: list[float],
     """base + scale * combine(DARE(tau_i)); combine is sum_i w_i tau_i, or TIES when ``ties``."""
     deltas = [drop_and_rescale(t - base, d, generator_for(seed, name, i, row_start))
               for i, (t, d) in enumerate(zip(tensors, densities))]
-    if ties:
-        mixed = elect_and_merge(deltas, weights, majority_sign)
-    else:
-        mixed = weighted_average(deltas, weights, normalize=False)
-    return base + scale * mixed
+    return base + scale * mix(deltas, weights, majority_sign if ties else None)
 
 
 def apply_linear(ts: TensorSet, opts: DareLinearOptions) -> torch.Tensor:

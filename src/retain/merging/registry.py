@@ -3,9 +3,13 @@ the method uses the base. Adding a method touches its module and this dict."""
 
 from __future__ import annotations
 
-from retain.merging import dare, fisher, linear, regmean, slerp, task_arithmetic, ties
+from retain.merging import (breadcrumbs, dare, della, fisher, linear, model_stock, regmean, slerp,
+                            task_arithmetic, ties)
 from retain.merging.base import MergeMethod, MergeOptions
 from retain.errors import UserError
+
+_DELLA = ("DELLA-Merging: Reducing Interference in Model Merging through Magnitude-Based Sampling "
+          "(Deep et al., 2024), https://arxiv.org/abs/2406.11617")
 
 MERGE_METHODS: dict[str, MergeMethod] = {
     "linear": MergeMethod(
@@ -31,6 +35,25 @@ MERGE_METHODS: dict[str, MergeMethod] = {
         "dare_ties", dare.DareTiesOptions, dare.apply_ties, "required",
         citation="Language Models are Super Mario (Yu et al., 2024), "
                  "https://arxiv.org/abs/2311.03099; TIES (Yadav et al., 2023)"),
+    "breadcrumbs": MergeMethod(
+        "breadcrumbs", breadcrumbs.BreadcrumbsOptions, breadcrumbs.apply, "required",
+        prepare=breadcrumbs.prepare,
+        citation="Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse Masks "
+                 "(Davari & Belilovsky, 2023), https://arxiv.org/abs/2312.06795"),
+    "breadcrumbs_ties": MergeMethod(
+        "breadcrumbs_ties", breadcrumbs.BreadcrumbsTiesOptions, breadcrumbs.apply_ties,
+        "required", prepare=breadcrumbs.prepare,
+        citation="Model Breadcrumbs (Davari & Belilovsky, 2023), "
+                 "https://arxiv.org/abs/2312.06795; TIES (Yadav et al., 2023)"),
+    "della": MergeMethod("della", della.DellaOptions, della.apply_ties, "required",
+                         citation=f"{_DELLA}; TIES (Yadav et al., 2023)"),
+    "della_linear": MergeMethod("della_linear", della.DellaLinearOptions, della.apply_linear,
+                                "required", citation=_DELLA),
+    "model_stock": MergeMethod(
+        "model_stock", model_stock.ModelStockOptions, model_stock.apply, "required",
+        prepare=model_stock.prepare, min_models=2,
+        citation="Model Stock: All we need is just a few fine-tuned models "
+                 "(Jang, Yun & Han, 2024), https://arxiv.org/abs/2403.19522"),
     "slerp": MergeMethod(
         "slerp", slerp.SlerpOptions, slerp.apply, "pair", prepare=slerp.prepare,
         citation="Animating rotation with quaternion curves (Shoemake, 1985), "

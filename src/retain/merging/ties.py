@@ -21,6 +21,7 @@ from pydantic import Field
 
 from retain.merging._peft import merge_utils
 from retain.merging.base import Chunks, MergeOptions, TensorSet
+from retain.merging.linear import weighted_average
 
 
 class TiesOptions(MergeOptions):
@@ -54,17 +55,26 @@ def _select(hist: torch.Tensor, k: int) -> tuple[int, int]:
     return b, int(at_or_above[b] - hist[b])
 
 
-def magnitude_thresholds(passes: Callable[[], Iterable[tuple[int, list[torch.Tensor]]]],
-                         numels: list[int], densities: list[float]) -> list[Threshold]:
-    """Exact k-th largest magnitude of several tensors seen only as chunk streams.
+Passes = Callable[[], Iterable[tuple[int, list[torch.Tensor]]]]
+
+
+def magnitude_thresholds(passes: Passes, numels: list[int],
+                         densities: list[float]) -> list[Threshold]:
+    """Thresholds that keep the k = int(density * numel) largest magnitudes of each tensor."""
+    ks = [m if d >= 1 else int(d * m) for d, m in zip(densities, numels)]
+    return count_thresholds(passes, numels, ks)
+
+
+def count_thresholds(passes: Passes, numels: list[int], ks: list[int]) -> list[Threshold]:
+    """Exact k-th largest magnitude of several tensors seen only as chunk streams: the threshold
+    of tensor i keeps its ks[i] largest magnitudes (all when ks[i] >= numel, none when 0).
 
     ``passes()`` returns a fresh iterable of (row_start, [chunk of tensor i for each i]);
     pass 1 histograms the high 16 bits, pass 2 the low 16 bits inside the selected bin, and a
     third pass runs only when ties at the threshold must be broken by position."""
     n = len(numels)
-    ks = [int(d * m) for d, m in zip(densities, numels)]
-    todo = [i for i in range(n) if densities[i] < 1 and ks[i] > 0]
-    out: list[Threshold] = [KEEP_ALL if densities[i] >= 1 else Threshold(float("inf"), 0)
+    todo = [i for i in range(n) if 0 < ks[i] < numels[i]]
+    out: list[Threshold] = [KEEP_ALL if ks[i] >= numels[i] else Threshold(float("inf"), 0)
                             for i in range(n)]
     if not todo:
         return out
@@ -99,10 +109,10 @@ def magnitude_thresholds(passes: Callable[[], Iterable[tuple[int, list[torch.Ten
     return out
 
 
-def apply_threshold(delta: torch.Tensor, t: Threshold, row_start: int = 0) -> torch.Tensor:
-    """Zero the entries of a chunk that fall below the model's threshold."""
+def keep_mask(delta: torch.Tensor, t: Threshold, row_start: int = 0) -> torch.Tensor:
+    """Which entries of a chunk the threshold keeps (bool, the chunk's shape)."""
     if t.ties_kept < 0:
-        return delta
+        return torch.ones_like(delta, dtype=torch.bool)
     mag = delta.abs()
     keep = mag > t.value
     if t.ties_kept > 0:
@@ -112,7 +122,14 @@ def apply_threshold(delta: torch.Tensor, t: Threshold, row_start: int = 0) -> to
         else:
             rank = t.ties_before[row_start] + eq.reshape(-1).cumsum(0).reshape(eq.shape) - 1
             keep |= eq & (rank < t.ties_kept)
-    return delta * keep
+    return keep
+
+
+def apply_threshold(delta: torch.Tensor, t: Threshold, row_start: int = 0) -> torch.Tensor:
+    """Zero the entries of a chunk that fall below the model's threshold."""
+    if t.ties_kept < 0:
+        return delta
+    return delta * keep_mask(delta, t, row_start)
 
 
 def trim(delta: torch.Tensor, density: float) -> torch.Tensor:
@@ -129,6 +146,15 @@ def elect_and_merge(deltas: list[torch.Tensor], weights: list[float],
     mask = merge_utils.calculate_majority_sign_mask(stacked, method=majority_sign)
     w = torch.tensor(weights, dtype=stacked.dtype).view(-1, *([1] * (stacked.dim() - 1)))
     return merge_utils.disjoint_merge(stacked.mul_(w), mask)
+
+
+def mix(deltas: list[torch.Tensor], weights: list[float],
+        majority_sign: str | None = None) -> torch.Tensor:
+    """Combine sparsified task vectors: the weighted sum sum_i w_i tau_i (``majority_sign``
+    None: the "linear" variants), else TIES sign election and disjoint mean."""
+    if majority_sign is None:
+        return weighted_average(deltas, weights, normalize=False)
+    return elect_and_merge(deltas, weights, majority_sign)
 
 
 def ties(base: torch.Tensor, tensors: list[torch.Tensor], weights: list[float],
