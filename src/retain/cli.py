@@ -307,6 +307,28 @@ def report_cmd(
     typer.echo(f"wrote {build_report(dir)}")
 
 
+@app.command("fisher")
+def fisher_cmd(
+    model: str = typer.Argument(..., help="A model folder (a fine-tune) or 'tiny'."),
+    data: str = typer.Option(..., help="Its own domain's data: builtin:legal / builtin:support /"
+                             " builtin:recipes or a JSONL file."),
+    out: Path = typer.Option(..., help="The safetensors file to write."),
+    n: int = typer.Option(64, help="Examples (seeded sample)."),
+    estimator: str = typer.Option("empirical", help="empirical, sampled or batched (as EWC's)."),
+    seq_len: int = typer.Option(256, help="Max tokens per example."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16"),
+    overwrite: bool = typer.Option(False, help="Replace an existing file."),
+) -> None:
+    """A model's own diagonal Fisher on its own data, for retain merge --method fisher."""
+    from retain.fisher_cli import write_fisher
+
+    path = write_fisher(model, data, out, n=n, estimator=estimator, seq_len=seq_len, seed=seed,
+                        device=device, dtype=dtype, overwrite=overwrite)
+    typer.echo(f"Fisher written to {path}")
+
+
 def _register_merge() -> None:
     from retain.merging.cli import merge_command
 

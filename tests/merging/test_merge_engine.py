@@ -168,11 +168,13 @@ def test_output_guards(tiny, tmp_path):
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
 
 
-def test_fisher_files_equal_fishers_is_plain_average(tiny, tmp_path):
+def test_fisher_files_proportional_fishers_is_plain_average(tiny, tmp_path):
+    """Each Fisher is divided by its mean: a Fisher and 7 times it weigh every entry equally."""
     fisher = {n: torch.rand(t.shape) for n, t in state(tiny["base"]).items()}
     save_file(fisher, tmp_path / "f.safetensors")
-    f = str(tmp_path / "f.safetensors")
-    fm = state(merge("fisher", [tiny["ft1"], tiny["ft2"]], tmp_path / "fm", fisher_files=[f, f]))
+    save_file({n: 7 * t for n, t in fisher.items()}, tmp_path / "f7.safetensors")
+    f, f7 = str(tmp_path / "f.safetensors"), str(tmp_path / "f7.safetensors")
+    fm = state(merge("fisher", [tiny["ft1"], tiny["ft2"]], tmp_path / "fm", fisher_files=[f, f7]))
     lm = state(merge("linear", [tiny["ft1"], tiny["ft2"]], tmp_path / "lm"))
     assert all(torch.allclose(fm[n], lm[n], atol=1e-6) for n in lm)
     with pytest.raises(UserError, match="needs one fisher file per model"):

@@ -12,6 +12,7 @@ from retain.errors import UserError
 from retain.merging import MERGE_METHODS, interpolate, merge_state_dicts
 from retain.merging.dare import drop_and_rescale, generator_for
 from retain.merging.fisher import fisher_average
+from retain.strategies.fisher import normalize_importance
 from retain.merging.regmean import compute_grams, regmean
 from retain.merging.slerp import slerp
 from retain.merging.ties import ties, trim
@@ -145,11 +146,13 @@ def test_fisher_weighted_average():
     assert torch.allclose(out, T([2.5, 1.5]))  # (1*1 + 3*3)/4, (3*1 + 1*3)/4
 
 
-def test_fisher_with_equal_fishers_is_plain_average():
+def test_fisher_with_proportional_fishers_is_plain_average():
+    """Each model's Fisher is divided by its mean, so F, 2F and 1000F weigh every entry alike."""
     g = torch.Generator().manual_seed(2)
     models = [{"w": torch.randn(4, 5, generator=g)} for _ in range(3)]
     f = torch.rand(4, 5, generator=g)
-    out = merge_state_dicts("fisher", None, models, stats=[{"w": f}] * 3)["w"]
+    out = merge_state_dicts("fisher", None, models,
+                            stats=[{"w": f}, {"w": 2 * f}, {"w": 1000 * f}])["w"]
     avg = (models[0]["w"] + models[1]["w"] + models[2]["w"]) / 3
     assert torch.allclose(out, avg, atol=1e-6)
 
@@ -217,8 +220,9 @@ def test_chunked_merge_equals_whole_tensor_merge(method, opts, monkeypatch):
               for _ in range(2 if method in ("slerp",) else 3)]
     spec = MERGE_METHODS[method]
     stats = None
-    if spec.stats == "fisher":
-        stats = [{k: torch.rand(v.shape, generator=g) for k, v in base.items()} for _ in models]
+    if spec.stats == "fisher":  # of mean 1, as the engine normalizes them before apply sees them
+        stats = [normalize_importance({k: torch.rand(v.shape, generator=g)
+                                       for k, v in base.items()}, "mean") for _ in models]
     if spec.stats == "gram":
         stats = [{"w": (lambda x: x.T @ x)(torch.randn(20, 11, generator=g))} for _ in models]
     use_base = None if spec.base_role == "template" or (spec.base_role == "pair"

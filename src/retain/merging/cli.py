@@ -49,7 +49,8 @@ def merge_command(
     seed: Annotated[Optional[int], typer.Option(help="dare/della: seed of the drop masks")] = None,
     scale: Annotated[Optional[float], typer.Option(help="task vector methods: lambda")] = None,
     fisher: Annotated[Optional[list[str]], typer.Option(
-        help="fisher: one diagonal-Fisher safetensors file per model (repeat)")] = None,
+        help="fisher: each model's own Fisher, in model order (repeat), from retain fisher "
+        "MODEL --data ITS_DATA --out FILE")] = None,
     gram: Annotated[Optional[list[str]], typer.Option(
         help="regmean: one Gram-matrix safetensors file per model (repeat)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(

@@ -15,6 +15,7 @@ import torch
 import retain
 from retain.errors import UserError
 from retain.merging.base import MergeMethod, MergeOptions, TensorSet
+from retain.merging.fisher import check_fishers
 from retain.merging.output import (Entry, ShardWriter, atomic_folder, copy_support_files,
                                    parse_size, write_card)
 from retain.merging.registry import get_method, parse_options
@@ -121,10 +122,11 @@ def _check_stats(name: str, shape: tuple[int, ...], kind: str, stats: list) -> b
 def merge_tensors(method: MergeMethod, opts: MergeOptions, template: TensorSource,
                   base: TensorSource | None, models: Sequence[TensorSource],
                   weights: list[float], densities: list[float] | None, stats: list | None,
-                  ) -> Iterator[tuple[str, torch.Tensor]]:
+                  stat_scales: list[float] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, merged float rows) in the template's order, chunk by chunk (row ranges of
     at most CHUNK_ELEMENTS entries per input), so memory stays near a few chunks per input.
-    Tensors that are not floating point (buffers, ids) are copied from the template."""
+    Tensors that are not floating point (buffers, ids) are copied from the template.
+    ``stat_scales``: model i's statistic is divided by stat_scales[i] (Fisher normalization)."""
     use_base = base is not None and (method.base_role == "required" or
                                      (method.base_role == "pair" and len(models) == 1))
     for name in template.names():
@@ -140,6 +142,8 @@ def merge_tensors(method: MergeMethod, opts: MergeOptions, template: TensorSourc
             st = None
             if has_stats:  # Fisher rows follow the chunk; a Gram matrix is the whole layer's
                 st = whole_stats or [s.get(name, rows).float() for s in stats]
+                if stat_scales is not None:
+                    st = [t / c for t, c in zip(st, stat_scales)]
             return TensorSet(
                 name=name, rows=rows, prepared=prepared,
                 base=base.get(name, rows).float() if use_base else None,
@@ -169,6 +173,37 @@ def _method_and_options(method_name: str, n_models: int, has_base: bool, options
     return method, opts
 
 
+def _check_stats_up_front(method: MergeMethod, opts: MergeOptions, template: TensorSource,
+                          stats: list | None) -> list[float] | None:
+    """Before anything is merged or written: a Fisher merge's coverage, identity and
+    normalization checks (``fisher.check_fishers``); the per-model divisors, or None."""
+    if method.stats != "fisher" or not stats:
+        return None
+    return check_fishers(template, stats, opts.normalize)
+
+
+def _tied_fishers(models: Sequence[dict[str, torch.Tensor]],
+                  stats: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """A state dict from ``model.state_dict()`` names tied weights twice (``lm_head.weight`` and
+    ``model.embed_tokens.weight``: one tensor), a Fisher from ``named_parameters()`` once: give
+    each missing name the Fisher of the tensor it shares storage with in that model."""
+    out = []
+    for model, st in zip(models, stats):
+        st = dict(st)
+        first: dict[tuple, str] = {}
+        for name, t in model.items():
+            if t.numel() == 0:
+                continue
+            key = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype)
+            alias = first.setdefault(key, name)
+            if name not in st and alias in st:
+                st[name] = st[alias]
+            elif alias not in st and name in st:
+                st[alias] = st[name]
+        out.append(st)
+    return out
+
+
 def merge_state_dicts(method: str, base: dict[str, torch.Tensor] | None,
                       models: Sequence[dict[str, torch.Tensor]], *,
                       weights: Sequence[float] | None = None,
@@ -186,9 +221,12 @@ def merge_state_dicts(method: str, base: dict[str, torch.Tensor] | None,
     template = base_src or srcs[0]
     check_compatible(template, srcs)
     w, d = _resolve(spec, opts, len(models), weights, densities)
+    if stats and spec.stats == "fisher":
+        stats = _tied_fishers(models, stats)
     st = [StatsDict(s, f"{spec.stats} {i}") for i, s in enumerate(stats)] if stats else None
+    scales = _check_stats_up_front(spec, opts, template, st)
     pieces: dict[str, list[torch.Tensor]] = {}
-    for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, st):
+    for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, st, scales):
         pieces.setdefault(name, []).append(t)
     return {name: (p[0] if len(p) == 1 else torch.cat(p)).to(template.dtype(name))
             for name, p in pieces.items()}
@@ -228,6 +266,7 @@ def merge(method: str, models: Sequence[str | Path], out: str | Path, *,
         if len(stat_paths) != len(models):
             raise UserError(f"got {len(stat_paths)} {spec.stats} files for {len(models)} models")
         stats = [StatsFile(p) for p in stat_paths]
+    scales = _check_stats_up_front(spec, opts, template, stats)
 
     names = template.names()
     entries = [Entry(n, template.shape(n), out_dtype if out_dtype and template.dtype(n)
@@ -238,7 +277,8 @@ def merge(method: str, models: Sequence[str | Path], out: str | Path, *,
                              {"merge_method": spec.name, "retain_version": retain.__version__})
         try:
             done = 0
-            for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, stats):
+            for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, stats,
+                                         scales):
                 if writer.write(name, t.to(entries_by_name[name].dtype)) and progress:
                     done += 1
                     progress(done, len(entries), name)

@@ -270,6 +270,9 @@ class StatsFile:
         self._keys = {(k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k): k for k in header}
         self._shapes = {k: header[v][0] for k, v in self._keys.items()}
 
+    def names(self) -> list[str]:
+        return list(self._shapes)
+
     def shape(self, name: str) -> tuple[int, ...] | None:
         return self._shapes.get(name)
 
@@ -284,6 +287,9 @@ class StatsDict:
         self._state = {(k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k): v
                        for k, v in state.items()}
         self.label = label
+
+    def names(self) -> list[str]:
+        return list(self._state)
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         t = self._state.get(name)
