@@ -93,7 +93,9 @@ class EWC(Strategy):
     The Fisher comes from ``fisher_path`` (reused as is), or is estimated in prepare; with
     ``previous_fisher_path`` (a run continuing from an earlier one) it is online EWC:
     F = gamma * F_previous + F_new. The raw (unnormalized) F is saved to
-    ``out_dir/fisher.safetensors`` for later runs and Fisher-weighted merging.
+    ``out_dir/fisher.safetensors`` for later runs (online EWC; a task sequence chains them). It
+    is the starting model's Fisher on the reference data; for merging, take each fine-tune's
+    own with ``retain fisher``.
     """
 
     name: ClassVar[str] = "ewc"
