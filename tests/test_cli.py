@@ -16,11 +16,12 @@ def retain(*args, cwd=None):
 def test_help_lists_every_command():
     r = retain("--help")
     assert r.returncode == 0
-    for cmd in ("probes", "strategies", "eval", "run", "demo", "merge", "report", "compare", "sweep"):
+    for cmd in ("probes", "strategies", "eval", "run", "demo", "merge", "report", "compare", "sweep",
+                "sequence", "fisher", "diff"):
         assert cmd in r.stdout, cmd
 
 
-@pytest.mark.parametrize("cmd", ["eval", "run", "demo", "merge", "report"])
+@pytest.mark.parametrize("cmd", ["eval", "run", "demo", "merge", "report", "sequence", "fisher"])
 def test_every_command_has_help(cmd):
     r = retain(cmd, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout
