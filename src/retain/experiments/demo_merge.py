@@ -1,7 +1,8 @@
 """`retain demo --merge`: specialists, merged. Fine-tune one specialist of the built-in model on
 each built-in new domain (legal contracts, support replies; full fine-tuning, same settings), merge
-the two with the base (task arithmetic, TIES, DARE-TIES seeded, Fisher-weighted averaging with
-Fishers estimated on each specialist's own domain data), score every model in memory on both
+the two (a plain average; with the base: task arithmetic, TIES, DARE-TIES seeded, Breadcrumbs-TIES,
+DELLA, Model Stock; Fisher-weighted averaging with each specialist's Fisher estimated on its own
+domain data, normalized), score every model in memory on both
 domains and every retained capability, and write ``merge_table.csv`` and ``merge.json``.
 Citations: see ``retain.merging.MERGE_METHODS``.
 """
@@ -24,9 +25,13 @@ COMMON: dict[str, Any] = {"model": "tiny", "steps": 100, "batch_size": 8, "seq_l
 QUICK: dict[str, Any] = {"steps": 15, "probe_n": 16}
 # name -> (merge method, options); every method merges both specialists over the base.
 MERGES: dict[str, tuple[str, dict[str, Any]]] = {
+    "average": ("linear", {}),  # the plain average: what every weighted method must beat
     "task_arithmetic": ("task_arithmetic", {}),
     "ties": ("ties", {"density": 0.5}),
     "dare_ties": ("dare_ties", {"density": 0.5, "seed": 0}),
+    "breadcrumbs_ties": ("breadcrumbs_ties", {"density": 0.9, "gamma": 0.01}),
+    "della": ("della", {"density": 0.5, "epsilon": 0.1, "seed": 0}),
+    "model_stock": ("model_stock", {}),
     "fisher": ("fisher", {}),
 }
 FISHER_SAMPLES = 32  # domain examples per specialist for its diagonal (empirical) Fisher
@@ -86,7 +91,7 @@ def run_merge_demo(out: Path = Path("runs/demo-merge"), quick: bool = False, *,
     specialists = []
     for domain in DOMAINS:
         m, _ = load_model(str(out / domain / rr.MODEL_DIR), dtype="float32", device="cpu")
-        specialists.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        specialists.append(dict(m.state_dict()))  # not cloned: tied weights keep one storage
         del m
     fishers, notes = None, []
     if fisher:
@@ -110,7 +115,7 @@ def run_merge_demo(out: Path = Path("runs/demo-merge"), quick: bool = False, *,
         if method == "fisher" and fishers is None:
             continue
         with torch.no_grad():
-            merged = merge_state_dicts(method, None if method == "fisher" else base,
+            merged = merge_state_dicts(method, None if method in ("fisher", "linear") else base,
                                        specialists, stats=fishers if method == "fisher" else None,
                                        **options)
             model.load_state_dict(merged)
@@ -139,28 +144,30 @@ def run_merge_demo(out: Path = Path("runs/demo-merge"), quick: bool = False, *,
     return record
 
 
-def _column_order(record: dict) -> list[str]:
-    """Domains first, then the retained mean, then every retained metric."""
-    keys = list(next(iter(record["rows"].values())))
-    first = [k for k in keys if k.split(".")[0] in record["domains"]]
-    return first + ["retained_mean"] + [k for k in keys if k not in first and k != "retained_mean"]
+# The columns the terminal shows (every metric is in merge_table.csv): (key, header).
+SHOWN = (("legal.accuracy", "legal"), ("legal.ce_nats_per_token", "l.ce"),
+         ("support.accuracy", "supp"), ("support.ce_nats_per_token", "s.ce"),
+         ("retained_mean", "kept"), ("safety.refusal_rate", "refus"),
+         ("instructions.accuracy", "instr"))
 
 
 def print_merge_table(record: dict) -> None:
-    """One row per metric, one column per model (seven models fit a terminal; 13 metrics do not)."""
+    """One row per model, the key metrics as columns (within 80 columns; every metric of every
+    model is in merge_table.csv)."""
     from rich.console import Console
     from rich.table import Table
 
     hib = record["higher_is_better"]
-    labels = list(record["rows"])
-    table = Table("metric", *[label.replace(" specialist", " sp").replace("_arithmetic", "_arith")
-                              for label in labels], padding=(0, 1),
-                  title=f"specialists, merged ({record['settings']['steps']} steps, "
-                        f"probe_n {record['settings']['probe_n']})")
-    for k in _column_order(record):
-        arrow = "" if k == "retained_mean" else " ↑" if hib.get(k, True) else " ↓"
-        table.add_row(k + arrow, *[f"{record['rows'][m][k]:.3f}" for m in labels])
-    console = Console(width=max(Console().width, 110))  # narrower: rich would cut the names
+    shown = [(k, h) for k, h in SHOWN if k in next(iter(record["rows"].values()))]
+    table = Table(padding=(0, 1), title=f"specialists, merged ({record['settings']['steps']} "
+                  f"steps, probe_n {record['settings']['probe_n']})")
+    table.add_column("model", no_wrap=True)
+    for k, h in shown:
+        arrow = "" if k == "retained_mean" else "↑" if hib.get(k, True) else "↓"
+        table.add_column(h + arrow, justify="right", no_wrap=True)
+    for label, row in record["rows"].items():
+        table.add_row(label, *[f"{row[k]:.2f}" for k, _ in shown])
+    console = Console(width=80)
     console.print(table)
     for note in record["notes"]:
         console.print(note)
