@@ -39,6 +39,7 @@ def test_reservoir_keeps_size_items_uniformly_and_deterministically():
     (["builtin:legal", {"data": "builtin:support", "color": 1}], "unknown key 'color'"),
     (["builtin:legal", {"name": "a b", "data": "builtin:support"}], "must be a word"),
     (["builtin:legal", "missing.jsonl"], "does not exist"),
+    (["builtin:legal", {"name": "math", "data": "x.jsonl"}], "built-in probe suite"),
 ])
 def test_task_mistakes_are_one_line_errors(tmp_path, tasks, match):
     with pytest.raises(UserError, match=match):

@@ -93,6 +93,7 @@ def read_tasks(tasks: Any, out: Path, holdout: float, holdout_max: int) -> list[
     A JSONL task without ``probes`` is split once (seed 0, the same for every seed) into
     ``out/tasks/<name>.jsonl`` (trained on) and ``out/tasks/heldout/<name>.jsonl`` (its probe)."""
     from retain.data import BUILTIN_DOMAINS, domain_of, read_jsonl, split_holdout
+    from retain.probes.suites import SUITES
 
     if not isinstance(tasks, list) or len(tasks) < 2:
         raise UserError("tasks: give at least two tasks, e.g. [builtin:legal, builtin:support]")
@@ -114,6 +115,9 @@ def read_tasks(tasks: Any, out: Path, holdout: float, holdout_max: int) -> list[
         name = str(t.get("name") or domain or Path(spec).stem)
         if not name.isidentifier():
             raise UserError(f"{where}: task name {name!r} must be a word (letters, digits, _)")
+        if domain is None and name in SUITES:  # its probes would share the suite's keys
+            raise UserError(f"{where}: task name {name!r} is a built-in probe suite's; name the "
+                            f"task otherwise, e.g. {{name: my_{name}, data: {spec}}}")
         probes = t.get("probes")
         if probes is not None and (not isinstance(probes, list) or not probes):
             raise UserError(f"{where}: probes must be a list of probe files")
