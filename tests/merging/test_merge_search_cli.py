@@ -58,3 +58,37 @@ def test_search_soup_and_mistakes(tiny, tmp_path):
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "soup" / "search.json").read_text())
     assert record["soup"]["selected"] and len(record["soup"]["individual"]) == 2
+
+
+def test_search_scores_the_domain_by_its_cross_entropy_gain(tiny, tmp_path):
+    out = tmp_path / "ce"
+    res = invoke(["--base", str(tiny["base"]), str(tiny["ft1"]), "--out", str(out),
+                  "--alphas", "0,1", "--domain-metric", "ce", *PROBES])
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "search.json").read_text())
+    assert record["domain"] == "legal.ce_nats_per_token" and record["domain_metric"] == "ce"
+    assert "legal.accuracy" not in record["retained"]  # the domain's own metrics are not retained
+    model, tok = load_model(str(tiny["base"]), dtype="float32", device="cpu")
+    from retain.probes import evaluate
+
+    ce = next(r.value for r in evaluate(model, tok, load_probes(["legal"], n=3), progress=False)
+              if r.metric == "ce_nats_per_token")
+    assert record["points"][0]["scores"]["legal.ce_nats_per_token"] == pytest.approx(-ce)
+    assert record["pick"]["coefficient"] is not None
+
+
+def test_search_takes_the_users_own_domain_probe(tiny, tmp_path):
+    probe = tmp_path / "contracts.jsonl"
+    probe.write_text("".join(json.dumps({"text": f"The Tenant shall pay rent on day {i}."}) + "\n"
+                             for i in range(6)))
+    out = tmp_path / "own"
+    res = invoke(["--base", str(tiny["base"]), str(tiny["ft1"]), "--out", str(out),
+                  "--alphas", "0,1", "--domain", str(probe), "--domain-metric", "ce",
+                  "--probes", "math", "--probe-n", "3"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "search.json").read_text())
+    assert record["domain"] == "contracts.ce_nats_per_token"
+    assert record["retained"] == ["math.accuracy"]
+    res = invoke(["--base", str(tiny["base"]), str(tiny["ft1"]), "--out", str(out),
+                  "--domain", str(probe), "--probes", "math", "--probe-n", "3"])
+    assert res.exit_code == 2 and "--domain-metric ce" in res.output  # no accuracy in a text probe

@@ -69,7 +69,11 @@ def merge_command(
         help="--search with a --method other than wise_ft: the option the grid sets")] = "scale",
     probes: Annotated[Optional[list[str]], typer.Option(
         "--probes", "-p", help="--search: suites (default: retained + --domain; repeat)")] = None,
-    domain: Annotated[str, typer.Option(help="--search: the new-domain suite")] = "legal",
+    domain: Annotated[str, typer.Option(help="--search: the new-domain suite, or your own "
+                                        "domain probe JSONL file")] = "legal",
+    domain_metric: Annotated[str, typer.Option(
+        help="--search: score the new domain by its accuracy, or by the fall of its "
+             "cross-entropy (ce: finer than a proportion on few items)")] = "accuracy",
     probe_n: Annotated[Optional[int], typer.Option(help="--search: items per probe")] = None,
     min_gain_share: Annotated[float, typer.Option(
         help="--search: share of the new-domain gain the pick must keep")] = 0.8,
@@ -79,7 +83,7 @@ def merge_command(
     """Merge fine-tunes (and/or a base) into one model folder, tensor by tensor."""
     if search:
         _search(models or [], method, out, base, alphas, param, probes, domain, probe_n,
-                min_gain_share, soup, seed)
+                min_gain_share, soup, seed, domain_metric)
         return
     try:
         path = _run(models or [], method, out, base, weights, density, alpha, seed, scale,
@@ -91,7 +95,7 @@ def merge_command(
 
 
 def _search(models, method, out, base, alphas, param, probes, domain, probe_n, min_gain_share,
-            soup, seed) -> None:
+            soup, seed, domain_metric) -> None:
     from retain.merging.search_cli import print_search, run_search
 
     try:
@@ -100,7 +104,8 @@ def _search(models, method, out, base, alphas, param, probes, domain, probe_n, m
         record = run_search(base, models, out, probes=probes, domain=domain,
                             method=method or "wise_ft", param=param,
                             values=_floats(alphas, "alphas"), min_gain_share=min_gain_share,
-                            soup=soup, probe_n=probe_n, seed=seed or 0)
+                            soup=soup, probe_n=probe_n, seed=seed or 0,
+                            domain_metric=domain_metric)
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

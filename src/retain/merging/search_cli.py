@@ -18,27 +18,49 @@ from retain.errors import UserError
 SEARCH_FILE, CURVE_FILE = "search.json", "curve.png"
 
 
-def probe_scores(model, tok, probes, *, batch_size: int = 32, base_model=None) -> dict[str, float]:
+CE = "ce_nats_per_token"
+
+
+def probe_scores(model, tok, probes, *, batch_size: int = 32, base_model=None,
+                 keep: Sequence[str] = ()) -> dict[str, float]:
     """``probe.metric`` -> score for every proportion metric, oriented so that higher is better
-    (over_refusal_rate -> 1 - x); cross-entropy metrics have no common scale and are left out."""
+    (over_refusal_rate -> 1 - x); cross-entropy metrics have no common scale and are left out,
+    except the keys in ``keep`` (the new domain's, scored as minus the cross-entropy, so that
+    its gain is the fall of the cross-entropy in nats per token)."""
     from retain.probes import evaluate
     from retain.report.plots import PROPORTION_METRICS, oriented
 
     results = evaluate(model, tok, probes, base_model=base_model, batch_size=batch_size,
                        progress=False)
-    return {r.key: oriented(r.metric, float(r.value)) for r in results
-            if r.metric in PROPORTION_METRICS}
+    scores = {r.key: oriented(r.metric, float(r.value)) for r in results
+              if r.metric in PROPORTION_METRICS}
+    scores.update({r.key: -float(r.value) for r in results if r.key in keep})
+    return scores
 
 
-def domain_key(probes, domain: str) -> str:
-    """The score name of the new domain's proportion metric, e.g. ``legal.accuracy``."""
+def domain_key(probes, domain: str, metric: str = "accuracy") -> str:
+    """The score name of the new domain: its proportion metric (``legal.accuracy``) or, with
+    ``metric="ce"``, its cross-entropy (``legal.ce_nats_per_token``, scored negated)."""
     from retain.report.plots import PROPORTION_METRICS
 
     for p in probes:
-        if p.name == domain and p.capability == "domain" and p.metric in PROPORTION_METRICS:
+        if p.name != domain or p.capability != "domain":
+            continue
+        if (p.metric == CE) if metric == "ce" else (p.metric in PROPORTION_METRICS):
             return f"{p.name}.{p.metric}"
-    raise UserError(f"no proportion metric of the new domain {domain!r} among the probes "
-                    f"(add it to --probes)")
+    what = "cross-entropy" if metric == "ce" else "proportion metric (accuracy)"
+    raise UserError(f"no {what} of the new domain {domain!r} among the probes (add it to "
+                    f"--probes, or pick --domain-metric {'accuracy' if metric == 'ce' else 'ce'})")
+
+
+def domain_probes_of(domain: str, n: int | None, seed: int) -> tuple[str, list]:
+    """``--domain``: a built-in suite's name (its probes come with --probes), or the user's own
+    domain probe file (``retain.probes.jsonl`` shapes): (the name, its probes)."""
+    if not (domain.endswith(".jsonl") or Path(domain).is_file()):
+        return domain, []
+    from retain.probes.domain import domain_probe_files
+
+    return Path(domain).stem, domain_probe_files([domain], n=n, seed=seed)
 
 
 def _state(model) -> dict[str, torch.Tensor]:
@@ -65,7 +87,7 @@ def run_search(base: str, finetunes: Sequence[str], out: str | Path, *,
                method: str = "wise_ft", param: str = "scale",
                values: Sequence[float] | None = None, min_gain_share: float = 0.8,
                soup: bool = False, probe_n: int | None = None, seed: int = 0,
-               batch_size: int = 32, plot: bool = True) -> dict:
+               batch_size: int = 32, plot: bool = True, domain_metric: str = "accuracy") -> dict:
     """Score the grid, write ``search.json`` (and ``curve.png``) into ``out``, return the record.
 
     ``method`` wise_ft: the grid is alpha (0 = base, 1 = fine-tune); any other merge method: the
@@ -85,9 +107,12 @@ def run_search(base: str, finetunes: Sequence[str], out: str | Path, *,
     values = list(DEFAULT_ALPHAS if values is None else values)
     if not values:
         raise UserError("--alphas is empty")
-    probe_list = load_probes(list(probes) if probes else ["retained", domain], n=probe_n,
-                             seed=seed)
-    new_key = domain_key(probe_list, domain)
+    if domain_metric not in ("accuracy", "ce"):
+        raise UserError(f"--domain-metric must be accuracy or ce, got {domain_metric!r}")
+    domain, own = domain_probes_of(domain, probe_n, seed)
+    probe_list = load_probes(list(probes) if probes else ["retained"] + ([] if own else [domain]),
+                             n=probe_n, seed=seed) + own
+    new_key = domain_key(probe_list, domain, domain_metric)
     if any(getattr(p, "needs_base", False) or p.kind == "kl_to_base" for p in probe_list):
         raise UserError("divergence probes (drift) are not searched; leave them out of --probes")
     out = Path(out)
@@ -98,13 +123,15 @@ def run_search(base: str, finetunes: Sequence[str], out: str | Path, *,
     ft_states = [_load_state(f, base_state) for f in finetunes]
 
     def score(m) -> dict[str, float]:
-        return probe_scores(m, tok, probe_list, batch_size=batch_size)
+        return probe_scores(m, tok, probe_list, batch_size=batch_size, keep=[new_key])
 
     base_scores = score(model)
-    retained = [k for k in base_scores if k != new_key]
+    retained = [k for k in base_scores if k.split(".")[0] != domain]  # the domain's all out
     record: dict = {"base": str(base), "finetunes": [str(f) for f in finetunes],
                     "method": method, "param": "alpha" if method == "wise_ft" else param,
-                    "domain": new_key, "retained": retained, "min_gain_share": min_gain_share,
+                    "domain": new_key, "domain_metric": domain_metric,
+                    "domain_score": ("minus cross-entropy, nats per token" if domain_metric == "ce"
+                                     else "proportion"), "retained": retained, "min_gain_share": min_gain_share,
                     "probe_n": probe_n, "seed": seed, "base_scores": base_scores}
 
     if soup and len(ft_states) > 1:
@@ -155,7 +182,8 @@ def print_search(record: dict) -> None:
 
     new_key, retained = record["domain"], record["retained"]
     picked = record["pick"]["coefficient"]
-    table = Table(record["param"], f"{new_key} (new)", "retained mean", *retained,
+    new_head = f"{new_key} (new{', minus' if record.get('domain_metric') == 'ce' else ''})"
+    table = Table(record["param"], new_head, "retained mean", *retained,
                   title=f"{record['method']} search: {record['base']} -> "
                         f"{', '.join(record['finetunes'])}")
     for p in record["points"]:
