@@ -329,6 +329,28 @@ def fisher_cmd(
     typer.echo(f"Fisher written to {path}")
 
 
+@app.command("gram")
+def gram_cmd(
+    model: str = typer.Argument(..., help="A model folder (a fine-tune) or 'tiny'."),
+    data: str = typer.Option(..., help="Its own domain's data: builtin:legal / builtin:support /"
+                             " builtin:recipes or a JSONL file."),
+    out: Path = typer.Option(..., help="The safetensors file to write."),
+    n: int = typer.Option(64, help="Examples (seeded sample)."),
+    seq_len: int = typer.Option(256, help="Max tokens per example."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", help="auto, float32, bfloat16, float16"),
+    overwrite: bool = typer.Option(False, help="Replace an existing file."),
+) -> None:
+    """The input Gram matrices of a model's linear layers on its own data, for retain merge
+    --method regmean (pad tokens excluded)."""
+    from retain.gram_cli import write_gram
+
+    path = write_gram(model, data, out, n=n, seq_len=seq_len, seed=seed, device=device,
+                      dtype=dtype, overwrite=overwrite)
+    typer.echo(f"Gram matrices written to {path}")
+
+
 def _register_merge() -> None:
     from retain.merging.cli import merge_command
 

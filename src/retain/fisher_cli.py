@@ -13,15 +13,12 @@ import retain
 from retain.errors import UserError
 
 
-def _check_inputs(model: str, out: Path, estimator: str, n: int, overwrite: bool) -> None:
-    """The mistakes that need no model loaded, caught before the slow part."""
+def check_inputs(model: str, out: Path, n: int, overwrite: bool) -> None:
+    """The mistakes that need no model loaded, caught before the slow part (also ``retain
+    gram``'s)."""
     from retain.merging.sources import is_adapter
     from retain.models import BUILTIN_MODELS
-    from retain.strategies.fisher import ESTIMATORS
 
-    if estimator not in ESTIMATORS:
-        raise UserError(f"unknown Fisher estimator {estimator!r}; choose one of "
-                        f"{', '.join(ESTIMATORS)}")
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
     if out.is_dir():
@@ -35,7 +32,7 @@ def _check_inputs(model: str, out: Path, estimator: str, n: int, overwrite: bool
         if is_adapter(model):
             raise UserError(f"{model} is a PEFT adapter: merge it into its base first (retain "
                             "merge --method linear --base BASE ADAPTER --out FOLDER), then "
-                            "estimate the Fisher of that folder")
+                            "take the Fisher or Gram of that folder")
 
 
 def _check_names(model: str, fisher: dict) -> None:
@@ -57,8 +54,13 @@ def write_fisher(model: str, data: str, out: str | Path, *, n: int = 64,
                  overwrite: bool = False) -> Path:
     """Estimate ``model``'s diagonal Fisher on ``n`` examples of ``data`` (seeded) over every
     floating-point parameter and write it to ``out``; returns ``out``."""
+    from retain.strategies.fisher import ESTIMATORS
+
     out = Path(out)
-    _check_inputs(model, out, estimator, n, overwrite)
+    if estimator not in ESTIMATORS:
+        raise UserError(f"unknown Fisher estimator {estimator!r}; choose one of "
+                        f"{', '.join(ESTIMATORS)}")
+    check_inputs(model, out, n, overwrite)
     from retain.data import load_train_data
     from retain.models import load_model, load_tokenizer
     from retain.strategies.fisher import estimate_fisher, save_importance
