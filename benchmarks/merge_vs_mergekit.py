@@ -43,6 +43,24 @@ CASES = {
         dict(merge_method="ties", base_model="base",
              models=[{"model": "ft1", "parameters": {"weight": 0.7, "density": 0.5}},
                      {"model": "ft2", "parameters": {"weight": 0.3, "density": 0.5}}])),
+    "breadcrumbs (weights 1)": (
+        dict(method="breadcrumbs", base="base", models=["ft1", "ft2"], weights=[1.0, 1.0],
+             density=0.9, gamma=0.01),
+        dict(merge_method="breadcrumbs", base_model="base", parameters={"normalize": False},
+             models=[{"model": m, "parameters": {"weight": 1.0, "density": 0.9, "gamma": 0.01}}
+                     for m in ("ft1", "ft2")])),
+    # mergekit's breadcrumbs_ties sums the agreeing entries unless told to normalize; retain's
+    # (like both tools' ties) takes their weighted mean, the TIES paper's disjoint mean
+    "breadcrumbs_ties (weights 1, mergekit normalize: true)": (
+        dict(method="breadcrumbs_ties", base="base", models=["ft1", "ft2"], weights=[1.0, 1.0],
+             density=0.9, gamma=0.01),
+        dict(merge_method="breadcrumbs_ties", base_model="base", parameters={"normalize": True},
+             models=[{"model": m, "parameters": {"weight": 1.0, "density": 0.9, "gamma": 0.01}}
+                     for m in ("ft1", "ft2")])),
+    "model_stock": (
+        dict(method="model_stock", base="base", models=["ft1", "ft2"]),
+        dict(merge_method="model_stock", base_model="base",
+             models=[{"model": "ft1"}, {"model": "ft2"}])),
     "slerp": (
         dict(method="slerp", base="base", models=["ft1"], alpha=0.3),
         dict(merge_method="slerp", base_model="base", models=[{"model": "base"}, {"model": "ft1"}],
