@@ -123,3 +123,29 @@ def test_cli_user_mistakes_are_one_line_and_exit_2(args, needle, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
     assert existing.read_bytes() == b"x" and not (tmp_path / "f.safetensors").exists()
+
+
+def test_a_run_writes_its_fine_tunes_fisher_and_two_of_them_merge(tmp_path):
+    """save_fisher: each fine-tune's own Fisher beside its model, accepted by a Fisher merge."""
+    from typer.testing import CliRunner
+
+    from retain.cli import app
+    from retain.config import parse_config
+    from retain.run import run
+
+    folders = []
+    for domain in ("legal", "support"):
+        out = tmp_path / domain
+        res = run(parse_config({"model": "tiny", "data": f"builtin:{domain}", "steps": 2,
+                                "batch_size": 4, "seq_len": 32, "data_n": 16, "probes": ["math"],
+                                "probe_n": 2, "progress": False, "save_model": True,
+                                "save_fisher": True, "out": str(out)}))
+        assert res["fisher_file"] == str(out / "model" / "fisher.safetensors")
+        folders.append(out / "model")
+    merged = tmp_path / "merged"
+    r = CliRunner().invoke(app, ["merge", "--method", "fisher", *map(str, folders), "--fisher",
+                                 str(folders[0] / "fisher.safetensors"), "--fisher",
+                                 str(folders[1] / "fisher.safetensors"), "--out", str(merged)])
+    assert r.exit_code == 0, r.output
+    with pytest.raises(UserError, match="set save_model too"):
+        run(parse_config({"model": "tiny", "save_fisher": True, "out": str(tmp_path / "x")}))

@@ -77,6 +77,9 @@ class RunConfig(BaseModel):
     out: Path = Path("runs/run")  # default: runs/<strategies>-seed<seed>
     overwrite: bool = False
     save_model: bool = False
+    # with save_model: the fine-tuned model's own diagonal Fisher on its training data (64
+    # examples, empirical) beside it, model/fisher.safetensors, for retain merge --method fisher
+    save_fisher: bool = False
     progress: bool = True
 
     @model_validator(mode="before")

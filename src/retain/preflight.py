@@ -116,6 +116,8 @@ def clean_out_dir(out: Path) -> None:
 def preflight(config) -> Plan:
     """Check everything ``run(config)`` needs from the user, cheaply, in the order a user would
     fix it; returns the plan. Loads the tokenizer, never the model's weights."""
+    if config.save_fisher and not config.save_model:
+        raise UserError("save_fisher writes the Fisher beside the saved model: set save_model too")
     from retain.data import load_reference_data, load_train_data_split
     from retain.models import load_tokenizer, resolve_device, resolve_dtype
     from retain.probes import load_probes

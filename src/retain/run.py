@@ -38,6 +38,22 @@ def _save_model(model, tokenizer, out: Path) -> None:
     tmp.rename(out / rr.MODEL_DIR)
 
 
+def _save_fisher(model, data: list[dict], config: RunConfig, out: Path) -> Path:
+    """The final model's diagonal Fisher on 64 of its training examples (empirical, seeded),
+    over every floating parameter, as ``retain fisher`` writes it: ``model/fisher.safetensors``."""
+    from retain.strategies.fisher import estimate_fisher, save_importance
+
+    for p in model.parameters():
+        if p.is_floating_point():
+            p.requires_grad_(True)
+    n = min(64, len(data))
+    fisher = estimate_fisher(model, data, "empirical", n_samples=n, seed=config.seed)
+    return save_importance(out / rr.MODEL_DIR / "fisher.safetensors", fisher, {
+        "kind": "fisher", "model": str(out / rr.MODEL_DIR), "data": config.data,
+        "estimator": "empirical", "n": n, "seed": config.seed, "seq_len": config.seq_len,
+        "retain_version": retain.__version__})
+
+
 def _records(path: Path) -> list[str]:
     """The record lines of a JSONL file (blank lines are not records), unparsed."""
     if not path.exists():
@@ -276,5 +292,9 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
             results[cb.name] = cb.summary()
     if main and config.save_model:
         _save_model(model, tok, out)
+        if config.save_fisher and hasattr(model, "peft_config"):  # an adapter folder
+            results["fisher_file"] = None  # its tensors are not the base's names: no merge
+        elif config.save_fisher:  # the fine-tune's own Fisher, on its own domain
+            results["fisher_file"] = str(_save_fisher(model, plan.domain_data, config, out))
     return results
 
