@@ -299,7 +299,7 @@ def diff_cmd(
 
 @app.command("report")
 def report_cmd(
-    dir: Path = typer.Argument(..., help="A run folder or a comparison folder."),
+    dir: Path = typer.Argument(..., help="A run, comparison, sequence or merge-search folder."),
 ) -> None:
     """Turn a run, comparison or sequence folder into one self-contained DIR/report.html."""
     from retain.report.html import build_report

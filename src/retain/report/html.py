@@ -1,7 +1,9 @@
 """``retain report DIR``: a run folder or a comparison folder rendered into one self-contained
 ``DIR/report.html`` (CSS inline, images as base64 PNG data URIs, no script, nothing fetched),
 plus the same charts as PNG files in ``DIR/figures/``; a task-sequence folder (``retain
-sequence``: ``sequences.json`` and its heatmaps) too, by ``retain.report.sequence_html``.
+sequence``: ``sequences.json`` and its heatmaps) too, by ``retain.report.sequence_html``, and a
+merge-search folder (``retain merge --search``: ``search.json`` and ``curve.png``) by
+``retain.report.search_html``.
 Everything comes from ``results.json`` (and ``metrics.jsonl`` for the curves; the ranking from
 ``comparison.json``). Model output, prompts, names and config values are untrusted text: every
 one goes through ``html.escape`` before it reaches the page.
@@ -55,10 +57,11 @@ class Run:
 @dataclass
 class Folder:
     dir: Path
-    kind: str  # "run", "comparison" or "sequence"
-    runs: list[Run]  # none in a sequence folder: its page reads sequences.json alone
+    kind: str  # "run", "comparison", "sequence" or "search"
+    runs: list[Run]  # none in a sequence or search folder: its page reads its one JSON file
     comparison: dict[str, Any] = field(default_factory=dict)  # comparison.json, if any
     sequence: dict[str, Any] = field(default_factory=dict)  # sequences.json, if any
+    search: dict[str, Any] = field(default_factory=dict)  # search.json, if any
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -72,9 +75,10 @@ def _load_run(d: Path, label: str | None = None) -> Run:
 
 
 def load_folder(d: Path) -> Folder:
-    """A run folder (``results.json``), a task-sequence folder (``sequences.json``) or a
-    comparison folder (``comparison.json`` and run folders inside); runs keep the order and
-    labels comparison.json gives them."""
+    """A run folder (``results.json``), a task-sequence folder (``sequences.json``), a
+    comparison folder (``comparison.json`` and run folders inside; runs keep the order and
+    labels comparison.json gives them) or a merge-search folder (``search.json``)."""
+    from retain.report.search_html import SEARCH_FILE, load_search
     from retain.report.sequence_html import SUMMARY_FILE, load_sequence
 
     d = Path(d)
@@ -86,9 +90,11 @@ def load_folder(d: Path) -> Folder:
         return Folder(d, "sequence", [], sequence=load_sequence(d))
     subs = sorted(p for p in d.iterdir() if p.is_dir() and (p / RESULTS_FILE).is_file())
     if not (d / COMPARISON_FILE).is_file() or not subs:
+        if (d / SEARCH_FILE).is_file():
+            return Folder(d, "search", [], search=load_search(d))
         raise UserError(f"{d} is neither a run folder ({RESULTS_FILE}) nor a comparison folder "
                         f"({COMPARISON_FILE} and run folders with {RESULTS_FILE}) nor a sequence "
-                        f"folder ({SUMMARY_FILE})")
+                        f"folder ({SUMMARY_FILE}) nor a merge-search folder ({SEARCH_FILE})")
     try:
         comp = json.loads((d / COMPARISON_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -109,6 +115,19 @@ def load_folder(d: Path) -> Folder:
 
 
 # -- small formatting helpers (all return safe HTML) ------------------------------------------
+
+def read_checked_json(path: Path, problem, what: str) -> Any:
+    """``path``'s JSON, checked by ``problem(data) -> str | None``; a one-line UserError naming
+    the file when it is not JSON or has a problem (``what``: who writes such a file)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:  # bad JSON, or not UTF-8
+        raise UserError(f"{path} is not valid JSON: {e}") from None
+    found = problem(data)
+    if found:
+        raise UserError(f"{path} is not {what}: {found}")
+    return data
+
 
 def esc(x: Any) -> str:
     """Untrusted text -> HTML text (quotes too, so it is also safe inside an attribute)."""
@@ -234,11 +253,16 @@ def _judged(runs: list[Run]) -> dict[str, dict[str, dict]]:
 def make_figures(folder: Folder) -> dict[str, bytes]:
     """Every chart the data allows: name (``loss.png``...) -> PNG bytes, also written to
     ``DIR/figures/``. A chart without data is left out (its section says why). A sequence
-    folder's heatmaps are read from beside its sequences.json (``retain sequence`` drew them)."""
+    folder's heatmaps are read from beside its sequences.json (``retain sequence`` drew them), a
+    search folder's curve from beside its search.json."""
     if folder.kind == "sequence":
         from retain.report.sequence_html import sequence_figures
 
         return sequence_figures(folder.dir, folder.sequence)
+    if folder.kind == "search":
+        from retain.report.search_html import search_figures
+
+        return search_figures(folder.dir, folder.search)
     from retain.report.plots import (
         PROPORTION_METRICS, plot_capabilities, plot_deltas, plot_tradeoff)
 
@@ -713,6 +737,12 @@ def render(folder: Folder, figs: dict[str, bytes]) -> str:
         sections, order = sequence_sections(folder.sequence, figs), SEQUENCE_SECTIONS
         title = str(folder.sequence.get("title") or "a task sequence")
         sources = esc(SUMMARY_FILE)
+    elif folder.kind == "search":
+        from retain.report.search_html import (SEARCH_FILE, SEARCH_SECTIONS, search_sections,
+                                               search_title)
+
+        sections, order = search_sections(folder.search, figs), SEARCH_SECTIONS
+        title, sources = search_title(folder.search), esc(SEARCH_FILE)
     else:  # the answer first (sentences, charts, ranking), the long tables after
         sections = [section_summary(folder), section_tradeoff(folder, figs),
                     section_changes(folder, figs), section_ranking(folder),
@@ -742,7 +772,7 @@ def render(folder: Folder, figs: dict[str, bytes]) -> str:
 
 
 def build_report(dir: Path) -> Path:
-    """Render the run, comparison or sequence folder ``dir`` into ``dir/report.html`` (written
+    """Render the run, comparison, sequence or search folder ``dir`` into ``dir/report.html`` (written
     atomically: a failure leaves no half page) and the charts of a run or comparison into
     ``dir/figures/*.png``; the page's path."""
     folder = load_folder(Path(dir))

@@ -11,12 +11,12 @@ capabilities task by task, and the configuration.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from retain.errors import UserError
-from retain.report.html import _arrow, _ci, _duration, _img, _note, _section, _table, esc, num
+from retain.report.html import (_arrow, _ci, _duration, _img, _note, _section, _table, esc,
+                                num, read_checked_json)
 from retain.report.tables import paired_cell
 
 SEQUENCE_SECTIONS = ("summary", "ranking", "runs", "config")  # stable ids, in page order
@@ -42,15 +42,7 @@ NOISE = {True: "beyond noise", False: "within noise"}  # None: fewer than two sh
 
 def load_sequence(d: Path) -> dict[str, Any]:
     """``d/sequences.json``, checked for the keys the page reads: a one-line UserError if not."""
-    path = d / SUMMARY_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:  # bad JSON, or not UTF-8
-        raise UserError(f"{path} is not valid JSON: {e}") from None
-    problem = _problem(data)
-    if problem:
-        raise UserError(f"{path} is not a summary written by retain sequence: {problem}")
-    return data
+    return read_checked_json(d / SUMMARY_FILE, _problem, "a summary written by retain sequence")
 
 
 def _problem(s: Any) -> str | None:

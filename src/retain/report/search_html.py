@@ -1,0 +1,250 @@
+"""The page of a merge-search folder (``retain merge --search``): ``search.json`` and the
+``curve.png`` next to it, rendered by ``retain report DIR`` with the helpers, CSS and escaping of
+the other pages (``retain.report.html``). Paths, score names, the method and the pick's reason
+come from the file: each one is escaped before it reaches the page.
+
+The answer first: the coefficient picked and why, the method, the base and the fine-tunes, and
+the new domain and retained mean at the base, the fine-tune and the pick; then the curve, every
+point of the grid, the greedy soup (when several fine-tunes were souped first) and the settings.
+Scores in the file are oriented so that higher is better; a new domain scored by its
+cross-entropy (``domain_metric`` "ce", stored as minus the cross-entropy) is shown as the
+cross-entropy itself, in nats per token, lower is better.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from retain.errors import UserError
+from retain.report.html import (_arrow, _breakable, _img, _note, _section, _table, esc, num,
+                                read_checked_json)
+
+SEARCH_SECTIONS = ("summary", "curve", "points", "soup", "settings")  # stable ids, page order
+SEARCH_FILE = "search.json"  # = retain.merging.search_cli.SEARCH_FILE (a test checks)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SOUP_OBJECTIVE = "(new-domain score + mean retained score) / 2"  # search_cli's objective
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+def load_search(d: Path) -> dict[str, Any]:
+    """``d/search.json``, checked for the keys the page reads: a one-line UserError if not."""
+    return read_checked_json(d / SEARCH_FILE, _problem,
+                             "a search written by retain merge --search")
+
+
+def _problem(s: Any) -> str | None:
+    if not isinstance(s, dict):
+        return "not a JSON object"
+    for key, kind in (("base", str), ("method", str), ("param", str), ("domain", str),
+                      ("finetunes", list), ("retained", list), ("points", list), ("pick", dict)):
+        if not isinstance(s.get(key), kind):
+            what = {list: "a list", dict: "an object"}.get(kind, "a name")
+            return f"{key} is missing or not {what}"
+    if s.get("domain_metric", "accuracy") not in ("accuracy", "ce"):
+        return "domain_metric is neither accuracy nor ce"
+    if any(not isinstance(k, str) for k in s["retained"]):
+        return "a retained score name is not a name"
+    if any(not isinstance(p, dict) or not _number(p.get("coefficient"))
+           or not isinstance(p.get("scores"), dict) for p in s["points"]):
+        return "a point lacks its coefficient or scores"
+    if "soup" in s and not isinstance(s["soup"], dict):
+        return "soup is not an object"
+    return None
+
+
+def search_figures(d: Path, search: dict) -> dict[str, bytes]:
+    """The curve ``search.json`` names (``curve.png`` next to it): file name -> PNG bytes. A name
+    with a folder in it, or a file that is gone or not a PNG, is left out."""
+    name = search.get("chart")
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".png"):
+        return {}
+    path = d / name
+    data = path.read_bytes() if path.is_file() else b""
+    return {name: data} if data.startswith(PNG_MAGIC) else {}
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _d(x: Any) -> dict:
+    return x if isinstance(x, dict) else {}
+
+
+def _l(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _ce(search: dict) -> bool:
+    return search.get("domain_metric", "accuracy") == "ce"
+
+
+def _share(x: Any) -> str:
+    return f"{x:.0%}" if _number(x) else "–"
+
+
+def _coef(x: Any) -> str:
+    return f"{x:g}" if _number(x) else esc(x)
+
+
+def _domain_value(search: dict, scores: Any) -> str:
+    """The new domain's score in ``scores``: the cross-entropy itself (positive) for a CE
+    domain, whose score in the file is its negative."""
+    v = _d(scores).get(search["domain"])
+    return num(-v if _ce(search) and _number(v) else v)
+
+
+def _domain_head(search: dict) -> str:
+    if _ce(search):
+        return f"{_breakable(search['domain'])} (cross-entropy, nats per token) {_arrow(False)}"
+    return f"{_breakable(search['domain'])} {_arrow(True)}"
+
+
+def _retained_mean(search: dict, scores: Any) -> float | None:
+    vals = [_d(scores).get(k) for k in search["retained"]]
+    return sum(vals) / len(vals) if vals and all(map(_number, vals)) else None
+
+
+def _picked(search: dict, p: dict) -> bool:
+    c = search["pick"].get("coefficient")
+    return _number(c) and p.get("coefficient") == c
+
+
+def _finetune_label(search: dict) -> str:
+    if "soup" in search:
+        return "the soup"
+    return "the fine-tune" if len(search["finetunes"]) == 1 else "the best single fine-tune"
+
+
+def _paths(paths: list) -> str:
+    return ", ".join(f"<code>{esc(p)}</code>" for p in paths) or "–"
+
+
+def _coef_words(search: dict) -> str:
+    if search["method"] == "wise_ft":
+        return f"<b>{esc(search['param'])}</b> (0 = base, 1 = fine-tune)"
+    return f"its option <b>{esc(search['param'])}</b>"
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+def section_summary(search: dict) -> str:
+    """The answer in sentences: the pick and why, the method, the models, the scores it keeps."""
+    pick, param = search["pick"], search["param"]
+    reason = esc(pick.get("reason") or "no reason given")
+    if _number(pick.get("coefficient")):
+        share = pick.get("gain_share")
+        share = f" ({share:.0%} of the new-domain gain)" if _number(share) else ""
+        parts = [f"<p>Picked: <b>{esc(param)} = {_coef(pick['coefficient'])}</b>{share}: "
+                 f"{reason}.</p>"]
+    else:
+        parts = [f"<p>No coefficient picked: {reason}.</p>"]
+    parts.append(f"<p>Method <b>{esc(search['method'])}</b>, searched over {_coef_words(search)}"
+                 f", {len(search['points'])} point(s); base <code>{esc(search['base'])}</code>, "
+                 f"fine-tune(s) {_paths(search['finetunes'])}"
+                 f"{'; combined by greedy soup first' if 'soup' in search else ''}.</p>")
+    point = next((p for p in search["points"] if _picked(search, p)), None)
+    rows = [["base", _domain_value(search, search.get("base_scores")),
+             num(_retained_mean(search, search.get("base_scores")))],
+            [_finetune_label(search), _domain_value(search, search.get("finetune_scores")),
+             num(_retained_mean(search, search.get("finetune_scores")))]]
+    if point is not None:
+        rows.append([f'<span class="mark">the pick ({esc(param)} = '
+                     f'{_coef(point["coefficient"])})</span>',
+                     _domain_value(search, point["scores"]),
+                     num(_retained_mean(search, point["scores"]))])
+    parts.append(_table(["", _domain_head(search), f"retained mean {_arrow(True)}"], rows, "caps"))
+    rule = (f"The pick: among the points whose new-domain gain over the base is at least "
+            f"{_share(search.get('min_gain_share'))} of the fine-tune's gain, the one with the "
+            f"highest mean retained score (ties: more gain).")
+    if _ce(search):
+        rule += (" The new domain is scored by its cross-entropy: its gain is the fall of the "
+                 "cross-entropy in nats per token.")
+    parts.append(f'<p class="rule">{esc(rule)}</p>')
+    return _section("summary", "Summary", "".join(parts))
+
+
+def section_curve(search: dict, figs: dict[str, bytes]) -> str:
+    name = search.get("chart")
+    if name in figs:
+        body = _img(figs[name], name, f"{search['method']} search curve", where="")
+    else:
+        body = _note(f"no curve image ({name or 'none named'}) in the folder")
+    return _section("curve", "The curve", body)
+
+
+def section_points(search: dict) -> str:
+    """Every point of the grid: the coefficient (the pick marked), the new domain, the retained
+    mean, each retained score."""
+    retained = search["retained"]
+    rows = []
+    for p in search["points"]:
+        coef = (f'<span class="mark">{_coef(p["coefficient"])} ★ picked</span>'
+                if _picked(search, p) else _coef(p["coefficient"]))
+        s = p["scores"]
+        rows.append([coef, _domain_value(search, s), num(p.get("retained_mean")),
+                     *(num(s.get(k)) for k in retained)])
+    head = [esc(search["param"]), _domain_head(search), f"retained mean {_arrow(True)}",
+            *(f"{_breakable(k)} {_arrow(True)}" for k in retained)]
+    note = _note("retained scores are oriented so that higher is better (an over-refusal rate "
+                 "as 1 − the rate); the retained mean is their mean; ★ the picked coefficient")
+    return _section("points", "Every point of the grid", note + _table(head, rows, "caps"))
+
+
+def section_soup(search: dict) -> str:
+    if "soup" not in search:
+        return ""
+    soup, fts = search["soup"], search["finetunes"]
+
+    def name(i: Any) -> str:
+        ok = isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(fts)
+        return f"<code>{esc(fts[i])}</code>" if ok else esc(i)
+
+    selected = set(map(str, _l(soup.get("selected"))))
+    own = [[f"<code>{esc(f)}</code>", num(v), "yes" if str(f) in selected else "no"]
+           for f, v in zip(fts, _l(soup.get("individual")))]
+    steps = [[str(n), name(h[0]), num(h[1]), "kept" if h[2] else "dropped"]
+             for n, h in enumerate(_l(soup.get("history")), 1)
+             if isinstance(h, list) and len(h) == 3]
+    body = [f"<p>Greedy soup (Wortsman et al., 2022): the fine-tunes added one at a time, best "
+            f"first, each kept only if the soup's objective does not fall. Kept: "
+            f"{_paths(_l(soup.get('selected')))}; the soup's objective "
+            f"{num(soup.get('objective'))}.</p>",
+            _note(f"objective: {SOUP_OBJECTIVE}" + (", the new-domain score being minus the "
+                                                   "cross-entropy" if _ce(search) else ""))]
+    if own:
+        body.append(_table(["fine-tune", "its own objective", "in the soup"], own, "caps"))
+    if steps:
+        body.append(_table(["step", "fine-tune tried", "soup objective", ""], steps, "caps"))
+    return _section("soup", "Greedy soup", "".join(body))
+
+
+def section_settings(search: dict) -> str:
+    probe_n = search.get("probe_n")
+    facts = [("method, parameter", f"{esc(search['method'])}, {esc(search['param'])}"),
+             ("new domain", f"<code>{esc(search['domain'])}</code> <span class=\"dim\">"
+                            f"{esc(search.get('domain_score'))}</span>"),
+             ("domain_metric", esc(search.get("domain_metric", "accuracy"))),
+             ("retained", _paths(search["retained"])),
+             ("min_gain_share", f"{num(search.get('min_gain_share'))} "
+                                f"({_share(search.get('min_gain_share'))})"),
+             ("probe_n", "all items" if probe_n is None else esc(probe_n)),
+             ("seed", esc(search.get("seed")))]
+    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+    return _section("settings", "Settings", f'<table class="facts">{table}</table>')
+
+
+def search_title(search: dict) -> str:
+    return f"{search['method']} search over {search['param']}"
+
+
+def search_sections(search: dict, figs: dict[str, bytes]) -> list[str]:
+    """The page's sections, the answer first (``figs``: ``search_figures``)."""
+    return [s for s in (section_summary(search), section_curve(search, figs),
+                        section_points(search), section_soup(search), section_settings(search))
+            if s]
