@@ -272,3 +272,21 @@ def test_the_shipped_sequence_demo_plans_four_runs_of_three_tasks(tmp_path):
     first, last = chains[1].runs[0].config, chains[1].runs[2].config
     assert first.model == "tiny" and last.model.endswith("1-support/model")
     assert set(last.probes) >= {"legal", "support", "recipes", "safety"}
+
+
+def test_sequences_fan_out_list_only_collect(tmp_path, capsys):
+    data = {**BASE, "tasks": ["builtin:legal", "builtin:support"], "out": str(tmp_path),
+            "runs": [{"label": "full", "strategies": ["full"]},
+                     {"label": "replay", "strategies": [{"name": "replay", "fraction": 0.25}]}]}
+    assert seq.run_sequence(None, data=data, listing=True) == {}
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split("\t")[::4] for ln in lines] == [["0", "new"], ["1", "new"]]
+    assert seq.run_sequence(None, data=data, only=["1"], show=False) == {}
+    assert not (tmp_path / seq.SUMMARY_FILE).exists()  # the others may still be running
+    with pytest.raises(UserError, match=r"sequence\(s\) 0 not complete.*--only 0"):
+        seq.run_sequence(None, data=data, collect=True, show=False)
+    seq.run_sequence(None, data=data, only=["0"], show=False)
+    summary = seq.run_sequence(None, data=data, collect=True, show=False)
+    assert [e["label"] for e in summary["entries"]] == ["full", "replay"]
+    with pytest.raises(UserError, match="no such run"):
+        seq.run_sequence(None, data=data, only=["5"], show=False)

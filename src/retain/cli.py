@@ -228,15 +228,20 @@ def sequence_cmd(
                                  "runs: [{label, strategies}], optional seeds, memory, out."),
     out: Optional[Path] = typer.Option(None, help="Sequence folder (default: the file's out)."),
     overwrite: bool = typer.Option(False, help="Replace task folders that hold another config."),
+    listing: bool = _LIST_OPTION,
+    only: Optional[List[str]] = _ONLY_OPTION,
+    collect: bool = _COLLECT_OPTION,
 ) -> None:
     """Train on task after task under each strategy; the accuracy matrix, ACC, BWT, FWT and
     forgetting with intervals over seeds; resumes when repeated.
 
-    Extra arguments of the form a.b=c override keys of every task's run.
+    Extra arguments of the form a.b=c override keys of every task's run. On a scheduler:
+    --list, one job per --only K (a whole sequence each), then --collect (docs/fan-out.md).
     """
     from retain.experiments.sequence import run_sequence
 
-    run_sequence(config, list(ctx.args), out=out, overwrite=overwrite)
+    run_sequence(config, list(ctx.args), out=out, overwrite=overwrite, listing=listing,
+                 only=only or [], collect=collect)
 
 
 @app.command("demo")

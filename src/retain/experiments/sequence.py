@@ -293,10 +293,24 @@ def run_chain(chain: Chain, tasks: list[Task], f: dict, *, overwrite: bool, echo
     return results
 
 
+def _chain_state(chain: Chain) -> str:
+    """complete (every task folder complete), new (none started) or unfinished."""
+    for p in chain.runs:
+        inspect(p)
+    states = {p.state for p in chain.runs}
+    return "complete" if states == {"complete"} else "new" if states == {"new"} else "unfinished"
+
+
 def run_sequence(path: str | Path | None, overrides: Sequence[str] = (), *, out: Path | None = None,
                  overwrite: bool = False, show: bool = True, data: dict | None = None,
-                 extra: dict | None = None) -> dict:
-    """Run (or resume) every sequence of ``path`` and write the sequence folder's summary."""
+                 extra: dict | None = None, listing: bool = False,
+                 only: Sequence[str | int] = (), collect: bool = False) -> dict:
+    """Run (or resume) every sequence of ``path`` and write the sequence folder's summary.
+    On a scheduler, as ``retain compare``: ``listing`` prints the sequences (index, label,
+    seed, folder, state), ``only`` runs those alone (no summary), ``collect`` writes the summary
+    from complete sequences only, refusing while one is not (the first two return ``{}``)."""
+    from retain.experiments.compare import read_only
+
     from retain.experiments.sequence_metrics import summarize, write_sequences
 
     f = load_sequence_file(path, overrides, data)
@@ -304,17 +318,33 @@ def run_sequence(path: str | Path | None, overrides: Sequence[str] = (), *, out:
     probe_cfg = parse_config({**f["base"], "out": str(out / "_check")})  # the base keys, checked
     tasks = read_tasks(f["tasks"], out, probe_cfg.data_holdout, probe_cfg.data_holdout_max)
     chains = plan_chains(f, tasks, out)  # every config checked before anything runs
+    if sum([listing, bool(only), collect]) > 1:
+        raise UserError("--list, --only and --collect exclude each other")
+    if listing:
+        for i, c in enumerate(chains):
+            print("\t".join([str(i), c.label, str(c.seed), str(c.dir), _chain_state(c)]))
+        return {}
+    chosen = read_only(only, len(chains)) if only else list(range(len(chains)))
+    if collect:
+        missing = [i for i, c in enumerate(chains) if _chain_state(c) != "complete"]
+        if missing:
+            raise UserError(f"--collect: sequence(s) {', '.join(map(str, missing))} not complete;"
+                            f" run them first, e.g. --only {','.join(map(str, missing))}")
     echo = print if show else (lambda s: None)
     echo(f"{len(chains)} sequence(s) of {len(tasks)} tasks: {' -> '.join(t.name for t in tasks)}")
     t0 = time.time()
     records = []
-    for chain in chains:
+    for i, chain in enumerate(chains):
+        if i not in chosen:
+            continue
         results = run_chain(chain, tasks, f, overwrite=overwrite, echo=echo)
         record = summarize(chain.label, chain.seed, [t.name for t in tasks], results)
         from retain.report.results import write_json_atomic
 
         write_json_atomic(chain.dir / SEQUENCE_FILE, record)
         records.append(record)
+    if only:  # the others may still be running elsewhere: no summary
+        return {}
     title = f["title"] or f"retain sequence: {probe_cfg.model}, {' -> '.join(t.name for t in tasks)}"
     return write_sequences(out, records, title=title, show=show,
                            extra={"wall_s": round(time.time() - t0, 1), "seeds": f["seeds"],
