@@ -10,12 +10,10 @@ e.g. LoRA's B·A·scale). A model or adapter that does not fit BASE is one line,
 from __future__ import annotations
 
 import copy
-import datetime as dt
 from pathlib import Path
 
 import torch
 
-import retain
 from retain.errors import UserError
 from retain.report import results as rr
 
@@ -114,12 +112,9 @@ def run_diff(base: str, model: str, *, probes: list[str] | None = None, n: int |
     with torch.no_grad():
         drift = weight_drift(base_state, dict(plain.named_parameters()))
     results = {
-        "schema_version": rr.SCHEMA_VERSION, "retain_version": retain.__version__,
-        "status": "complete", "kind": "diff",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seed": seed,
-        "config": {"base": base, "model": model, "probes": specs, "probe_n": n, "seed": seed,
-                   "dtype": dtype, "device": device, "adapter": is_adapter},
+        **rr.header("complete", seed, {"base": base, "model": model, "probes": specs,
+                                       "probe_n": n, "seed": seed, "dtype": dtype,
+                                       "device": device, "adapter": is_adapter}, kind="diff"),
         "strategy": "adapter" if is_adapter else "fine-tune",
         "model": {"name": model, "base": base, "architecture": type(plain).__name__,
                   "params": count_params(plain),

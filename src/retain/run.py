@@ -15,13 +15,11 @@ process writes.
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 
 import retain
 from retain.config import RunConfig, to_yaml
@@ -92,10 +90,7 @@ def _run_folder(config: RunConfig, plan, main: bool, failure: dict):
         if main:
             last = ckpt.latest(out)
             rr.write_json_atomic(out / rr.RESULTS_FILE, {
-                "schema_version": rr.SCHEMA_VERSION, "retain_version": retain.__version__,
-                "status": "failed",
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "seed": config.seed, "config": config.model_dump(mode="json"),
+                **rr.header("failed", config.seed, config.model_dump(mode="json")),
                 "failure": {"step": getattr(e, "step", None),
                             "stage": failure.get("stage"),
                             "reason": getattr(e, "reason", None) or f"{type(e).__name__}: {e}",
@@ -255,12 +250,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     after = probe(model, trained.steps, "after")
     acc.end_training()
     results = {
-        "schema_version": rr.SCHEMA_VERSION,
-        "retain_version": retain.__version__,
-        "status": "complete",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seed": config.seed,
-        "config": config.model_dump(mode="json"),
+        **rr.header("complete", config.seed, config.model_dump(mode="json")),
         "strategy": strategy_label(strategies),
         "strategies": describe(strategies),
         "strategy_info": ctx.info,

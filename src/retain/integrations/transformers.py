@@ -21,7 +21,6 @@ adds the strategies' penalties to the Trainer's loss (``compute_loss``), once pe
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +28,6 @@ from typing import Any, Sequence
 import torch
 from transformers import Trainer, TrainerCallback
 
-import retain
 from retain.errors import UserError
 from retain.integrations.kit import RetainStrategies, to_dataset, tokenized_rows
 from retain.report import results as rr
@@ -246,10 +244,7 @@ class RetainCallback(TrainerCallback):
         losses = [h for h in state.log_history if "loss" in h and "step" in h]
         p = next(model.parameters())
         results = {
-            "schema_version": rr.SCHEMA_VERSION, "retain_version": retain.__version__,
-            "status": "complete",
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "seed": self.seed, "config": self._config(args, state, model),
+            **rr.header("complete", self.seed, self._config(args, state, model)),
             "strategy": "+".join(s.name for s in strategies) or "full",
             "strategies": describe(strategies),
             "strategy_info": self.kit.info if self.kit is not None else {},

@@ -38,6 +38,19 @@ SUMMARY_COLUMNS = ("strategy", "probe", "metric", "before", "after", "delta", "h
 #   drift         {overall: {l2, relative_l2, base_l2, tensors}, per_layer: {group: {...}}}
 
 
+def header(status: str, seed: int | None, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The keys every results.json opens with: schema and retain versions, ``status``
+    ("complete" or "failed"), the creation time (UTC), the seed and the resolved config, then
+    ``extra`` (e.g. ``kind="diff"``)."""
+    import datetime as dt
+
+    from retain import __version__
+
+    return {"schema_version": SCHEMA_VERSION, "retain_version": __version__, "status": status,
+            **extra, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seed": seed, "config": config}
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
