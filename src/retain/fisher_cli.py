@@ -48,6 +48,19 @@ def _check_names(model: str, fisher: dict) -> None:
                             "retain merge would accept")
 
 
+def model_fisher(net, examples: list[dict], *, n: int, estimator: str = "empirical",
+                 seed: int = 0, chunk_size: int = 8) -> dict:
+    """``net``'s diagonal Fisher over every floating-point parameter (whatever was frozen for
+    training) on ``n`` of ``examples`` (seeded): what a Fisher merge weighs a model by."""
+    from retain.strategies.fisher import estimate_fisher
+
+    for p in net.parameters():
+        if p.is_floating_point():
+            p.requires_grad_(True)
+    return estimate_fisher(net, examples, estimator, n_samples=n, seed=seed,
+                           batch_size=chunk_size, chunk_size=chunk_size)
+
+
 def write_fisher(model: str, data: str, out: str | Path, *, n: int = 64,
                  estimator: str = "empirical", seq_len: int = 256, seed: int = 0,
                  device: str = "auto", dtype: str = "auto", chunk_size: int = 8,
@@ -63,16 +76,13 @@ def write_fisher(model: str, data: str, out: str | Path, *, n: int = 64,
     check_inputs(model, out, n, overwrite)
     from retain.data import load_train_data
     from retain.models import load_model, load_tokenizer
-    from retain.strategies.fisher import estimate_fisher, save_importance
+    from retain.strategies.fisher import save_importance
 
     tok = load_tokenizer(model)  # data mistakes surface before the weights are read
     examples = load_train_data(data, tok, seq_len=seq_len, n=n, seed=seed)
     net, _ = load_model(model, dtype=dtype, device=device, tokenizer=tok)
-    for p in net.parameters():  # the Fisher of every parameter, whatever the folder froze
-        if p.is_floating_point():
-            p.requires_grad_(True)
-    fisher = estimate_fisher(net, examples, estimator, n_samples=n, seed=seed,
-                             batch_size=chunk_size, chunk_size=chunk_size)
+    fisher = model_fisher(net, examples, n=n, estimator=estimator, seed=seed,
+                          chunk_size=chunk_size)
     _check_names(model, fisher)
     meta = {"kind": "fisher", "model": model, "data": data, "estimator": estimator,
             "n": min(n, len(examples)), "seed": seed, "seq_len": seq_len,

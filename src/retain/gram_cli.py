@@ -13,7 +13,6 @@ embedding) gets no Gram: the merge averages it, as it does embeddings and norms.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -73,12 +72,11 @@ def write_gram(model: str, data: str, out: str | Path, *, n: int = 64, seq_len: 
                seed: int = 0, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
                overwrite: bool = False) -> Path:
     """The Gram matrices of ``model`` on ``n`` examples of ``data`` (seeded), written to ``out``."""
-    from safetensors.torch import save_file
-
     from retain.data import load_train_data
     from retain.fisher_cli import check_inputs
     from retain.models import load_model, load_tokenizer
     from retain.probes.engine import pad_token_id
+    from retain.strategies.fisher import save_float32_atomic
 
     out = Path(out)
     check_inputs(model, out, n, overwrite)
@@ -93,8 +91,4 @@ def write_gram(model: str, data: str, out: str | Path, *, n: int = 64, seq_len: 
             "normalized": "mean over tokens", "retain_version": retain.__version__}
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")  # then renamed: never a half-written file
-    save_file({k: v.contiguous() for k, v in grams.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, out)
-    return out
+    return save_float32_atomic(out, grams, meta)

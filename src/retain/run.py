@@ -39,13 +39,11 @@ def _save_model(model, tokenizer, out: Path) -> None:
 def _save_fisher(model, data: list[dict], config: RunConfig, out: Path) -> Path:
     """The final model's diagonal Fisher on 64 of its training examples (empirical, seeded),
     over every floating parameter, as ``retain fisher`` writes it: ``model/fisher.safetensors``."""
-    from retain.strategies.fisher import estimate_fisher, save_importance
+    from retain.fisher_cli import model_fisher
+    from retain.strategies.fisher import save_importance
 
-    for p in model.parameters():
-        if p.is_floating_point():
-            p.requires_grad_(True)
     n = min(64, len(data))
-    fisher = estimate_fisher(model, data, "empirical", n_samples=n, seed=config.seed)
+    fisher = model_fisher(model, data, n=n, seed=config.seed)
     return save_importance(out / rr.MODEL_DIR / "fisher.safetensors", fisher, {
         "kind": "fisher", "model": str(out / rr.MODEL_DIR), "data": config.data,
         "estimator": "empirical", "n": n, "seed": config.seed, "seq_len": config.seq_len,

@@ -277,14 +277,19 @@ def accumulate_online(previous: Importance, new: Importance, gamma: float) -> Im
 def save_importance(path: str | Path, importance: Importance, metadata: dict[str, Any]) -> Path:
     """Write importance tensors to a safetensors file, atomically (temp file, then rename).
     Metadata values are stored JSON-encoded (safetensors metadata is str -> str)."""
+    return save_float32_atomic(path, importance, {k: json.dumps(v) for k, v in metadata.items()})
+
+
+def save_float32_atomic(path: str | Path, tensors: Importance, metadata: dict[str, str]) -> Path:
+    """``tensors`` as float32 CPU tensors in a safetensors file with ``metadata`` (str -> str),
+    written to a temporary file beside ``path`` and renamed over it: never half written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in importance.items()}
-    meta = {k: json.dumps(v) for k, v in metadata.items()}
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
+        save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
