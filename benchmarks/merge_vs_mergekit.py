@@ -22,6 +22,16 @@ import sys
 import time
 from pathlib import Path
 
+
+def _breadcrumbs(method: str, normalize: bool) -> tuple[dict, dict]:
+    """Breadcrumbs (or its TIES form) at density 0.9, gamma 0.01, weights 1, in both tools."""
+    opts = {"density": 0.9, "gamma": 0.01}
+    return (dict(method=method, base="base", models=["ft1", "ft2"], weights=[1.0, 1.0], **opts),
+            dict(merge_method=method, base_model="base", parameters={"normalize": normalize},
+                 models=[{"model": m, "parameters": {"weight": 1.0, **opts}}
+                         for m in ("ft1", "ft2")]))
+
+
 # name -> (retain call, mergekit config), weights chosen so definitions show where they differ
 CASES = {
     "linear": (
@@ -43,20 +53,11 @@ CASES = {
         dict(merge_method="ties", base_model="base",
              models=[{"model": "ft1", "parameters": {"weight": 0.7, "density": 0.5}},
                      {"model": "ft2", "parameters": {"weight": 0.3, "density": 0.5}}])),
-    "breadcrumbs (weights 1)": (
-        dict(method="breadcrumbs", base="base", models=["ft1", "ft2"], weights=[1.0, 1.0],
-             density=0.9, gamma=0.01),
-        dict(merge_method="breadcrumbs", base_model="base", parameters={"normalize": False},
-             models=[{"model": m, "parameters": {"weight": 1.0, "density": 0.9, "gamma": 0.01}}
-                     for m in ("ft1", "ft2")])),
+    "breadcrumbs (weights 1)": _breadcrumbs("breadcrumbs", normalize=False),
     # mergekit's breadcrumbs_ties sums the agreeing entries unless told to normalize; retain's
     # (like both tools' ties) takes their weighted mean, the TIES paper's disjoint mean
-    "breadcrumbs_ties (weights 1, mergekit normalize: true)": (
-        dict(method="breadcrumbs_ties", base="base", models=["ft1", "ft2"], weights=[1.0, 1.0],
-             density=0.9, gamma=0.01),
-        dict(merge_method="breadcrumbs_ties", base_model="base", parameters={"normalize": True},
-             models=[{"model": m, "parameters": {"weight": 1.0, "density": 0.9, "gamma": 0.01}}
-                     for m in ("ft1", "ft2")])),
+    "breadcrumbs_ties (weights 1, mergekit normalize: true)": _breadcrumbs("breadcrumbs_ties",
+                                                                           normalize=True),
     "model_stock": (
         dict(method="model_stock", base="base", models=["ft1", "ft2"]),
         dict(merge_method="model_stock", base_model="base",

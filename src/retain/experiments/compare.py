@@ -230,13 +230,18 @@ def list_planned(planned: list[Planned], echo=print) -> list[dict]:
     return rows
 
 
+def check_fan_out(listing: bool, only: Sequence[str | int], collect: bool) -> None:
+    """``--list``, ``--only`` and ``--collect`` are three modes: at most one."""
+    if sum([listing, bool(only), collect]) > 1:
+        raise UserError("--list, --only and --collect exclude each other")
+
+
 def fan_out(planned: list[Planned], *, listing: bool = False, only: Sequence[str | int] = (),
             collect: bool = False, overwrite: bool = False, echo=print) -> list[dict] | None:
     """``run_planned`` as ``--list``, ``--only`` or ``--collect`` ask: the results of every run
     when the caller should write its summary, else None (listing prints; ``only`` runs those
     runs alone, since the others may still be running elsewhere)."""
-    if sum([listing, bool(only), collect]) > 1:
-        raise UserError("--list, --only and --collect exclude each other")
+    check_fan_out(listing, only, collect)
     if listing:
         list_planned(planned)  # printed even when quiet: it is what was asked for
         return None

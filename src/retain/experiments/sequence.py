@@ -309,7 +309,7 @@ def run_sequence(path: str | Path | None, overrides: Sequence[str] = (), *, out:
     On a scheduler, as ``retain compare``: ``listing`` prints the sequences (index, label,
     seed, folder, state), ``only`` runs those alone (no summary), ``collect`` writes the summary
     from complete sequences only, refusing while one is not (the first two return ``{}``)."""
-    from retain.experiments.compare import read_only
+    from retain.experiments.compare import check_fan_out, read_only
 
     from retain.experiments.sequence_metrics import summarize, write_sequences
 
@@ -318,8 +318,7 @@ def run_sequence(path: str | Path | None, overrides: Sequence[str] = (), *, out:
     probe_cfg = parse_config({**f["base"], "out": str(out / "_check")})  # the base keys, checked
     tasks = read_tasks(f["tasks"], out, probe_cfg.data_holdout, probe_cfg.data_holdout_max)
     chains = plan_chains(f, tasks, out)  # every config checked before anything runs
-    if sum([listing, bool(only), collect]) > 1:
-        raise UserError("--list, --only and --collect exclude each other")
+    check_fan_out(listing, only, collect)
     if listing:
         for i, c in enumerate(chains):
             print("\t".join([str(i), c.label, str(c.seed), str(c.dir), _chain_state(c)]))
