@@ -17,7 +17,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from retain.errors import UserError
 from retain.report.html import (_arrow, _breakable, _img, _note, _section, _table, esc, num,
                                 read_checked_json)
 

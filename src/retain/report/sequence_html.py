@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from retain.errors import UserError
 from retain.report.html import (_arrow, _ci, _duration, _img, _note, _section, _table, esc,
                                 num, read_checked_json)
 from retain.report.tables import paired_cell
