@@ -119,6 +119,7 @@ def preflight(config) -> Plan:
     if config.save_fisher and not config.save_model:
         raise UserError("save_fisher writes the Fisher beside the saved model: set save_model too")
     from retain.data import load_reference_data, load_train_data_split
+    from retain.guard import guard_probes as plan_guard
     from retain.models import load_tokenizer, resolve_device, resolve_dtype
     from retain.probes import load_probes
     from retain.strategies import build_strategies
@@ -128,14 +129,7 @@ def preflight(config) -> Plan:
     probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)
     probes_during = probes if config.probes_during is None else load_probes(
         config.probes_during, n=config.probe_n, seed=config.seed)
-    guard_probes: list = []
-    guard_verify: list = []
-    if config.guard:
-        from retain.guard import select_probes
-
-        guard_probes = select_probes(load_probes(config.probes, n=config.guard.n, seed=config.seed),
-                                     config.guard.parsed())
-        guard_verify = select_probes(probes, config.guard.parsed())  # full size: the final check
+    guard_probes, guard_verify = plan_guard(config.guard, config.probes, probes, config.seed)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     mixed = resolve_mixed_precision(config.mixed_precision, device)

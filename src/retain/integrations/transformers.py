@@ -105,7 +105,7 @@ class RetainCallback(TrainerCallback):
                  strategies: RetainStrategies | None = None, trainer: Trainer | None = None,
                  seed: int = 0, batch_size: int = 32, overwrite: bool = False,
                  data: str | None = None, drift: bool = True):
-        from retain.guard import select_probes
+        from retain.guard import guard_probes
         from retain.preflight import _writable
         from retain.probes import load_probes
 
@@ -116,10 +116,8 @@ class RetainCallback(TrainerCallback):
         self.batch_size, self.data, self.drift = batch_size, data, drift
         self.probes = load_probes(self.specs, n=n, seed=seed)
         self.guard_config = _guard_config(guard)
-        limits = self.guard_config.parsed() if self.guard_config else None
-        self.guard_probes = (select_probes(load_probes(self.specs, n=self.guard_config.n, seed=seed),
-                                           limits) if limits else [])
-        self.guard_verify = select_probes(self.probes, limits) if limits else []  # full size
+        self.guard_probes, self.guard_verify = guard_probes(self.guard_config, self.specs,
+                                                            self.probes, seed)
         self.out = Path(out)
         _writable(self.out)
         if self.out.is_dir() and any((self.out / f).exists() for f in rr.RUN_FILES) and not overwrite:
