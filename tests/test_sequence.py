@@ -290,3 +290,13 @@ def test_sequences_fan_out_list_only_collect(tmp_path, capsys):
     assert [e["label"] for e in summary["entries"]] == ["full", "replay"]
     with pytest.raises(UserError, match="no such run"):
         seq.run_sequence(None, data=data, only=["5"], show=False)
+
+
+def test_a_mistake_found_while_planning_leaves_nothing_behind(tmp_path, notes):
+    base = {**BASE, "out": str(tmp_path / "o"), "tasks": ["builtin:legal", str(notes)]}
+    with pytest.raises(UserError, match="unknown strategy 'nope'"):
+        seq.run_sequence(None, data={**base, "runs": [{"label": "x", "strategies": ["nope"]}]},
+                         show=False)
+    with pytest.raises(UserError, match="no such run"):
+        seq.run_sequence(None, data=base, only=["7"], show=False)
+    assert not (tmp_path / "o").exists()  # the JSONL task's split files were not written

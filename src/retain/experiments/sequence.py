@@ -60,6 +60,8 @@ class Task:
     suites: tuple[str, ...] = ()  # built-in suites (its own domain's)
     heldout: str | None = None  # a held-out data file (a JSONL task's split)
     probe_files: tuple[str, ...] = ()  # the user's probe files for it
+    # the split files still to write, ((path, records), ...): written once the plan is checked
+    pending: tuple = field(default=(), compare=False, repr=False)
 
 
 def _records_of(spec: str, n: int | None, seed: int) -> list[dict]:
@@ -88,10 +90,13 @@ def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def read_tasks(tasks: Any, out: Path, holdout: float, holdout_max: int) -> list[Task]:
+def read_tasks(tasks: Any, out: Path, holdout: float, holdout_max: int, *,
+               write: bool = True) -> list[Task]:
     """The ``tasks`` list: ``builtin:<domain>`` strings, or ``{name, data, probes}`` mappings.
     A JSONL task without ``probes`` is split once (seed 0, the same for every seed) into
-    ``out/tasks/<name>.jsonl`` (trained on) and ``out/tasks/heldout/<name>.jsonl`` (its probe)."""
+    ``out/tasks/<name>.jsonl`` (trained on) and ``out/tasks/heldout/<name>.jsonl`` (its probe),
+    written now, or with ``write=False`` by ``write_task_files`` (after the plan is checked, so
+    that a mistake found later leaves nothing behind)."""
     from retain.data import BUILTIN_DOMAINS, domain_of, read_jsonl, split_holdout
     from retain.probes.suites import SUITES
 
@@ -130,14 +135,22 @@ def read_tasks(tasks: Any, out: Path, holdout: float, holdout_max: int) -> list[
             train, held = split_holdout(read_jsonl(spec), holdout or 0.1, 0, holdout_max,
                                         what=spec)
             data, heldout = out / "tasks" / f"{name}.jsonl", out / "tasks" / "heldout" / f"{name}.jsonl"
-            _write_jsonl(data, [_as_record(*r) for r in train])
-            _write_jsonl(heldout, [_as_record(*r) for r in held])
-            found.append(Task(name, str(data), heldout=str(heldout)))
+            found.append(Task(name, str(data), heldout=str(heldout), pending=(
+                (data, [_as_record(*r) for r in train]), (heldout, [_as_record(*r) for r in held]))))
     names = [t.name for t in found]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UserError(f"tasks: the name {dup[0]!r} is used twice; give the tasks distinct names")
+    if write:
+        write_task_files(found)
     return found
+
+
+def write_task_files(tasks: Sequence[Task]) -> None:
+    """Write the split files of the JSONL tasks (``read_tasks(..., write=False)``)."""
+    for t in tasks:
+        for path, records in t.pending:
+            _write_jsonl(path, records)
 
 
 # -- the memory of earlier tasks -------------------------------------------------------------------
@@ -316,8 +329,9 @@ def run_sequence(path: str | Path | None, overrides: Sequence[str] = (), *, out:
     f = load_sequence_file(path, overrides, data)
     out = Path(out or f["out"])
     probe_cfg = parse_config({**f["base"], "out": str(out / "_check")})  # the base keys, checked
-    tasks = read_tasks(f["tasks"], out, probe_cfg.data_holdout, probe_cfg.data_holdout_max)
-    chains = plan_chains(f, tasks, out)  # every config checked before anything runs
+    tasks = read_tasks(f["tasks"], out, probe_cfg.data_holdout, probe_cfg.data_holdout_max,
+                       write=False)
+    chains = plan_chains(f, tasks, out)  # every config checked before anything is written
     check_fan_out(listing, only, collect)
     if listing:
         for i, c in enumerate(chains):
@@ -329,6 +343,7 @@ def run_sequence(path: str | Path | None, overrides: Sequence[str] = (), *, out:
         if missing:
             raise UserError(f"--collect: sequence(s) {', '.join(map(str, missing))} not complete;"
                             f" run them first, e.g. --only {','.join(map(str, missing))}")
+    write_task_files(tasks)
     echo = print if show else (lambda s: None)
     echo(f"{len(chains)} sequence(s) of {len(tasks)} tasks: {' -> '.join(t.name for t in tasks)}")
     t0 = time.time()
