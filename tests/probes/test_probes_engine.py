@@ -140,3 +140,60 @@ def test_too_short_budget_is_caught(tok):
     probe = GenerationProbe("g", items, "x", max_new_tokens=5)
     answers = {tok.decode(encode(tok, format_prompt(tok, "Say it."))): items[0].answer}
     assert probe.score(EchoModel(tok, answers), tok).value == 0.0
+
+
+CONTEXTS = ["What is 2 + 2?", "Pick one", "A much longer question about rivers, dogs and cats?"]
+CHOICES = [[" 4", " 5", " four", ""], [" a"], [" yes", " no", " the river at night", " x"]]
+
+
+def _flat_scores(model, tok, contexts, conts):
+    """Each (context, continuation) pair scored as one sequence, one at a time: the reference."""
+    out = []
+    for ctx, cs in zip(contexts, conts):
+        row = []
+        for c in cs:
+            (lp,) = engine.token_logprobs(model, tok, [ctx + c], batch_size=1)
+            row.append(float(lp[len(ctx) - 1:len(ctx) - 1 + len(c)].sum()))
+        out.append(row)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_shared_context_scores_equal_pair_by_pair(arch, batch_size, tok):
+    """A context scored once for all its continuations (its cache shared, left padding, positions
+    from the first real token) gives each continuation the log-likelihood it has as a sequence of
+    its own; an empty continuation scores 0; a batch never splits an item."""
+    model = make_model(arch, tok)
+    assert engine._shares_prefix(model)
+    contexts = [encode(tok, format_prompt(tok, c)) for c in CONTEXTS]
+    conts = [[tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in CHOICES]
+    got = engine.continuation_logprobs(model, tok, contexts, conts, batch_size=batch_size)
+    want = _flat_scores(model, tok, contexts, conts)
+    assert [len(r) for r in got] == [len(r) for r in want]
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, abs=1e-4)
+    assert got[0][3] == 0.0 and all(x < 0 for x in got[2])
+
+
+def test_prompt_tuning_and_single_token_choices(tok):
+    """A prompt-learning adapter (virtual tokens on every call) takes the pair-by-pair path; a
+    probe whose choices are all one token needs only the contexts' forward."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    model = make_model("llama", tok)
+    contexts = [encode(tok, format_prompt(tok, c)) for c in CONTEXTS]
+    one = [[[tok.convert_tokens_to_ids(ch)] for ch in "abc"] for _ in CONTEXTS]
+    calls = []
+    h = model.register_forward_hook(lambda *a: calls.append(1))
+    got = engine.continuation_logprobs(model, tok, contexts, one, batch_size=32)
+    h.remove()
+    assert len(calls) == 1  # 3 items x 3 one-token choices: one forward of the 3 contexts
+    for g, w in zip(got, _flat_scores(model, tok, contexts, one)):
+        assert g == pytest.approx(w, abs=1e-4)
+    peft_model = get_peft_model(make_model("llama", tok), PromptTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    assert not engine._shares_prefix(peft_model)
+    conts = [[tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in CHOICES]
+    got = engine.continuation_logprobs(peft_model, tok, contexts, conts, batch_size=4)
+    assert [len(r) for r in got] == [len(c) for c in CHOICES]

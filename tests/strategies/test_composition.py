@@ -37,9 +37,9 @@ class Recording(Strategy):
         self.log.append((self.name, "train_data"))
         return self.inner.train_data(data, ctx)
 
-    def penalty(self, model, batch):
+    def penalty(self, model, batch, outputs=None):
         self.log.append((self.name, "penalty"))
-        return self.inner.penalty(model, batch)
+        return self.inner.penalty(model, batch, outputs=outputs)
 
     def finalize(self, model, ctx):
         self.log.append((self.name, "finalize"))

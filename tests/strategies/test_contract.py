@@ -98,3 +98,89 @@ def test_registry_refusals():
     with pytest.raises(UserError, match="needs a name"):
         build_strategies([{"r": 8}])
     assert [s.name for s in build_strategies(["lora", {"name": "replay"}])] == ["lora", "replay"]
+
+
+@pytest.mark.parametrize("name", [n for n, c in STRATEGIES.items() if c.fused_penalty])
+def test_fused_penalty_grad_equals_autograd(name, tok, datasets):
+    """A strategy whose loop path is ``penalty_grad`` adds exactly the gradient, and returns
+    the value, of its differentiable ``penalty``, away from the anchor (after weights moved)."""
+    _, reference = datasets
+    [strategy] = build_strategies([{"name": name, **SMALL.get(name, {})}])
+    model = tiny(tok)
+    ctx = RunContext(tokenizer=tok, seed=0, out_dir=None, device=torch.device("cpu"),
+                     base_state=copy_state(model), reference=reference)
+    model = strategy.prepare(model, ctx)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    params = [p for p in model.parameters() if p.requires_grad]
+    value = strategy.penalty(model, {})
+    expected = torch.autograd.grad(value, params, allow_unused=True)
+    for p in params:  # a gradient already there is added to, not replaced
+        p.grad = torch.ones_like(p)
+    fused = strategy.penalty_grad(model)
+    assert value.item() > 0
+    torch.testing.assert_close(fused, value.detach(), rtol=1e-5, atol=0)
+    for p, e in zip(params, expected):
+        e = torch.zeros_like(p) if e is None else e
+        torch.testing.assert_close(p.grad, e + 1, rtol=1e-5, atol=1e-7)
+
+
+def test_loop_takes_the_fused_path_and_matches_the_loss_path(tok, datasets):
+    """EWC trained by the loop (fused gradient) ends where the same run with the penalty in the
+    loss ends; a mutation that dropped the fused gradient would not."""
+    domain, reference = datasets
+
+    def run(fused: bool):
+        [s] = build_strategies([{"name": "l2sp", "alpha": 50.0}])
+        type(s).fused_penalty = fused
+        try:
+            model = tiny(tok)
+            ctx = RunContext(tokenizer=tok, seed=0, out_dir=None, device=torch.device("cpu"),
+                             base_state=copy_state(model), reference=reference)
+            model = s.prepare(model, ctx)
+            start = copy_state(model)
+            train(model, domain, pad_id=0, strategies=[s], progress=False,
+                  config=TrainConfig(lr=1e-2, steps=6, batch_size=4, log_every=1))
+            return start, copy_state(model)
+        finally:
+            type(s).fused_penalty = True
+
+    start, a = run(True)
+    _, b = run(False)
+    plain_model = tiny(tok)
+    train(plain_model, domain, pad_id=0, progress=False,
+          config=TrainConfig(lr=1e-2, steps=6, batch_size=4, log_every=1))
+    c = copy_state(plain_model)
+    gap = max(float((a[k] - b[k]).abs().max()) for k in a)
+    moved = max(float((c[k] - a[k]).abs().max()) for k in a)
+    assert gap < 1e-5 < moved  # same weights with both paths; the penalty did change them
+
+
+def test_distill_reuses_the_loops_logits(tok, datasets):
+    """Given the loop's outputs, distillation runs the teacher only (one forward, not two) and
+    gives the same penalty as when it runs the student itself."""
+    domain, reference = datasets
+    [s] = build_strategies([{"name": "distill"}])
+    model = tiny(tok)
+    ctx = RunContext(tokenizer=tok, seed=0, out_dir=None, device=torch.device("cpu"),
+                     base_state=copy_state(model), reference=reference)
+    model = s.prepare(model, ctx)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.1)
+    batch = collate(domain[:3], pad_id=0)
+    calls = []
+    hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for m in (model, s.teacher)]
+    out = model(**batch)
+    calls.clear()
+    with_outputs = s.penalty(model, batch, outputs=out)
+    assert len(calls) == 1  # the teacher's forward alone
+    calls.clear()
+    alone = s.penalty(model, batch)
+    assert len(calls) == 2
+    for h in hooks:
+        h.remove()
+    assert with_outputs.item() > 0
+    torch.testing.assert_close(with_outputs, alone)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from retain.errors import UserError
+from retain.strategies.base import call_penalty
 
 IGNORE = -100
 
@@ -119,12 +120,14 @@ class RetainStrategies:
         """``train_examples`` as a ``datasets.Dataset`` (``input_ids``, ``labels``)."""
         return to_dataset(self.train_examples(rows))
 
-    def penalty(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    def penalty(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                outputs=None) -> torch.Tensor | None:
         """The sum of the strategies' penalties for this batch (None: no strategy has one).
-        ``model``: the unwrapped model (no DDP wrapper), as ``prepare`` saw it."""
+        ``model``: the unwrapped model (no DDP wrapper), as ``prepare`` saw it; ``outputs``: the
+        loop's forward of ``batch`` when it has one (distillation then reuses its logits)."""
         total = None
         for s in self.strategies:
-            p = s.penalty(model, batch)
+            p = call_penalty(s, model, batch, outputs)
             if p is not None:
                 total = p if total is None else total + p
         return total

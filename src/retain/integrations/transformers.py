@@ -54,7 +54,8 @@ class RetainTrainerMixin:
                                    num_items_in_batch=num_items_in_batch)
         loss, outputs = got if return_outputs else (got, None)
         if self.retain is not None and model.training:
-            pen = self.retain.penalty(self.accelerator.unwrap_model(model), batch)
+            pen = self.retain.penalty(self.accelerator.unwrap_model(model), batch,
+                                      outputs=outputs)
             if pen is not None:
                 # The Trainer divides the loss by the accumulation steps afterwards unless it
                 # was already normalized over the whole accumulated batch (num_items_in_batch).

@@ -9,6 +9,7 @@ under ``torch.no_grad()`` with the model in eval mode, restored afterwards, on t
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from typing import Iterator, Sequence
 
@@ -223,6 +224,106 @@ def token_logprobs(model, tokenizer, seqs: Sequence[Sequence[int]], *,
             for r, i in enumerate(batch):
                 result[i] = picked[r, :len(seqs[i]) - 1]
     return result
+
+
+def _shares_prefix(model) -> bool:
+    """Whether a context's key/value cache can be reused by its continuations: a decoder-only
+    model whose cache is plain full attention (no sliding window, no recurrent state) and no
+    prompt-learning adapter (virtual tokens are prepended on every call)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "is_encoder_decoder", False):
+        return False
+    peft_cfg = getattr(model, "active_peft_config", None)
+    if peft_cfg is not None and getattr(peft_cfg, "is_prompt_learning", False):
+        return False
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    if getattr(text_cfg, "sliding_window", None) or getattr(text_cfg, "layer_types", None) and \
+            any(t != "full_attention" for t in text_cfg.layer_types):
+        return False
+    return True
+
+
+def _cache_kwarg(model) -> str:
+    """The forward's name for a key/value cache: ``cache`` (transformers 5.x) or the older
+    ``past_key_values`` (custom models, and the name 5.x still accepts with a warning)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
+                          continuations: Sequence[Sequence[Sequence[int]]], *,
+                          batch_size: int = 32) -> list[list[float]]:
+    """For each context (ids) and each of its continuations (ids), the summed log-probability
+    (nats) of the continuation given the context: ``out[i][j]`` for ``continuations[i][j]``.
+
+    Each context runs through the model once and its key/value cache is shared by its
+    continuations (the multiple-choice case: one prompt, several answers), so a context is not
+    scored once per choice. A batch holds at most ``batch_size`` (context, continuation) pairs,
+    the unit of a batch where every pair is a sequence of its own. Contexts are padded on the
+    left with positions counted from each one's first real token, so every token sits at the
+    position it has unpadded. Models whose cache cannot be shared this way (``_shares_prefix``)
+    score each pair as one sequence (``token_logprobs``)."""
+    if any(len(c) == 0 for c in contexts):
+        raise ValueError("every context needs at least one token (a BOS)")
+    if not _shares_prefix(model):
+        seqs, spans = [], []
+        for ctx, conts in zip(contexts, continuations):
+            for cont in conts:
+                seqs.append(list(ctx) + list(cont))
+                spans.append((len(ctx) - 1, len(ctx) - 1 + len(cont)))  # logprobs[j] scores id j+1
+        logps = token_logprobs(model, tokenizer, seqs, batch_size=batch_size)
+        flat = iter(float(lp[s:e].sum()) for lp, (s, e) in zip(logps, spans))
+        return [[next(flat) for _ in conts] for conts in continuations]
+
+    pad_id = pad_token_id(tokenizer)
+    device = model_device(model)
+    out: list[list[float]] = [[0.0] * len(c) for c in continuations]
+    # Batches of whole items, longest context first, each holding at most batch_size pairs.
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
+    batches, cur, pairs = [], [], 0
+    for i in order:
+        k = max(1, len(continuations[i]))
+        if cur and pairs + k > batch_size:
+            batches.append(cur)
+            cur, pairs = [], 0
+        cur.append(i)
+        pairs += k
+    if cur:
+        batches.append(cur)
+    with inference_mode(model):
+        for batch in batches:
+            ids, mask = pad_batch([contexts[i] for i in batch], pad_id, side="left")  # (B, Lc)
+            pos = (mask.cumsum(-1) - 1).clamp_min(0)
+            res = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                        position_ids=pos.to(device), use_cache=True)
+            first = res.logits[:, -1].float().log_softmax(-1).cpu()  # (B, V): each 1st cont. id
+            rows = [(b, j) for b, i in enumerate(batch) for j in range(len(continuations[i]))
+                    if len(continuations[i][j]) > 0]
+            for b, j in rows:
+                out[batch[b]][j] = float(first[b, continuations[batch[b]][j][0]])
+            rest = [continuations[batch[b]][j] for b, j in rows]
+            width = max((len(c) - 1 for c in rest), default=0)
+            if width == 0:  # every continuation is one token: the context's logits are enough
+                continue
+            cache = getattr(res, "cache", None) or res.past_key_values
+            idx = torch.tensor([b for b, _ in rows], dtype=torch.long)
+            cache.batch_select_indices(idx.to(device))  # (R, ...): each row's context
+            # Ids 0..n-2 of each continuation, right-padded: they predict ids 1..n-1.
+            cids, cmask = pad_batch([c[:-1] if len(c) > 1 else [pad_id] for c in rest], pad_id,
+                                    side="right")
+            cmask[:, :][torch.tensor([len(c) < 2 for c in rest])] = 0
+            cids, cmask = cids[:, :width], cmask[:, :width]
+            full_mask = torch.cat([mask[idx], cmask], dim=1)  # (R, Lc + W)
+            cpos = mask[idx].sum(-1, keepdim=True) + torch.arange(width)  # (R, W)
+            logp = model(input_ids=cids.to(device), attention_mask=full_mask.to(device),
+                         position_ids=cpos.to(device), use_cache=True,
+                         **{_cache_kwarg(model): cache}).logits.float().log_softmax(-1).cpu()  # (R, W, V)
+            for r, ((b, j), c) in enumerate(zip(rows, rest)):
+                if len(c) > 1:
+                    tgt = torch.tensor(c[1:], dtype=torch.long)
+                    out[batch[b]][j] += float(logp[r, :len(c) - 1].gather(
+                        -1, tgt.unsqueeze(-1)).sum())
+    return out
 
 
 def token_kl(model, base_model, tokenizer, seqs: Sequence[Sequence[int]], *,

@@ -124,26 +124,22 @@ class ChoiceProbe(ScoredFromOutcomes):
     def __len__(self) -> int:
         return len(self.items)
 
+    def choice_scores(self, model, tokenizer, indices: Sequence[int], *,
+                      batch_size: int = 32) -> list[list[float]]:
+        """Per item at ``indices``, each choice's summed log-likelihood (nats) given the prompt."""
+        items = [self.items[i] for i in indices]
+        contexts = [engine.encode(tokenizer, engine.format_prompt(tokenizer, it.prompt, self.chat))
+                    for it in items]
+        conts = [[list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in it.choices]
+                 for it in items]
+        return engine.continuation_logprobs(model, tokenizer, contexts, conts,
+                                            batch_size=batch_size)
+
     def outcomes(self, model, tokenizer, indices: Sequence[int], *, batch_size: int = 32,
                  base_model=None) -> list[Outcome]:
         """``{"pred": int}`` per item at ``indices``: the index of the most likely choice."""
-        items = [self.items[i] for i in indices]
-        seqs, spans = [], []  # one sequence per (item, choice); span = (start, end) in logprobs
-        for it in items:
-            ctx = engine.encode(tokenizer, engine.format_prompt(tokenizer, it.prompt, self.chat))
-            for choice in it.choices:
-                cont = list(tokenizer(choice, add_special_tokens=False)["input_ids"])
-                seqs.append(ctx + cont)
-                # logprobs[j] scores id j+1, so the continuation ids are logprobs[len(ctx)-1:]
-                spans.append((len(ctx) - 1, len(ctx) - 1 + len(cont)))
-        logps = engine.token_logprobs(model, tokenizer, seqs, batch_size=batch_size)
-        sums = [float(lp[s:e].sum()) for lp, (s, e) in zip(logps, spans)]
-        out, j = [], 0
-        for it in items:
-            scores = sums[j:j + len(it.choices)]  # this item's choices, flattened above
-            j += len(it.choices)
-            out.append({"pred": max(range(len(scores)), key=scores.__getitem__)})
-        return out
+        return [{"pred": max(range(len(s)), key=s.__getitem__)}
+                for s in self.choice_scores(model, tokenizer, indices, batch_size=batch_size)]
 
     def aggregate(self, outcomes: list[Outcome]) -> ProbeResult:
         check_outcome_count(self, outcomes)

@@ -39,8 +39,8 @@ class Distill(Strategy):
     at temperature T (the T^2 keeps gradient size independent of T, as in Hinton et al. 2015).
     The teacher runs under no_grad in eval mode (no dropout). With a PEFT model the teacher is the
     same model with its adapter disabled (no second copy in memory); otherwise prepare keeps a
-    frozen deep copy of the base. The penalty runs one extra student forward per step (the hook
-    does not see the loop's logits) and one teacher forward.
+    frozen deep copy of the base. The penalty costs one teacher forward per step; the student's
+    logits are the loop's own (``outputs``), or one more forward when a loop does not pass them.
     """
 
     name: ClassVar[str] = "distill"
@@ -85,7 +85,8 @@ class Distill(Strategy):
             self.teacher.to(device)
         return self.teacher(input_ids=ids, attention_mask=mask).logits
 
-    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                outputs=None) -> torch.Tensor | None:
         ids = batch["input_ids"]
         mask = batch.get("attention_mask")
         if mask is None:
@@ -93,6 +94,9 @@ class Distill(Strategy):
         if is_peft(model) and self.teacher is not None:
             self.teacher = None  # wrapped by a later PEFT strategy: the adapter route needs no copy
         teacher = self._teacher_logits(model, ids, mask)  # (B, T, V)
-        student = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+        # (B, T, V): the loop's own forward of this batch when it hands it over
+        student = getattr(outputs, "logits", None)
+        if student is None or student.shape[:2] != ids.shape:  # e.g. virtual tokens prepended
+            student = model(input_ids=ids, attention_mask=mask).logits
         T = self.config.temperature
         return self.config.weight * T * T * masked_kl(teacher, student, mask, T)

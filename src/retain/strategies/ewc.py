@@ -32,19 +32,26 @@ Normalize = Literal["none", "mean", "max"]
 
 
 class AnchoredQuadratic:
-    """sum_i w_i * (theta_i - anchor_i)^2 over the named parameters of ``weights`` (no 1/2, no
-    strength: the strategy applies those). Weights and anchors are moved once to each parameter's
-    device and dtype, on first use."""
+    """sum_i w_i * (theta_i - anchor_i)^2 over the named parameters of ``anchor`` (no 1/2, no
+    strength: the strategy applies those); ``weights`` None means w = 1 (L2-SP). Kept as
+    sqrt(w) (importances are >= 0), moved once to each parameter's device and dtype on first
+    use: ``(sqrt(w) * (theta - anchor))^2`` is the same sum, and the fused gradient needs it.
 
-    def __init__(self, weights: Importance, anchor: Importance):
+    ``__call__`` is the differentiable penalty (for loops that add it to the loss);
+    ``add_grad`` adds its gradient to ``.grad`` in place with a few multi-tensor ops, which
+    costs far less than a pass through autograd (retain's own loop)."""
+
+    def __init__(self, weights: Importance | None, anchor: Importance):
         self.weights = weights
         self.anchor = anchor
-        self._placed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._placed: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
 
-    def __call__(self, model: torch.nn.Module) -> torch.Tensor:
+    def _terms(self, model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None,
+                                                           torch.Tensor]]:
+        """(parameter, sqrt(w) or None, anchor) per name, placed like the parameter."""
         params = dict(model.named_parameters())
-        total = None
-        for name, w in self.weights.items():
+        out = []
+        for name, anchor in self.anchor.items():
             p = params.get(name)
             if p is None:
                 raise RuntimeError(
@@ -52,14 +59,46 @@ class AnchoredQuadratic:
                     "by a later strategy? List regularization strategies after PEFT ones."
                 )
             placed = self._placed.get(name)
-            if placed is None or placed[0].device != p.device or placed[0].dtype != p.dtype:
-                placed = (w.to(p.device, p.dtype), self.anchor[name].to(p.device, p.dtype))
-                self._placed[name] = placed
-            term = (placed[0] * (p - placed[1]).pow(2)).sum()
+            if placed is None or placed[1].device != p.device or placed[1].dtype != p.dtype:
+                w = self.weights[name] if self.weights is not None else None
+                sw = w.to(p.device, torch.float32).sqrt().to(p.dtype) if w is not None else None
+                placed = self._placed[name] = (sw, anchor.to(p.device, p.dtype))
+            out.append((p, *placed))
+        return out
+
+    def __call__(self, model: torch.nn.Module) -> torch.Tensor:
+        total = None
+        for p, sw, a in self._terms(model):
+            d = p - a
+            term = (d if sw is None else sw * d).pow(2).sum()
             total = term if total is None else total + term
         if total is None:
             return torch.zeros(())
         return total
+
+    @torch.no_grad()
+    def add_grad(self, model: torch.nn.Module, scale: float) -> torch.Tensor:
+        """Add the gradient of ``scale * self(model)``, 2 * scale * w * (theta - anchor), to
+        every parameter's ``.grad``; return ``scale * self(model)``, detached."""
+        terms = self._terms(model)
+        if not terms:
+            return torch.zeros(())
+        ps = [t[0] for t in terms]
+        d = torch._foreach_sub(ps, [t[2] for t in terms])  # theta - anchor
+        sw = [t[1] for t in terms]
+        weighted = sw[0] is not None
+        if weighted:
+            torch._foreach_mul_(d, sw)  # sqrt(w) (theta - anchor)
+        value = torch.stack(torch._foreach_norm(d)).float().pow(2).sum()
+        for p in ps:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in ps]
+        if weighted:
+            torch._foreach_addcmul_(grads, d, sw, value=2.0 * scale)  # + 2 s sqrt(w) sqrt(w) (theta - a)
+        else:
+            torch._foreach_add_(grads, d, alpha=2.0 * scale)
+        return scale * value
 
 
 def check_covers(importance: Importance, model: torch.nn.Module, what: str) -> None:
@@ -171,7 +210,15 @@ class EWC(Strategy):
         self._info = ctx.info[self.name] = info
         return model
 
-    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    fused_penalty: ClassVar[bool] = True
+
+    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                outputs=None) -> torch.Tensor | None:
         if self._quad is None:
             raise RuntimeError("EWC.penalty called before prepare")
         return 0.5 * self.config.lam * self._quad(model)
+
+    def penalty_grad(self, model: torch.nn.Module) -> torch.Tensor | None:
+        if self._quad is None:
+            raise RuntimeError("EWC.penalty_grad called before prepare")
+        return self._quad.add_grad(model, 0.5 * self.config.lam)

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from retain.strategies.base import RunContext, Strategy, StrategyConfig
+from retain.strategies.ewc import AnchoredQuadratic
 from retain.strategies.fisher import trainable_parameters
 
 
@@ -39,10 +40,10 @@ class L2SP(Strategy):
     def __init__(self, config: StrategyConfig | None = None):
         super().__init__(config)
         self.anchor: dict[str, torch.Tensor] = {}  # name -> theta_0 (CPU; base_state tensors are shared, not copied)
-        self._placed: dict[str, torch.Tensor] = {}
+        self._quad: AnchoredQuadratic | None = None
 
     def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
-        from_base = 0
+        from_base, self._quad = 0, None
         base_state = ctx.base_state
         if self.config.anchor_model is not None:
             from retain.models import copy_state, load_model
@@ -62,16 +63,16 @@ class L2SP(Strategy):
                                "anchored_to_init": len(self.anchor) - from_base, "penalty_has_half": True}
         return model
 
-    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        params = dict(model.named_parameters())
-        total = torch.zeros((), device=batch["input_ids"].device) if batch else torch.zeros(())
-        for name, theta0 in self.anchor.items():
-            p = params.get(name)
-            if p is None:
-                raise RuntimeError(f"parameter {name} (present at prepare time) is not in the model; "
-                                   "list regularization strategies after PEFT ones")
-            placed = self._placed.get(name)
-            if placed is None or placed.device != p.device or placed.dtype != p.dtype:
-                placed = self._placed[name] = theta0.to(p.device, p.dtype)
-            total = total + (p - placed).pow(2).sum()
-        return 0.5 * self.config.alpha * total
+    fused_penalty: ClassVar[bool] = True
+
+    def _quadratic(self) -> AnchoredQuadratic:
+        if self._quad is None:
+            self._quad = AnchoredQuadratic(None, self.anchor)
+        return self._quad
+
+    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                outputs=None) -> torch.Tensor | None:
+        return 0.5 * self.config.alpha * self._quadratic()(model)
+
+    def penalty_grad(self, model: torch.nn.Module) -> torch.Tensor | None:
+        return self._quadratic().add_grad(model, 0.5 * self.config.alpha)

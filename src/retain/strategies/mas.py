@@ -80,7 +80,15 @@ class MAS(Strategy):
         self._info = ctx.info[self.name] = info
         return model
 
-    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    fused_penalty: ClassVar[bool] = True
+
+    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                outputs=None) -> torch.Tensor | None:
         if self._quad is None:
             raise RuntimeError("MAS.penalty called before prepare")
         return 0.5 * self.config.lam * self._quad(model)
+
+    def penalty_grad(self, model: torch.nn.Module) -> torch.Tensor | None:
+        if self._quad is None:
+            raise RuntimeError("MAS.penalty_grad called before prepare")
+        return self._quad.add_grad(model, 0.5 * self.config.lam)

@@ -21,6 +21,7 @@ import torch
 
 from retain.data import IGNORE
 from retain.models import load_state
+from retain.strategies.base import call_penalty
 from retain.train.callbacks import Callback, LoopState, as_decision
 from retain.train.checkpoint import Checkpoint, set_rng_state
 from retain.train.precision import autocast, grad_scaler
@@ -152,8 +153,9 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     One optimizer step takes ``batch_size * grad_accum * processes`` examples (the global batch).
     Its LM loss is the mean cross-entropy over the loss tokens of the whole global batch, so the
     weights do not depend on how the batch is split into micro-batches and processes.
-    ``strategies`` add ``penalty(model, batch)`` terms (once per optimizer step, averaged over
-    micro-batches). ``on_log(record)`` gets a record every ``log_every`` steps and at the last
+    ``strategies`` add ``penalty(model, batch, outputs)`` terms (once per optimizer step,
+    averaged over micro-batches), or, for penalties of the weights alone (``fused_penalty``),
+    their gradient once per step after the backward pass (``penalty_grad``). ``on_log(record)`` gets a record every ``log_every`` steps and at the last
     (main process). After each step every callback's ``on_step_end`` runs, on every process, in
     list order, with the training clock stopped; the loop carries out their ``Decision``s
     (restore, lr scale, stop). ``resume``: a checkpoint of this run to continue from.
@@ -164,7 +166,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     acc = accelerator or make_accelerator(device)
     torch.manual_seed(config.seed)  # dropout and anything else random in the forward pass
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                            fused=device.type == "cuda" or None)
+                            fused=device.type in ("cuda", "cpu") or None)
     # Not prepared by accelerate: its scheduler wrapper steps once per process, and our
     # schedule counts global optimizer steps.
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(
@@ -176,6 +178,10 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     rank, world, accum = acc.process_index, acc.num_processes, config.grad_accum
     params = [p for p in inner.parameters() if p.requires_grad]
     counts = loss_token_counts(data)
+    # Penalties of the weights alone add their gradient once per optimizer step, after the
+    # backward pass (``penalty_grad``); the others go into each micro-batch's loss.
+    fused = [s for s in strategies if getattr(s, "fused_penalty", False)]
+    in_loss = [s for s in strategies if not getattr(s, "fused_penalty", False)]
 
     # The loop's counters, JSON (they go into checkpoints): global token counts, the log window
     # (this rank's share of the LM loss, and the penalty, summed since the last log record).
@@ -253,8 +259,8 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                     out = model(**batch)  # .loss: mean CE over this micro-batch's loss tokens
                     lm = out.loss * (n_micro / max(n_step, 1)) if n_micro else out.logits.sum() * 0
                     pen = torch.zeros((), device=device)
-                    for s in strategies:
-                        p = s.penalty(inner, batch)
+                    for s in in_loss:
+                        p = call_penalty(s, inner, batch, out)
                         if p is not None:
                             pen = pen + p
                     # DDP averages gradients over processes: scale the LM share back up.
@@ -264,6 +270,10 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                 penalty += pen.detach().float() / accum
             if scaler is not None:
                 scaler.unscale_(opt)
+            for s in fused:  # penalties of the weights alone: their gradient added directly
+                p = s.penalty_grad(inner)
+                if p is not None:
+                    penalty += p.detach().float().to(device)
             if config.max_grad_norm is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             else:

@@ -1,0 +1,50 @@
+"""EWC's diagonal Fisher: retain's vectorized per-sample estimator (``torch.func`` vmap over
+chunks of samples) against the plain loop of one forward and backward per sample, on the
+built-in model and the built-in reference data (the examples EWC estimates on). Both compute the
+empirical Fisher (squared per-sample gradients of the data's own labels, averaged), so the
+values must agree; the estimator with sampled labels runs the same machinery.
+
+    python benchmarks/bench_fisher.py ARGS_JSON OUT_JSON   (run by bench.py)
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bench_common import SectionArgs, check_row, figure, section_main
+from fisher_speed import loop_fisher
+
+
+def main(args: SectionArgs) -> dict:
+    from retain.data import load_reference_data
+    from retain.models import load_model
+    from retain.strategies import fisher as fs
+
+    n = 32 if args.quick else 64
+    torch.manual_seed(0)
+    model, tok = load_model("tiny", dtype="float32", device="cpu")
+    examples = load_reference_data("builtin:retained", tok, seq_len=128, n=n, seed=0)
+    tokens = sum(len(e["input_ids"]) for e in examples)
+    ours, loop, err = [], [], 0.0
+    for _ in range(args.reps):
+        t = time.perf_counter()
+        ref = loop_fisher(model, examples)
+        loop.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        got = fs.estimate_fisher(model, examples, "empirical")
+        ours.append(time.perf_counter() - t)
+        err = max(err, max(float((got[k] - ref[k]).abs().max() / ref[k].abs().max())
+                           for k in ref))
+    name = f"diagonal Fisher, {n} samples ({tokens} tokens)"
+    return {"figures": [
+        figure(name, "s", ours, loop, baseline="per-sample loop (forward + backward each)"),
+        check_row(f"{name}: same values", err < 1e-4,
+                  f"max relative difference {err:.1e} (largest |difference| of a tensor over its "
+                  f"largest entry)"),
+    ], "config": {"samples": n, "tokens": tokens, "estimator": "empirical"}}
+
+
+if __name__ == "__main__":
+    section_main(main)

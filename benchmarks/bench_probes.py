@@ -1,0 +1,143 @@
+"""Probes against lm-evaluation-harness on the same items, model, precision and batch size:
+multiple choice by log-likelihood and greedy generation; the time of each call, and whether the
+two agree item by item.
+
+Items: multiple-choice arithmetic built from the built-in math task's held-out items (the right
+answer and three near misses, shuffled, seeded), and the built-in chat probes that answer by
+greedy generation (math, code, multilingual, safety, instructions). Model: the built-in one,
+float32 on the CPU in both tools (lm-eval's default dtype would run its float16 checkpoint in
+float16). Conventions made equal, which decide whether scores agree:
+- prompts are the model's chat template, rendered by retain and handed to lm-eval as the context
+  string; the template writes the BOS, so lm-eval runs with ``add_bos_token=False`` (retain drops
+  a doubled BOS itself);
+- a choice is the continuation as written, with no target delimiter added (lm-eval tasks put
+  ``target_delimiter`` -- a space by default -- between context and choice; here the context ends
+  the assistant tag and the choice follows it directly in both tools);
+- generation stops at EOS and at retain's stop strings (``until`` in lm-eval), greedy, with the
+  budget retain gives each probe (``max_gen_toks``).
+Each tool is timed inside its own process around the call alone (model loaded before), the
+same number of repetitions; lm-eval runs in the peers' venv (``peers.py``).
+
+    python benchmarks/bench_probes.py ARGS_JSON OUT_JSON   (run by bench.py)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+
+from bench_common import ROOT, SectionArgs, check_row, figure, section_main
+
+BATCH = 16
+
+
+def mc_items(n: int, seed: int = 0):
+    from retain.probes.kinds import ChoiceItem
+    from retain.probes.suites import probe_items
+
+    rng = random.Random(seed)
+    out = []
+    for it in probe_items("math", n, seed):
+        a = int(it.answer)
+        wrong = rng.sample([d for d in range(-12, 13) if d and a + d >= 0], 3)
+        choices = [str(a)] + [str(a + d) for d in wrong]
+        rng.shuffle(choices)
+        out.append(ChoiceItem(prompt=it.prompt, choices=tuple(choices),
+                              label=choices.index(str(a)), key=it.key))
+    return out
+
+
+def gen_probes(n: int):
+    from retain.probes import load_probes
+    from retain.probes.kinds import GenerationProbe
+
+    probes = load_probes(["math", "code", "multilingual", "safety", "instructions"], n=n, seed=0)
+    return [p for p in probes if isinstance(p, GenerationProbe)]
+
+
+def main(args: SectionArgs) -> dict:
+    import torch
+
+    from retain.models import load_model
+    from retain.probes import engine
+    from retain.probes.kinds import ChoiceProbe
+    from retain.models import _resolve_source  # a name like "tiny" -> the model's folder
+
+    n_mc, n_gen = (200, 24) if args.quick else (1000, 100)
+    torch.manual_seed(0)
+    model, tok = load_model("tiny", dtype="float32", device="cpu")
+    mc = ChoiceProbe("mc", mc_items(n_mc), "math")
+    gens = gen_probes(n_gen)
+    fmt = lambda p, prompt: engine.format_prompt(tok, prompt, p.chat)  # noqa: E731
+
+    # retain, in this process
+    ours_mc, ours_gen, scores, answers = [], [], None, None
+    for _ in range(args.reps):
+        t = time.perf_counter()
+        scores = mc.choice_scores(model, tok, range(len(mc)), batch_size=BATCH)
+        ours_mc.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        answers = []
+        for p in gens:
+            prompts = [engine.encode(tok, fmt(p, it.prompt)) for it in p.items]
+            answers += engine.generate(model, tok, prompts, max_new_tokens=p.budget(tok),
+                                       batch_size=BATCH)
+        ours_gen.append(time.perf_counter() - t)
+
+    figures, notes = [], []
+    if args.peers_python is None:
+        notes.append("lm-eval not installed (no peers venv): retain's times only")
+        return {"figures": [figure(f"multiple choice, {n_mc} items x 4 choices", "s", ours_mc),
+                            figure(f"greedy generation, {sum(map(len, gens))} prompts", "s",
+                                   ours_gen)], "notes": notes}
+    # lm-eval, in the peers' venv, on the same requests
+    spec = {"model": _resolve_source("tiny"), "batch_size": BATCH, "dtype": "float32",
+            "add_bos_token": False, "reps": args.reps,
+            "loglikelihood": [[fmt(mc, it.prompt), c] for it in mc.items for c in it.choices],
+            "generate": [[fmt(p, it.prompt), {"until": list(engine.STOP_STRINGS),
+                                              "max_gen_toks": p.budget(tok), "do_sample": False}]
+                         for p in gens for it in p.items]}
+    req, res = args.work / "lm_eval_requests.json", args.work / "lm_eval_out.json"
+    req.write_text(json.dumps(spec))
+    proc = subprocess.run([args.peers_python, str(ROOT / "benchmarks" / "peer_lm_eval.py"),
+                           str(req), str(res)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"lm-eval failed:\n{proc.stderr[-3000:]}")
+    theirs = json.loads(res.read_text())
+
+    # agreement: the predicted choice of every item, the log-likelihoods, the generated texts
+    ll = [x[0] for x in theirs["ll"]]
+    k, preds_equal, max_diff, ours_acc, their_acc = 0, 0, 0.0, 0, 0
+    for it, s in zip(mc.items, scores):
+        t = ll[k:k + len(it.choices)]
+        k += len(it.choices)
+        po, pt = max(range(len(s)), key=s.__getitem__), max(range(len(t)), key=t.__getitem__)
+        preds_equal += po == pt
+        ours_acc += po == it.label
+        their_acc += pt == it.label
+        max_diff = max(max_diff, max(abs(a - b) for a, b in zip(s, t)))
+    same_text = sum(a == b for a, b in zip(answers, theirs["gen"]))
+    n_prompts = len(answers)
+    mc_name = f"multiple choice, {n_mc} items x 4 choices (log-likelihood)"
+    gen_name = f"greedy generation, {n_prompts} chat prompts (5 probes)"
+    figures += [
+        figure(mc_name, "s", ours_mc, theirs["ll_s"], baseline=f"lm-eval {theirs['lm_eval']}",
+               target=2.0, target_text="at least 2x faster"),
+        check_row(f"{mc_name}: same predicted choice", preds_equal == n_mc,
+                  f"{preds_equal}/{n_mc} items; accuracy {ours_acc / n_mc:.3f} (retain) vs "
+                  f"{their_acc / n_mc:.3f} (lm-eval); max |log-likelihood difference| "
+                  f"{max_diff:.1e} nats"),
+        figure(gen_name, "s", ours_gen, theirs["gen_s"], baseline=f"lm-eval {theirs['lm_eval']}",
+               target=2.0, target_text="at least 2x faster"),
+        check_row(f"{gen_name}: same answer text", same_text == n_prompts,
+                  f"{same_text}/{n_prompts} answers identical"),
+    ]
+    return {"figures": figures, "notes": notes,
+            "config": {"batch_size": BATCH, "dtype": "float32", "mc_items": n_mc,
+                       "gen_prompts": n_prompts, "add_bos_token": False}}
+
+
+if __name__ == "__main__":
+    section_main(main)
