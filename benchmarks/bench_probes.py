@@ -15,6 +15,10 @@ float16). Conventions made equal, which decide whether scores agree:
   the assistant tag and the choice follows it directly in both tools);
 - generation stops at EOS and at retain's stop strings (``until`` in lm-eval), greedy, with the
   budget retain gives each probe (``max_gen_toks``).
+Batch: lm-eval's batch of 16 is 16 (prompt, choice) requests a forward; retain scores a prompt
+once and shares its KV cache among the choices, so its batch of 16 is 16 prompts (one forward
+of the 16 prompts, one of their 64 choices, a few tokens each). The second multiple-choice row
+runs retain at 4 prompts a batch (16 choices: lm-eval's rows a forward), for comparison.
 Each tool is timed inside its own process around the call alone (model loaded before), the
 same number of repetitions; lm-eval runs in the peers' venv (``peers.py``).
 
@@ -73,11 +77,14 @@ def main(args: SectionArgs) -> dict:
     fmt = lambda p, prompt: engine.format_prompt(tok, prompt, p.chat)  # noqa: E731
 
     # retain, in this process
-    ours_mc, ours_gen, scores, answers = [], [], None, None
+    ours_mc, ours_rows, ours_gen, scores, answers = [], [], [], None, None
     for _ in range(args.reps):
         t = time.perf_counter()
         scores = mc.choice_scores(model, tok, range(len(mc)), batch_size=BATCH)
         ours_mc.append(time.perf_counter() - t)
+        t = time.perf_counter()  # 4 prompts a batch: lm-eval's 16 (prompt, choice) rows
+        mc.choice_scores(model, tok, range(len(mc)), batch_size=BATCH // 4)
+        ours_rows.append(time.perf_counter() - t)
         t = time.perf_counter()
         answers = []
         for p in gens:
@@ -123,8 +130,11 @@ def main(args: SectionArgs) -> dict:
     mc_name = f"multiple choice, {n_mc} items x 4 choices (log-likelihood)"
     gen_name = f"greedy generation, {n_prompts} chat prompts (5 probes)"
     figures += [
-        figure(mc_name, "s", ours_mc, theirs["ll_s"], baseline=f"lm-eval {theirs['lm_eval']}",
+        figure(mc_name + f", batch {BATCH} prompts", "s", ours_mc, theirs["ll_s"],
+               baseline=f"lm-eval {theirs['lm_eval']}, batch {BATCH} requests",
                target=2.0, target_text="at least 2x faster"),
+        figure(mc_name + f", batch {BATCH // 4} prompts ({BATCH} choices)", "s", ours_rows,
+               theirs["ll_s"], baseline=f"lm-eval {theirs['lm_eval']}, batch {BATCH} requests"),
         check_row(f"{mc_name}: same predicted choice", preds_equal == n_mc,
                   f"{preds_equal}/{n_mc} items; accuracy {ours_acc / n_mc:.3f} (retain) vs "
                   f"{their_acc / n_mc:.3f} (lm-eval); max |log-likelihood difference| "

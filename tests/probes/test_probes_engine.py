@@ -197,3 +197,34 @@ def test_prompt_tuning_and_single_token_choices(tok):
     conts = [[tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in CHOICES]
     got = engine.continuation_logprobs(peft_model, tok, contexts, conts, batch_size=4)
     assert [len(r) for r in got] == [len(c) for c in CHOICES]
+
+
+@pytest.mark.parametrize("kind", ["prompt_tuning", "p_tuning"])
+def test_prompt_tuned_generation_equals_its_own_greedy_decoding(kind, tok):
+    """A prompt-tuned model's batched answers are the greedy answers of its forward pass (the
+    virtual tokens prepended once). PEFT's generate under transformers 5 prepends them again at
+    every step, and answered differently (checked: it fails this test)."""
+    from peft import PromptEncoderConfig, PromptTuningConfig, get_peft_model
+
+    cfg = (PromptTuningConfig if kind == "prompt_tuning" else PromptEncoderConfig)(
+        task_type="CAUSAL_LM", num_virtual_tokens=6, **({} if kind == "prompt_tuning" else
+                                                        {"encoder_hidden_size": 16}))
+    model = get_peft_model(make_model("llama", tok), cfg).eval()
+    with torch.no_grad():
+        for p in model.prompt_encoder.parameters():
+            p.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    prompts = [encode(tok, format_prompt(tok, p)) for p in PROMPTS[:4]]
+    got = engine.generate(model, tok, prompts, max_new_tokens=10, batch_size=4)
+    want = []
+    with torch.no_grad():
+        for ids in prompts:
+            seq = torch.tensor([ids])
+            for _ in range(10):
+                nxt = model(input_ids=seq).logits[:, -1].argmax(-1, keepdim=True)
+                if nxt.item() == tok.eos_token_id:
+                    break
+                seq = torch.cat([seq, nxt], 1)
+            want.append(engine.cut_at_stop(tok.decode(seq[0, len(ids):].tolist(),
+                                                      skip_special_tokens=True)))
+    assert got == want
+    assert any(len(a) > 3 for a in got)

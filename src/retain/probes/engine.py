@@ -167,6 +167,33 @@ def cut_at_stop(text: str, stops: Sequence[str] = STOP_STRINGS) -> str:
     return text[:cut]
 
 
+def _virtual_prompt(model):
+    """For a PEFT prompt-tuning or P-tuning model, a greedy ``generate(ids, mask, config) ->
+    (B, new) ids`` that prepends the virtual tokens' embeddings once and then decodes with the
+    base model's cache; None for other models.
+
+    PEFT's own ``generate`` for these adapters, under transformers 5, prepends the virtual tokens
+    again at every decoding step: its answers differ from the model's own greedy answers (and the
+    cache grows by the virtual tokens every step). Left padding sits between the virtual tokens
+    and the prompt, masked, with positions counted over the real tokens only, so each prompt
+    sees what it sees unpadded."""
+    cfg = getattr(model, "active_peft_config", None)
+    kind = str(getattr(getattr(cfg, "peft_type", None), "value", ""))
+    if cfg is None or kind not in ("PROMPT_TUNING", "P_TUNING"):
+        return None
+    base = model.get_base_model()
+
+    def run(ids: torch.Tensor, mask: torch.Tensor, config) -> torch.Tensor:
+        words = base.get_input_embeddings()(ids)  # (B, T, H)
+        prompt = model.get_prompt(batch_size=ids.shape[0]).to(words.dtype)  # (B, nv, H)
+        mask = torch.cat([torch.ones(prompt.shape[:2], dtype=mask.dtype, device=mask.device),
+                          mask], dim=1)
+        # given embeddings alone, a decoder-only generate returns the new tokens alone
+        return base.generate(inputs_embeds=torch.cat([prompt, words], dim=1),
+                             attention_mask=mask, generation_config=config)
+    return run
+
+
 def generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
              batch_size: int = 32, stop_strings: Sequence[str] = STOP_STRINGS) -> list[str]:
     """Greedy answers (decoded, special tokens dropped, cut at the first EOS and then at the
@@ -190,9 +217,13 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_toke
             if limit is not None:  # keep the tail of a prompt that would not fit with its answer
                 seqs = [s[-max(1, limit - max_new_tokens):] for s in seqs]
             ids, mask = pad_batch(seqs, pad_id, side="left")
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 generation_config=config)
-            for i, row in zip(batch, out[:, ids.shape[1]:].tolist()):  # (B, new) ids
+            virtual = _virtual_prompt(model)
+            if virtual is None:
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     generation_config=config)[:, ids.shape[1]:]
+            else:
+                out = virtual(ids.to(device), mask.to(device), config)
+            for i, row in zip(batch, out.tolist()):  # (B, new) ids
                 for j, tid in enumerate(row):
                     if tid in eos_ids:
                         row = row[:j]
@@ -258,11 +289,13 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
 
     Each context runs through the model once and its key/value cache is shared by its
     continuations (the multiple-choice case: one prompt, several answers), so a context is not
-    scored once per choice. A batch holds at most ``batch_size`` (context, continuation) pairs,
-    the unit of a batch where every pair is a sequence of its own. Contexts are padded on the
-    left with positions counted from each one's first real token, so every token sits at the
-    position it has unpadded. Models whose cache cannot be shared this way (``_shares_prefix``)
-    score each pair as one sequence (``token_logprobs``)."""
+    scored once per choice. A batch is ``batch_size`` contexts: one forward of the contexts,
+    then one of all their continuations but the last token (each row a few tokens attending to
+    its context's cache; none when every continuation is one token). Contexts are padded on
+    the left with positions counted from each one's first real token, so every token sits at
+    the position it has unpadded. Models whose cache cannot be shared this way
+    (``_shares_prefix``: prompt-learning adapters, sliding windows, encoder-decoders) score each
+    pair as one sequence, ``batch_size`` sequences a forward (``token_logprobs``)."""
     if any(len(c) == 0 for c in contexts):
         raise ValueError("every context needs at least one token (a BOS)")
     if not _shares_prefix(model):
@@ -278,20 +311,8 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
     pad_id = pad_token_id(tokenizer)
     device = model_device(model)
     out: list[list[float]] = [[0.0] * len(c) for c in continuations]
-    # Batches of whole items, longest context first, each holding at most batch_size pairs.
-    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
-    batches, cur, pairs = [], [], 0
-    for i in order:
-        k = max(1, len(continuations[i]))
-        if cur and pairs + k > batch_size:
-            batches.append(cur)
-            cur, pairs = [], 0
-        cur.append(i)
-        pairs += k
-    if cur:
-        batches.append(cur)
     with inference_mode(model):
-        for batch in batches:
+        for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
             ids, mask = pad_batch([contexts[i] for i in batch], pad_id, side="left")  # (B, Lc)
             pos = (mask.cumsum(-1) - 1).clamp_min(0)
             res = model(input_ids=ids.to(device), attention_mask=mask.to(device),
