@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.retain-installed
 
-.PHONY: demo demo-quick test install clean-venv
+.PHONY: demo demo-quick test bench bench-quick install clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ demo-quick: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Every benchmark against its baseline, side by side, into benchmarks/RESULTS.md (about 30 min
+# on 2 cores; installs lm-eval and mergekit into .bench/peers, never into .venv).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/bench.py --quick
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,5 +1,5 @@
 """``make bench``: every benchmark of retain against its baseline, side by side, written to
-``benchmarks/RESULTS.md`` (and ``benchmarks/results/bench.json``).
+``benchmarks/RESULTS.md`` (and every repetition's value in ``benchmarks/RESULTS.json``).
 
     python benchmarks/bench.py [--quick] [--only probes,train,...] [--reps 3] [--out FILE]
 
@@ -94,9 +94,8 @@ def main() -> int:
         print(f"[{name}] {res['wall_s']:.0f} s", flush=True)
     report["load_avg_end"] = list(__import__("os").getloadavg())
     report["wall_s"] = time.perf_counter() - t0
-    (HERE / "results").mkdir(exist_ok=True)
-    write_json(HERE / "results" / ("bench-quick.json" if args.quick else "bench.json"), report)
     out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out.with_suffix(".json"), report)  # every repetition's raw value
     out.write_text(results_md.render(report))
     print(f"wrote {out} in {report['wall_s'] / 60:.1f} min")
     print(results_md.targets_table(report))

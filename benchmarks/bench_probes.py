@@ -61,6 +61,41 @@ def gen_probes(n: int):
     return [p for p in probes if isinstance(p, GenerationProbe)]
 
 
+def measure_probe_pass(model, tok, n: int) -> dict:
+    """The default probe pass (the retained suites and the legal domain, ``n`` items each) once,
+    counting what goes through the model: tokens of prefill and scoring forwards (padding
+    included), decoding steps and generated rows; the input of the scaling section."""
+    import copy
+
+    from retain.probes import evaluate, load_probes
+
+    probes = load_probes(["retained", "legal"], n=n, seed=0)
+    base = copy.deepcopy(model)
+    count = {"scored_tokens": 0, "decode_steps": 0, "decode_rows": 0, "forwards": 0}
+
+    def hook(_module, args, kwargs):
+        x = kwargs.get("input_ids")
+        if x is None:
+            x = kwargs.get("inputs_embeds")
+        if x is None and args:
+            x = args[0]
+        b, t = x.shape[:2]
+        count["forwards"] += 1
+        if t == 1:
+            count["decode_steps"] += 1
+            count["decode_rows"] += b
+        else:
+            count["scored_tokens"] += b * t
+
+    hooks = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in (model, base)]
+    t = time.perf_counter()
+    evaluate(model, tok, probes, base_model=base, batch_size=64, progress=False)
+    seconds = time.perf_counter() - t
+    for h in hooks:
+        h.remove()
+    return {"items": sum(len(p) for p in probes), "seconds": seconds, **count}
+
+
 def main(args: SectionArgs) -> dict:
     import torch
 
@@ -93,12 +128,14 @@ def main(args: SectionArgs) -> dict:
                                        batch_size=BATCH)
         ours_gen.append(time.perf_counter() - t)
 
+    probe_pass = measure_probe_pass(model, tok, 24 if args.quick else 100)
     figures, notes = [], []
     if args.peers_python is None:
         notes.append("lm-eval not installed (no peers venv): retain's times only")
         return {"figures": [figure(f"multiple choice, {n_mc} items x 4 choices", "s", ours_mc),
                             figure(f"greedy generation, {sum(map(len, gens))} prompts", "s",
-                                   ours_gen)], "notes": notes}
+                                   ours_gen)], "notes": notes,
+                "config": {"probe_pass": probe_pass}}
     # lm-eval, in the peers' venv, on the same requests
     spec = {"model": _resolve_source("tiny"), "batch_size": BATCH, "dtype": "float32",
             "add_bos_token": False, "reps": args.reps,
@@ -146,7 +183,8 @@ def main(args: SectionArgs) -> dict:
     ]
     return {"figures": figures, "notes": notes,
             "config": {"batch_size": BATCH, "dtype": "float32", "mc_items": n_mc,
-                       "gen_prompts": n_prompts, "add_bos_token": False}}
+                       "gen_prompts": n_prompts, "add_bos_token": False,
+                       "probe_pass": probe_pass}}
 
 
 if __name__ == "__main__":

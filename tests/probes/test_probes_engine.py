@@ -228,3 +228,21 @@ def test_prompt_tuned_generation_equals_its_own_greedy_decoding(kind, tok):
                                                       skip_special_tokens=True)))
     assert got == want
     assert any(len(a) > 3 for a in got)
+
+
+def test_prompt_tuned_perplexity_scores_the_text_positions(tok):
+    """A prompt-tuned model's logits start with its virtual tokens' positions; the perplexity
+    probe scores the text's own (it read the virtual positions before: CE 13.6 on the demo)."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    model = get_peft_model(make_model("llama", tok), PromptTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=5)).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in TEXTS:
+            ids = torch.tensor([encode_scored_text(tok, text)])
+            logits = model(input_ids=ids).logits[0, 5:-1]  # text positions, (T-1, V)
+            total += F.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+            count += ids.shape[1] - 1
+    r = PerplexityProbe("p", TEXTS, "writing").score(model, tok, batch_size=2)
+    assert r.value == pytest.approx(total / count, rel=1e-5)

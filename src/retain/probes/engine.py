@@ -237,7 +237,8 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_toke
 def _logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     device = model_device(model)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-    return out.logits.float()  # (B, T, V)
+    # A prompt-learning adapter returns the virtual tokens' positions first: keep the text's.
+    return out.logits[:, -ids.shape[1]:].float()  # (B, T, V)
 
 
 def token_logprobs(model, tokenizer, seqs: Sequence[Sequence[int]], *,

@@ -96,7 +96,8 @@ class Distill(Strategy):
         teacher = self._teacher_logits(model, ids, mask)  # (B, T, V)
         # (B, T, V): the loop's own forward of this batch when it hands it over
         student = getattr(outputs, "logits", None)
-        if student is None or student.shape[:2] != ids.shape:  # e.g. virtual tokens prepended
+        if student is None or student.shape[0] != ids.shape[0]:
             student = model(input_ids=ids, attention_mask=mask).logits
+        student = student[:, -ids.shape[1]:]  # a prompt-learning adapter's virtual tokens first
         T = self.config.temperature
         return self.config.weight * T * T * masked_kl(teacher, student, mask, T)
