@@ -246,3 +246,34 @@ def test_prompt_tuned_perplexity_scores_the_text_positions(tok):
             count += ids.shape[1] - 1
     r = PerplexityProbe("p", TEXTS, "writing").score(model, tok, batch_size=2)
     assert r.value == pytest.approx(total / count, rel=1e-5)
+
+
+def test_slot_decoding_equals_batched_generate_on_the_builtin_model():
+    """Continuous batching (rows leave at EOS, a budget or a stop string; new prompts join and
+    are left-padded to the others) gives every prompt the answer that ``model.generate`` gives
+    it in a plain batch, on the built-in chat model whose answers end at different lengths; and
+    it runs fewer decoding steps."""
+    from retain.models import load_model
+    from retain.probes import load_probes
+
+    model, tok = load_model("tiny", dtype="float32", device="cpu")
+    probes = [p for p in load_probes(["math", "instructions", "safety"], n=16, seed=0)
+              if isinstance(p, GenerationProbe)]
+    prompts = [encode(tok, format_prompt(tok, it.prompt, p.chat)) for p in probes
+               for it in p.items]
+    steps = []
+    hook = model.register_forward_pre_hook(
+        lambda _m, a, kw: steps.append(kw["input_ids"].shape[1] == 1), with_kwargs=True)
+    got = engine.generate(model, tok, prompts, max_new_tokens=40, batch_size=6)
+    slot_steps, steps[:] = sum(steps), []
+    with engine.inference_mode(model):
+        rows = engine._generate_batches(model, prompts, engine.pad_token_id(tok),
+                                        engine.eos_token_ids(model, tok), 40, 6)
+    hook.remove()
+    want = []
+    for row in rows:
+        row = row[:next((j for j, t in enumerate(row) if t == tok.eos_token_id), len(row))]
+        want.append(engine.cut_at_stop(tok.decode(row, skip_special_tokens=True)))
+    assert got == want
+    assert len({len(a) for a in got}) > 5  # answers of many lengths: rows left at many steps
+    assert slot_steps < sum(steps)

@@ -199,38 +199,170 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], *, max_new_toke
     """Greedy answers (decoded, special tokens dropped, cut at the first EOS and then at the
     first of ``stop_strings``) to token-id prompts, in the order given.
 
-    Stop strings cut the decoded text rather than stopping ``generate`` (its ``stop_strings``
-    needs the tokenizer passed to every model's ``generate``): for greedy decoding the answer is
-    the same, at the cost of the tokens generated past the stop."""
+    Decoder-only models with a plain cache (``_shares_prefix``) decode with ``_SlotDecoder``:
+    ``batch_size`` rows at a time, a row leaving as soon as its answer is over (EOS, budget, or
+    a stop string) and the next prompts taking the free rows, so no row waits for the longest
+    answer of its batch. Other models go through ``model.generate`` a batch at a time (with the
+    stop strings cut from the decoded text: for greedy decoding the same answer). Either way an
+    answer is the model's own greedy decoding of its prompt."""
     pad_id = pad_token_id(tokenizer)
     eos_ids = eos_token_ids(model, tokenizer)
     limit = max_positions(model)
+    seqs = [list(p) for p in prompts]
+    if limit is not None:  # keep the tail of a prompt that would not fit with its answer
+        seqs = [s[-max(1, limit - max_new_tokens):] for s in seqs]
+    rows: list[list[int] | None] = [None] * len(seqs)
+    with inference_mode(model):
+        if _virtual_prompt(model) is None and _shares_prefix(model):
+            rows = _SlotDecoder(model, tokenizer, pad_id, eos_ids, max_new_tokens,
+                                batch_size, stop_strings).run(seqs)
+        if any(r is None for r in rows):  # not decodable by slots: the model's own generate
+            rows = _generate_batches(model, seqs, pad_id, eos_ids, max_new_tokens, batch_size)
+    answers = []
+    for row in rows:
+        for j, tid in enumerate(row):
+            if tid in eos_ids:
+                row = row[:j]
+                break
+        answers.append(cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stop_strings))
+    return answers
+
+
+def _generate_batches(model, seqs: list[list[int]], pad_id: int, eos_ids: list[int],
+                      max_new_tokens: int, batch_size: int) -> list[list[int]]:
+    """New ids of each prompt by ``model.generate``, length-sorted batches padded on the left."""
     # A fresh config: a checkpoint's sampling defaults (temperature, repetition penalty, ...)
     # must not leak into a greedy measurement.
     config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                               use_cache=True, pad_token_id=pad_id, eos_token_id=eos_ids or None)
     device = model_device(model)
-    answers: list[str] = [""] * len(prompts)
-    with inference_mode(model):
-        for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
-            seqs = [list(prompts[i]) for i in batch]
-            if limit is not None:  # keep the tail of a prompt that would not fit with its answer
-                seqs = [s[-max(1, limit - max_new_tokens):] for s in seqs]
-            ids, mask = pad_batch(seqs, pad_id, side="left")
-            virtual = _virtual_prompt(model)
-            if virtual is None:
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     generation_config=config)[:, ids.shape[1]:]
-            else:
-                out = virtual(ids.to(device), mask.to(device), config)
-            for i, row in zip(batch, out.tolist()):  # (B, new) ids
-                for j, tid in enumerate(row):
-                    if tid in eos_ids:
-                        row = row[:j]
-                        break
-                answers[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True),
-                                         stop_strings)
-    return answers
+    rows: list[list[int]] = [[] for _ in seqs]
+    virtual = _virtual_prompt(model)
+    for batch in length_sorted_batches([len(p) for p in seqs], batch_size):
+        ids, mask = pad_batch([seqs[i] for i in batch], pad_id, side="left")
+        if virtual is None:
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 generation_config=config)[:, ids.shape[1]:]
+        else:
+            out = virtual(ids.to(device), mask.to(device), config)
+        for i, row in zip(batch, out.tolist()):  # (B, new) ids
+            rows[i] = row
+    return rows
+
+
+class _SlotDecoder:
+    """Greedy decoding over ``batch_size`` rows sharing one key/value cache, refilled as rows
+    finish (continuous batching).
+
+    Every row holds the cache of its prompt and answer so far, padded on the left to the common
+    length (the attention mask hides the padding; positions count real tokens only, so a row
+    computes what it computes alone), and the next token to feed. A step feeds every row's token
+    and takes the argmax. A row ends at EOS, at ``max_new_tokens``, or once its text holds a stop
+    string (checked every ``STOP_CHECK`` steps; the answer is cut there anyway). Finished rows
+    leave the cache; when a quarter of the rows are free (or none is busy), the next prompts are
+    prefilled together and their cache joined to the others', left-padded to a common length;
+    columns no row uses any more are dropped."""
+
+    STOP_CHECK = 8
+
+    def __init__(self, model, tokenizer, pad_id: int, eos_ids: list[int], max_new_tokens: int,
+                 batch_size: int, stop_strings: Sequence[str]):
+        self.model, self.tok, self.pad_id = model, tokenizer, pad_id
+        self.eos = set(eos_ids)
+        self.budget, self.size, self.stops = max_new_tokens, max(1, batch_size), stop_strings
+        self.device = model_device(model)
+        self.cache_kw = _cache_kwarg(model)
+
+    def _forward(self, ids, mask, pos, cache=None):
+        kw = {self.cache_kw: cache} if cache is not None else {}
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=pos.to(self.device), use_cache=True, **kw)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        return out.logits[:, -1].argmax(-1).cpu(), cache  # (B,) next ids
+
+    @staticmethod
+    def _layers(cache):
+        """The cache's per-layer key/value holders, when every one is a plain growing layer."""
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(cache, "layers", None)
+        if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+            return None
+        return layers
+
+    def run(self, seqs: list[list[int]]) -> list[list[int] | None]:
+        out: list[list[int] | None] = [None] * len(seqs)
+        queue = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first
+        idx: list[int] = []  # prompt index of each row
+        gen: list[list[int]] = []  # new ids of each row, the last one not yet fed
+        pos = torch.zeros(0, dtype=torch.long)  # (R,) position of each row's next token
+        mask = torch.zeros(0, 0, dtype=torch.long)  # (R, L) real cache columns
+        cache, layers, step = None, None, 0
+        while queue or idx:
+            free = self.size - len(idx)
+            if queue and (not idx or free >= max(1, self.size // 4)):
+                new, queue = queue[:free], queue[free:]
+                ids, nmask = pad_batch([seqs[i] for i in new], self.pad_id, side="left")
+                npos = (nmask.cumsum(-1) - 1).clamp_min(0)
+                first, ncache = self._forward(ids, nmask, npos)
+                nlayers = self._layers(ncache)
+                if nlayers is None:
+                    return out  # not a plain cache: the caller falls back to model.generate
+                if idx:  # join, both padded on the left to the longer
+                    width = max(mask.shape[1], nmask.shape[1])
+                    for old, add in zip(layers, nlayers):
+                        old.keys = torch.cat([_left_pad(old.keys, width), _left_pad(add.keys, width)])
+                        old.values = torch.cat([_left_pad(old.values, width),
+                                                _left_pad(add.values, width)])
+                    mask = torch.cat([_left_pad(mask, width), _left_pad(nmask, width)])
+                else:
+                    cache, layers, mask = ncache, nlayers, nmask
+                idx += new
+                gen += [[int(t)] for t in first]
+                pos = torch.cat([pos, nmask.sum(-1)])
+            # rows whose answer is over leave
+            step += 1
+            check = step % self.STOP_CHECK == 0 and self.stops
+            done = [r for r, g in enumerate(gen) if g[-1] in self.eos or len(g) >= self.budget
+                    or (check and any(s in self.tok.decode(g, skip_special_tokens=True)
+                                      for s in self.stops))]
+            if done:
+                for r in done:
+                    out[idx[r]] = gen[r]
+                keep = [r for r in range(len(idx)) if r not in set(done)]
+                idx, gen = [idx[r] for r in keep], [gen[r] for r in keep]
+                if not idx:
+                    cache = layers = None
+                    mask = torch.zeros(0, 0, dtype=torch.long)
+                    pos = torch.zeros(0, dtype=torch.long)
+                    continue
+                keep_t = torch.tensor(keep, dtype=torch.long)
+                used = mask[keep_t].any(0).nonzero()
+                lo = int(used[0]) if used.numel() else 0  # columns no row uses any more go
+                for layer in layers:
+                    layer.keys = layer.keys[keep_t.to(layer.keys.device), :, lo:]
+                    layer.values = layer.values[keep_t.to(layer.values.device), :, lo:]
+                mask, pos = mask[keep_t, lo:], pos[keep_t]
+                if queue and self.size - len(idx) >= max(1, self.size // 4):
+                    continue  # refill before the next step
+            ids = torch.tensor([[g[-1]] for g in gen], dtype=torch.long)  # (R, 1)
+            mask = torch.cat([mask, torch.ones(len(idx), 1, dtype=torch.long)], dim=1)
+            nxt, cache = self._forward(ids, mask, pos.unsqueeze(1), cache)
+            pos = pos + 1
+            for g, t in zip(gen, nxt.tolist()):
+                g.append(t)
+        return out
+
+
+def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    """``x`` (B, L) or (B, H, L, D) padded with zeros on the left of its length axis to ``width``."""
+    axis = 1 if x.dim() == 2 else 2
+    extra = width - x.shape[axis]
+    if extra <= 0:
+        return x
+    shape = list(x.shape)
+    shape[axis] = extra
+    return torch.cat([x.new_zeros(shape), x], dim=axis)
 
 
 # ---------------------------------------------------------------- log-likelihoods
@@ -259,11 +391,16 @@ def token_logprobs(model, tokenizer, seqs: Sequence[Sequence[int]], *,
 
 
 def _shares_prefix(model) -> bool:
-    """Whether a context's key/value cache can be reused by its continuations: a decoder-only
+    """Whether a context's key/value cache can be reused by its continuations, and rows of one
+    cache decoded, left and joined independently (``_SlotDecoder``): a decoder-only Hugging Face
     model whose cache is plain full attention (no sliding window, no recurrent state) and no
     prompt-learning adapter (virtual tokens are prepended on every call)."""
+    from transformers import PreTrainedModel
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = getattr(model, "config", None)
-    if cfg is None or getattr(cfg, "is_encoder_decoder", False):
+    if not isinstance(inner, PreTrainedModel) or cfg is None or \
+            getattr(cfg, "is_encoder_decoder", False):
         return False
     peft_cfg = getattr(model, "active_peft_config", None)
     if peft_cfg is not None and getattr(peft_cfg, "is_prompt_learning", False):
