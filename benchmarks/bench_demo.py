@@ -24,7 +24,8 @@ def times(work: Path, reps: int, *flags: str) -> tuple[list[float], list[float]]
         res = run_child([*RETAIN, "demo", *flags, "--out", out])
         walls.append(res["wall_s"])
         peaks.append(res["peak_rss_mb"])
-        shutil.rmtree(out, ignore_errors=True)
+        if i < reps - 1:  # the last one stays, for its table (comparison.json)
+            shutil.rmtree(out, ignore_errors=True)
     return walls, peaks
 
 

@@ -37,18 +37,23 @@ from bench_common import ROOT, SectionArgs, check_row, figure, section_main
 BATCH = 16
 
 
-def mc_items(n: int, seed: int = 0):
+def mc_items(n: int, seed: int = 0, shots: int = 0):
+    """``n`` arithmetic questions, four choices each (the answer and three near misses), with
+    ``shots`` solved questions of the same task before each (in the user turn, seeded)."""
     from retain.probes.kinds import ChoiceItem
     from retain.probes.suites import probe_items
 
     rng = random.Random(seed)
+    pool = probe_items("math", n + 50, seed)
     out = []
-    for it in probe_items("math", n, seed):
+    for j, it in enumerate(pool[:n]):
         a = int(it.answer)
         wrong = rng.sample([d for d in range(-12, 13) if d and a + d >= 0], 3)
         choices = [str(a)] + [str(a + d) for d in wrong]
         rng.shuffle(choices)
-        out.append(ChoiceItem(prompt=it.prompt, choices=tuple(choices),
+        shown = rng.sample([x for i, x in enumerate(pool) if i != j], shots)
+        prompt = "".join(f"{x.prompt}\n{x.answer}\n\n" for x in shown) + it.prompt
+        out.append(ChoiceItem(prompt=prompt, choices=tuple(choices),
                               label=choices.index(str(a)), key=it.key))
     return out
 
@@ -107,19 +112,20 @@ def main(args: SectionArgs) -> dict:
     n_mc, n_gen = (200, 24) if args.quick else (1000, 100)
     torch.manual_seed(0)
     model, tok = load_model("tiny", dtype="float32", device="cpu")
-    mc = ChoiceProbe("mc", mc_items(n_mc), "math")
+    mcs = {f"{k}-shot": ChoiceProbe("mc", mc_items(n_mc, shots=k), "math") for k in (0, 5)}
     gens = gen_probes(n_gen)
     fmt = lambda p, prompt: engine.format_prompt(tok, prompt, p.chat)  # noqa: E731
 
-    # retain, in this process
-    ours_mc, ours_rows, ours_gen, scores, answers = [], [], [], None, None
+    # retain, in this process: each multiple-choice set at 16 prompts a batch and at 4 (16
+    # choices: lm-eval's rows a forward), then the generation
+    ours = {name: {"prompts": [], "rows": []} for name in mcs}
+    ours_gen, scores, answers = [], {}, None
     for _ in range(args.reps):
-        t = time.perf_counter()
-        scores = mc.choice_scores(model, tok, range(len(mc)), batch_size=BATCH)
-        ours_mc.append(time.perf_counter() - t)
-        t = time.perf_counter()  # 4 prompts a batch: lm-eval's 16 (prompt, choice) rows
-        mc.choice_scores(model, tok, range(len(mc)), batch_size=BATCH // 4)
-        ours_rows.append(time.perf_counter() - t)
+        for name, mc in mcs.items():
+            for key, bs in (("prompts", BATCH), ("rows", BATCH // 4)):
+                t = time.perf_counter()
+                scores[name] = mc.choice_scores(model, tok, range(len(mc)), batch_size=bs)
+                ours[name][key].append(time.perf_counter() - t)
         t = time.perf_counter()
         answers = []
         for p in gens:
@@ -129,17 +135,21 @@ def main(args: SectionArgs) -> dict:
         ours_gen.append(time.perf_counter() - t)
 
     probe_pass = measure_probe_pass(model, tok, 24 if args.quick else 100)
-    figures, notes = [], []
+    ctx_tokens = {name: round(sum(len(engine.encode(tok, fmt(mc, it.prompt))) for it in mc.items)
+                              / len(mc)) for name, mc in mcs.items()}
+    config = {"batch_size": BATCH, "dtype": "float32", "mc_items": n_mc,
+              "mean_context_tokens": ctx_tokens, "add_bos_token": False, "probe_pass": probe_pass}
     if args.peers_python is None:
-        notes.append("lm-eval not installed (no peers venv): retain's times only")
-        return {"figures": [figure(f"multiple choice, {n_mc} items x 4 choices", "s", ours_mc),
-                            figure(f"greedy generation, {sum(map(len, gens))} prompts", "s",
-                                   ours_gen)], "notes": notes,
-                "config": {"probe_pass": probe_pass}}
+        return {"figures": [figure(f"multiple choice {n}, {n_mc} items", "s", o["prompts"])
+                            for n, o in ours.items()]
+                + [figure(f"greedy generation, {sum(map(len, gens))} prompts", "s", ours_gen)],
+                "notes": ["lm-eval not installed (no peers venv): retain's times only"],
+                "config": config}
     # lm-eval, in the peers' venv, on the same requests
     spec = {"model": _resolve_source("tiny"), "batch_size": BATCH, "dtype": "float32",
             "add_bos_token": False, "reps": args.reps,
-            "loglikelihood": [[fmt(mc, it.prompt), c] for it in mc.items for c in it.choices],
+            "loglikelihood": {name: [[fmt(mc, it.prompt), c] for it in mc.items
+                                     for c in it.choices] for name, mc in mcs.items()},
             "generate": [[fmt(p, it.prompt), {"until": list(engine.STOP_STRINGS),
                                               "max_gen_toks": p.budget(tok), "do_sample": False}]
                          for p in gens for it in p.items]}
@@ -150,41 +160,45 @@ def main(args: SectionArgs) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"lm-eval failed:\n{proc.stderr[-3000:]}")
     theirs = json.loads(res.read_text())
+    peer = f"lm-eval {theirs['lm_eval']}, batch {BATCH} requests"
 
-    # agreement: the predicted choice of every item, the log-likelihoods, the generated texts
-    ll = [x[0] for x in theirs["ll"]]
-    k, preds_equal, max_diff, ours_acc, their_acc = 0, 0, 0.0, 0, 0
-    for it, s in zip(mc.items, scores):
-        t = ll[k:k + len(it.choices)]
-        k += len(it.choices)
-        po, pt = max(range(len(s)), key=s.__getitem__), max(range(len(t)), key=t.__getitem__)
-        preds_equal += po == pt
-        ours_acc += po == it.label
-        their_acc += pt == it.label
-        max_diff = max(max_diff, max(abs(a - b) for a, b in zip(s, t)))
+    figures = []
+    for name, mc in mcs.items():
+        # agreement: the predicted choice of every item, and the log-likelihoods
+        ll = [x[0] for x in theirs["ll"][name]]
+        k, same, max_diff, ours_acc, their_acc = 0, 0, 0.0, 0, 0
+        for it, s in zip(mc.items, scores[name]):
+            t = ll[k:k + len(it.choices)]
+            k += len(it.choices)
+            po, pt = max(range(len(s)), key=s.__getitem__), max(range(len(t)), key=t.__getitem__)
+            same += po == pt
+            ours_acc += po == it.label
+            their_acc += pt == it.label
+            max_diff = max(max_diff, max(abs(a - b) for a, b in zip(s, t)))
+        label = (f"multiple choice {name}, {n_mc} items x 4 choices "
+                 f"(~{ctx_tokens[name]} context tokens)")
+        figures += [
+            figure(f"{label}, batch {BATCH} prompts", "s", ours[name]["prompts"],
+                   theirs["ll_s"][name], baseline=peer, target=2.0,
+                   target_text="at least 2x faster"),
+            figure(f"{label}, batch {BATCH // 4} prompts ({BATCH} choices)", "s",
+                   ours[name]["rows"], theirs["ll_s"][name], baseline=peer),
+            check_row(f"{label}: same predicted choice", same == n_mc,
+                      f"{same}/{n_mc} items; accuracy {ours_acc / n_mc:.3f} (retain) vs "
+                      f"{their_acc / n_mc:.3f} (lm-eval); max |log-likelihood difference| "
+                      f"{max_diff:.1e} nats"),
+        ]
     same_text = sum(a == b for a, b in zip(answers, theirs["gen"]))
     n_prompts = len(answers)
-    mc_name = f"multiple choice, {n_mc} items x 4 choices (log-likelihood)"
     gen_name = f"greedy generation, {n_prompts} chat prompts (5 probes)"
     figures += [
-        figure(mc_name + f", batch {BATCH} prompts", "s", ours_mc, theirs["ll_s"],
-               baseline=f"lm-eval {theirs['lm_eval']}, batch {BATCH} requests",
-               target=2.0, target_text="at least 2x faster"),
-        figure(mc_name + f", batch {BATCH // 4} prompts ({BATCH} choices)", "s", ours_rows,
-               theirs["ll_s"], baseline=f"lm-eval {theirs['lm_eval']}, batch {BATCH} requests"),
-        check_row(f"{mc_name}: same predicted choice", preds_equal == n_mc,
-                  f"{preds_equal}/{n_mc} items; accuracy {ours_acc / n_mc:.3f} (retain) vs "
-                  f"{their_acc / n_mc:.3f} (lm-eval); max |log-likelihood difference| "
-                  f"{max_diff:.1e} nats"),
-        figure(gen_name, "s", ours_gen, theirs["gen_s"], baseline=f"lm-eval {theirs['lm_eval']}",
-               target=2.0, target_text="at least 2x faster"),
+        figure(gen_name, "s", ours_gen, theirs["gen_s"], baseline=peer, target=2.0,
+               target_text="at least 2x faster"),
         check_row(f"{gen_name}: same answer text", same_text == n_prompts,
                   f"{same_text}/{n_prompts} answers identical"),
     ]
-    return {"figures": figures, "notes": notes,
-            "config": {"batch_size": BATCH, "dtype": "float32", "mc_items": n_mc,
-                       "gen_prompts": n_prompts, "add_bos_token": False,
-                       "probe_pass": probe_pass}}
+    config["gen_prompts"] = n_prompts
+    return {"figures": figures, "config": config}
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ import retain), it scores the requests of a JSON file with lm-eval's ``HFLM`` an
     PEERS_PYTHON benchmarks/peer_lm_eval.py REQUESTS_JSON OUT_JSON
 
 REQUESTS_JSON: {"model": dir, "batch_size": int, "dtype": "float32", "add_bos_token": bool,
-"reps": int, "loglikelihood": [[context, continuation], ...],
+"reps": int, "loglikelihood": {name: [[context, continuation], ...]},
 "generate": [[context, {"until": [...], "max_gen_toks": int, "do_sample": false}], ...]}.
-OUT_JSON: {"lm_eval": version, "ll_s": [...], "ll": [[logprob, is_greedy], ...],
+OUT_JSON: {"lm_eval": version, "ll_s": {name: [...]}, "ll": {name: [[logprob, is_greedy], ...]},
 "gen_s": [...], "gen": [text, ...]} -- each call timed alone (the model is loaded before).
 """
 
@@ -25,18 +25,19 @@ def main() -> None:
 
     lm = HFLM(pretrained=spec["model"], dtype=spec["dtype"], batch_size=spec["batch_size"],
               device="cpu", add_bos_token=spec["add_bos_token"], trust_remote_code=False)
-    out: dict = {"lm_eval": importlib.metadata.version("lm_eval"), "ll_s": [], "gen_s": []}
+    out: dict = {"lm_eval": importlib.metadata.version("lm_eval"), "ll_s": {}, "ll": {},
+                 "gen_s": []}
 
     def requests(kind: str, args_list: list) -> list:
         return [Instance(request_type=kind, doc={}, arguments=tuple(a), idx=i)
                 for i, a in enumerate(args_list)]
 
     for _ in range(spec["reps"]):
-        if spec.get("loglikelihood"):
-            reqs = requests("loglikelihood", spec["loglikelihood"])
+        for name, pairs in (spec.get("loglikelihood") or {}).items():
+            reqs = requests("loglikelihood", pairs)
             t = time.perf_counter()
-            out["ll"] = [list(r) for r in lm.loglikelihood(reqs, disable_tqdm=True)]
-            out["ll_s"].append(time.perf_counter() - t)
+            out["ll"][name] = [list(r) for r in lm.loglikelihood(reqs, disable_tqdm=True)]
+            out["ll_s"].setdefault(name, []).append(time.perf_counter() - t)
         if spec.get("generate"):
             reqs = requests("generate_until", spec["generate"])
             t = time.perf_counter()

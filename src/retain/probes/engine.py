@@ -368,7 +368,10 @@ def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
 # ---------------------------------------------------------------- log-likelihoods
 def _logits(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     device = model_device(model)
-    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    # Right-padded ids: a causal decoder needs no mask (no real token sees the padding after
+    # it), and without one it takes the unmasked attention path.
+    masked = {} if _shares_prefix(model) else {"attention_mask": mask.to(device)}
+    out = model(input_ids=ids.to(device), use_cache=False, **masked)
     # A prompt-learning adapter returns the virtual tokens' positions first: keep the text's.
     return out.logits[:, -ids.shape[1]:].float()  # (B, T, V)
 
@@ -427,11 +430,13 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
 
     Each context runs through the model once and its key/value cache is shared by its
     continuations (the multiple-choice case: one prompt, several answers), so a context is not
-    scored once per choice. A batch is ``batch_size`` contexts: one forward of the contexts,
-    then one of all their continuations but the last token (each row a few tokens attending to
-    its context's cache; none when every continuation is one token). Contexts are padded on
-    the left with positions counted from each one's first real token, so every token sits at
-    the position it has unpadded. Models whose cache cannot be shared this way
+    scored once per choice. A batch is ``batch_size`` contexts: one forward of the contexts
+    (padded on the right, unmasked: causal attention keeps the padding out of every real
+    token's view), then one forward of the continuations but their last tokens over that cache
+    (none when every continuation is one token): each item's choices packed in one row behind
+    a 4D mask (``_rest_packed``) where the model passes the check of ``_packed_agrees``, else
+    a row per choice over a copy of the cache. Positions continue from each context's real
+    length, so every token sits where it sits unpadded. Models whose cache cannot be shared
     (``_shares_prefix``: prompt-learning adapters, sliding windows, encoder-decoders) score each
     pair as one sequence, ``batch_size`` sequences a forward (``token_logprobs``)."""
     if any(len(c) == 0 for c in contexts):
@@ -449,40 +454,121 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
     pad_id = pad_token_id(tokenizer)
     device = model_device(model)
     out: list[list[float]] = [[0.0] * len(c) for c in continuations]
+    packed = None  # whether the packed form serves this model (checked on the first batch)
     with inference_mode(model):
         for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
-            ids, mask = pad_batch([contexts[i] for i in batch], pad_id, side="left")  # (B, Lc)
-            pos = (mask.cumsum(-1) - 1).clamp_min(0)
-            res = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                        position_ids=pos.to(device), use_cache=True)
-            first = res.logits[:, -1].float().log_softmax(-1).cpu()  # (B, V): each 1st cont. id
-            rows = [(b, j) for b, i in enumerate(batch) for j in range(len(continuations[i]))
-                    if len(continuations[i][j]) > 0]
-            for b, j in rows:
-                out[batch[b]][j] = float(first[b, continuations[batch[b]][j][0]])
-            rest = [continuations[batch[b]][j] for b, j in rows]
-            width = max((len(c) - 1 for c in rest), default=0)
-            if width == 0:  # every continuation is one token: the context's logits are enough
-                continue
+            # Right padding and no mask: causal attention never lets a real token see the
+            # padding after it, and the forward takes the unmasked (fastest) attention path.
+            ids, mask = pad_batch([contexts[i] for i in batch], pad_id, side="right")  # (B, Lc)
+            res = model(input_ids=ids.to(device), use_cache=True)
+            last = (mask.sum(-1) - 1).to(res.logits.device)  # each context's last real token
+            first = res.logits[torch.arange(len(batch), device=last.device), last]
+            first = first.float().log_softmax(-1).cpu()  # (B, V): each first continuation id
+            for b, i in enumerate(batch):
+                for j, c in enumerate(continuations[i]):
+                    if c:
+                        out[i][j] = float(first[b, c[0]])
+            conts = [continuations[i] for i in batch]
+            if max((len(c) for cs in conts for c in cs), default=0) < 2:
+                continue  # every continuation is one token: the context's logits are enough
             cache = getattr(res, "cache", None) or res.past_key_values
-            idx = torch.tensor([b for b, _ in rows], dtype=torch.long)
-            cache.batch_select_indices(idx.to(device))  # (R, ...): each row's context
-            # Ids 0..n-2 of each continuation, right-padded: they predict ids 1..n-1.
-            cids, cmask = pad_batch([c[:-1] if len(c) > 1 else [pad_id] for c in rest], pad_id,
-                                    side="right")
-            cmask[:, :][torch.tensor([len(c) < 2 for c in rest])] = 0
-            cids, cmask = cids[:, :width], cmask[:, :width]
-            full_mask = torch.cat([mask[idx], cmask], dim=1)  # (R, Lc + W)
-            cpos = mask[idx].sum(-1, keepdim=True) + torch.arange(width)  # (R, W)
-            logp = model(input_ids=cids.to(device), attention_mask=full_mask.to(device),
-                         position_ids=cpos.to(device), use_cache=True,
-                         **{_cache_kwarg(model): cache}).logits.float().log_softmax(-1).cpu()  # (R, W, V)
-            for r, ((b, j), c) in enumerate(zip(rows, rest)):
-                if len(c) > 1:
-                    tgt = torch.tensor(c[1:], dtype=torch.long)
-                    out[batch[b]][j] += float(logp[r, :len(c) - 1].gather(
-                        -1, tgt.unsqueeze(-1)).sum())
+            if packed is None:  # first batch: check the packed form against the plain one
+                packed, rest = _packed_agrees(model, cache, mask, conts, pad_id)
+            else:
+                rest = (_rest_packed if packed else _rest_replicated)(model, cache, mask, conts,
+                                                                      pad_id)
+            for b, i in enumerate(batch):
+                for j, v in enumerate(rest[b]):
+                    out[i][j] += v
     return out
+
+
+def _rest_replicated(model, cache, mask: torch.Tensor, conts: list, pad_id: int) -> list:
+    """Per item and choice, the summed log-probabilities of choice ids 1..n-1 given the context
+    and id 0: the context's cache copied once per choice, every choice a row of its own.
+
+    cache: the contexts' (B rows, padded as ``mask``, (B, Lc)); conts[b][j]: ids."""
+    device = model_device(model)
+    rows = [(b, j) for b, cs in enumerate(conts) for j, c in enumerate(cs) if len(c) > 1]
+    rest = [conts[b][j] for b, j in rows]
+    idx = torch.tensor([b for b, _ in rows], dtype=torch.long)
+    cache.batch_select_indices(idx.to(device))  # (R, ...): each row's context
+    # Ids 0..n-2 of each choice, right-padded: they predict ids 1..n-1.
+    cids, cmask = pad_batch([c[:-1] for c in rest], pad_id, side="right")  # (R, W)
+    full_mask = torch.cat([mask[idx], cmask], dim=1)  # (R, Lc + W)
+    cpos = mask[idx].sum(-1, keepdim=True) + torch.arange(cids.shape[1])  # (R, W)
+    logp = model(input_ids=cids.to(device), attention_mask=full_mask.to(device),
+                 position_ids=cpos.to(device), use_cache=True,
+                 **{_cache_kwarg(model): cache}).logits.float().log_softmax(-1).cpu()
+    out = [[0.0] * len(cs) for cs in conts]
+    for r, ((b, j), c) in enumerate(zip(rows, rest)):
+        tgt = torch.tensor(c[1:], dtype=torch.long)
+        out[b][j] = float(logp[r, :len(c) - 1].gather(-1, tgt.unsqueeze(-1)).sum())
+    return out
+
+
+def _rest_packed(model, cache, mask: torch.Tensor, conts: list, pad_id: int) -> list:
+    """What ``_rest_replicated`` computes, with each item's choices one after another in one row
+    over the context's cache, uncopied: a 4D additive mask lets a choice's token see the context
+    and the earlier tokens of its own choice only, and positions restart after the context for
+    each choice. One row per item instead of one per choice, and no copy of the cache."""
+    device = model_device(model)
+    B, Lc = mask.shape
+    seqs, spans = [], []  # per item: ids of its choices' parts; (j, start, n-1) of each part
+    for cs in conts:
+        ids, sp = [], []
+        for j, c in enumerate(cs):
+            if len(c) > 1:
+                sp.append((j, len(ids), len(c) - 1))
+                ids += c[:-1]
+        seqs.append(ids or [pad_id])
+        spans.append(sp)
+    W = max(len(x) for x in seqs)
+    cids = torch.full((B, W), pad_id, dtype=torch.long)
+    pos = torch.zeros((B, W), dtype=torch.long)
+    allow = torch.zeros((B, W, Lc + W), dtype=torch.bool)
+    ctx_len = mask.sum(-1)
+    for b, (ids, sp) in enumerate(zip(seqs, spans)):
+        cids[b, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        allow[b, :, :Lc] = mask[b].bool()  # every query sees the real context columns
+        for _, start, n in sp:
+            pos[b, start:start + n] = ctx_len[b] + torch.arange(n)
+            block = torch.ones(n, n, dtype=torch.bool).tril()  # causal within the choice
+            allow[b, start:start + n, Lc + start:Lc + start + n] = block
+        for q in range(len(ids) if sp else 0, W):  # padding queries: themselves only
+            allow[b, q, Lc + q] = True
+    dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+             else next(model.parameters()).dtype)
+    bias = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
+    logp = model(input_ids=cids.to(device), attention_mask=bias[:, None].to(device),
+                 position_ids=pos.to(device), use_cache=True,
+                 **{_cache_kwarg(model): cache}).logits.float().log_softmax(-1).cpu()  # (B, W, V)
+    out = [[0.0] * len(cs) for cs in conts]
+    for b, sp in enumerate(spans):
+        for j, start, n in sp:
+            tgt = torch.tensor(conts[b][j][1:], dtype=torch.long)
+            out[b][j] = float(logp[b, start:start + n].gather(-1, tgt.unsqueeze(-1)).sum())
+    return out
+
+
+def _packed_agrees(model, cache, mask: torch.Tensor, conts: list,
+                   pad_id: int) -> tuple[bool, list]:
+    """Whether the packed form gives this model the plain form's scores on one batch (within
+    1e-3 nats), and the plain form's scores. A model whose attention does not take a custom 4D
+    mask as it is (flash attention, some remote code) fails or disagrees, and keeps the plain
+    form."""
+    width = cache.get_seq_length()
+    try:
+        packed = _rest_packed(model, cache, mask, conts, pad_id)
+    except Exception:  # noqa: BLE001 - any failure means: not this model
+        packed = None
+    extra = cache.get_seq_length() - width
+    if extra > 0:
+        cache.crop(-extra)  # drop the packed forward's columns
+    plain = _rest_replicated(model, cache, mask, conts, pad_id)
+    ok = packed is not None and all(abs(a - b) <= 1e-3 for pa, pl in zip(packed, plain)
+                                    for a, b in zip(pa, pl))
+    return ok, plain
 
 
 def token_kl(model, base_model, tokenizer, seqs: Sequence[Sequence[int]], *,
