@@ -68,27 +68,33 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-def run_child(cmd: Sequence[str], *, env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Run ``cmd``; its wall time (start-up and imports included), the peak resident memory of
-    the process in MB (the kernel's maximum for that child, read by ``os.wait4``; it counts the
-    descendants it waited for), exit status and output. Raises when it fails."""
-    import tempfile
+# Run by a bare interpreter: it starts the command and reports the command's own peak resident
+# memory. (A child forked straight from a bench process that holds torch would count that
+# process's pages, copied at the fork, in its peak.)
+_LAUNCH = ("import os, sys\n"
+           "pid = os.fork()\n"
+           "if pid == 0:\n"
+           "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+           "_, status, usage = os.wait4(pid, 0)\n"
+           "print(f'PEAK_RSS_KB={usage.ru_maxrss}', file=sys.stderr)\n"
+           "sys.exit(os.waitstatus_to_exitcode(status))\n")
 
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(map(str, cmd)), stdout=out, stderr=err, cwd=cwd,
-                                env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} ... exited {proc.returncode}:\n"
-                           f"{stderr[-3000:]}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": stdout,
-            "stderr": stderr}
+
+def run_child(cmd: Sequence[str], *, env: dict | None = None, cwd: Path | None = None) -> dict:
+    """Run ``cmd``; its wall time (start-up and imports included), its peak resident memory in
+    MB (the kernel's maximum for the process, read by ``os.wait4`` in a bare launcher), and
+    its output. Raises when it fails."""
+    start = time.perf_counter()
+    res = subprocess.run([sys.executable, "-S", "-c", _LAUNCH, *map(str, cmd)], cwd=cwd,
+                         env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} ... exited {res.returncode}:\n"
+                           f"{res.stderr[-3000:]}")
+    lines = res.stderr.rstrip().splitlines()
+    peak_kb = int(lines[-1].split("=", 1)[1])
+    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "stdout": res.stdout,
+            "stderr": "\n".join(lines[:-1])}
 
 
 def peak_rss_mb() -> float:

@@ -119,7 +119,7 @@ def trainer_run(tok, data, steps: int) -> float:
 
 
 def main(args: SectionArgs) -> dict:
-    steps = 15 if args.quick else 30
+    steps = 15 if args.quick else 50
     tok, data, ref = _setup(n_ref=64 if args.quick else 128)
     plain, trainer = [], []
     pen: dict[str, list[float]] = {k: [] for k in PENALTIES}
