@@ -12,41 +12,16 @@ venv (``peers.py``) with ``dtype: float32``; both tools write safetensors.
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from pathlib import Path
 
 from bench_common import SectionArgs, check_row, figure, run_child, section_main
 from merge_memory import build as build_large
-from merge_vs_mergekit import CASES, build, max_abs_diff
+from merge_vs_mergekit import CASES, build, max_abs_diff, mergekit_cmd, retain_cmd
 
 SMALL = ("linear", "task_arithmetic", "ties (weights 1)", "slerp", "breadcrumbs (weights 1)")
-RETAIN = ("import json, sys; from retain.merging import merge; c = json.loads(sys.argv[1]); "
-          "merge(c.pop('method'), c.pop('models'), sys.argv[2], overwrite=True, **c)")
 # What a difference within float32 rounding looks like (weights are of order 1).
 SAME = 1e-6
-
-
-def _retain_cmd(work: Path, call: dict, out: Path) -> list[str]:
-    call = dict(call)
-    call["models"] = [str(work / m) for m in call["models"]]
-    if "base" in call:
-        call["base"] = str(work / call["base"])
-    return [sys.executable, "-c", RETAIN, json.dumps(call), str(out)]
-
-
-def _mergekit_cmd(exe: Path, work: Path, cfg: dict, out: Path, yml: Path) -> list[str]:
-    import yaml
-
-    cfg = json.loads(json.dumps(cfg))
-    for m in cfg["models"]:
-        m["model"] = str(work / m["model"])
-    if "base_model" in cfg:
-        cfg["base_model"] = str(work / cfg["base_model"])
-    cfg["dtype"] = "float32"
-    yml.write_text(yaml.safe_dump(cfg))
-    return [str(exe), str(yml), str(out)]
 
 
 def compare(name: str, reps: int, work: Path, rcall: dict, mcfg: dict, exe: Path) -> list[dict]:
@@ -54,8 +29,8 @@ def compare(name: str, reps: int, work: Path, rcall: dict, mcfg: dict, exe: Path
     r_out, m_out = work / f"out_retain_{slug}", work / f"out_mergekit_{slug}"
     ours, theirs = [], []
     for _ in range(reps):  # side by side: retain then mergekit, each repetition
-        ours.append(run_child(_retain_cmd(work, rcall, r_out)))
-        theirs.append(run_child(_mergekit_cmd(exe, work, mcfg, m_out, work / f"{slug}.yml")))
+        ours.append(run_child(retain_cmd(work, rcall, r_out)))
+        theirs.append(run_child(mergekit_cmd(exe, work, mcfg, m_out, work / f"{slug}.yml")))
     diff, scale, where = max_abs_diff(r_out, m_out)
     label = f"merge: {name}"
     return [

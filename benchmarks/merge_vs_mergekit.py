@@ -104,17 +104,20 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return wall, kb * 1024 / 1e6
 
 
-def run_retain(work: Path, call: dict, out: Path) -> tuple[float, float]:
+def retain_cmd(work: Path, call: dict, out: Path) -> list[str]:
+    """The command that merges ``call`` (model names under ``work``) with retain into ``out``."""
     call = dict(call)
     call["models"] = [str(work / m) for m in call["models"]]
     if "base" in call:
         call["base"] = str(work / call["base"])
     code = ("import json, sys; from retain.merging import merge; c = json.loads(sys.argv[1]); "
             "merge(c.pop('method'), c.pop('models'), sys.argv[2], overwrite=True, **c)")
-    return timed([sys.executable, "-c", code, json.dumps(call), str(out)])
+    return [sys.executable, "-c", code, json.dumps(call), str(out)]
 
 
-def run_mergekit(exe: str, work: Path, cfg: dict, out: Path, tmp: Path) -> tuple[float, float]:
+def mergekit_cmd(exe: str | Path, work: Path, cfg: dict, out: Path, yml: Path) -> list[str]:
+    """The command that merges ``cfg`` (model names under ``work``, float32) with mergekit; the
+    config is written to ``yml``."""
     import yaml
 
     cfg = json.loads(json.dumps(cfg))
@@ -123,8 +126,16 @@ def run_mergekit(exe: str, work: Path, cfg: dict, out: Path, tmp: Path) -> tuple
     if "base_model" in cfg:
         cfg["base_model"] = str(work / cfg["base_model"])
     cfg["dtype"] = "float32"
-    tmp.write_text(yaml.safe_dump(cfg))
-    return timed([exe, str(tmp), str(out)])
+    yml.write_text(yaml.safe_dump(cfg))
+    return [str(exe), str(yml), str(out)]
+
+
+def run_retain(work: Path, call: dict, out: Path) -> tuple[float, float]:
+    return timed(retain_cmd(work, call, out))
+
+
+def run_mergekit(exe: str, work: Path, cfg: dict, out: Path, tmp: Path) -> tuple[float, float]:
+    return timed(mergekit_cmd(exe, work, cfg, out, tmp))
 
 
 def max_abs_diff(a: Path, b: Path) -> tuple[float, float, str]:
