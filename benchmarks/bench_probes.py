@@ -113,6 +113,7 @@ def main(args: SectionArgs) -> dict:
     torch.manual_seed(0)
     model, tok = load_model("tiny", dtype="float32", device="cpu")
     mcs = {f"{k}-shot": ChoiceProbe("mc", mc_items(n_mc, shots=k), "math") for k in (0, 5)}
+    n_mc = len(mcs["0-shot"])  # the math task's distinct held-out items may be fewer than asked
     gens = gen_probes(n_gen)
     fmt = lambda p, prompt: engine.format_prompt(tok, prompt, p.chat)  # noqa: E731
 
