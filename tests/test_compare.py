@@ -338,3 +338,53 @@ def test_a_domain_measured_by_cross_entropy_alone_counts_its_fall():
     assert [e["strategy"] for e in order] == ["A", "B"]
     assert order[0]["domain_gain"] == pytest.approx(0.5)
     assert order[1]["domain_gain"] == pytest.approx(0.025) and not order[1]["reaches_gain_share"]
+
+
+def _user_jsonl(path, n=40):
+    """A user's domain file of mixed shapes (text, prompt/completion, messages)."""
+    lines = []
+    for i in range(n):
+        w = ["alpha", "bravo", "charlie", "delta"][i % 4]
+        if i % 3 == 0:
+            lines.append({"text": f"clause {i}: the {w} party shall pay the {w} fee."})
+        elif i % 3 == 1:
+            lines.append({"prompt": f"term {i} {w}?", "completion": f" the {w} party pays."})
+        else:
+            lines.append({"messages": [{"role": "user", "content": f"define {w} {i}"},
+                                       {"role": "assistant", "content": f"the {w} party pays."}]})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_compare_on_a_user_jsonl_measures_the_domain_and_ranks_the_learner_first(
+        tmp_path, model_dir):
+    """Regression: the base was probed on the retained probes only, so the held-out domain probe
+    never reached the comparison, and a run that learnt nothing ranked first."""
+    data = _user_jsonl(tmp_path / "contracts.jsonl")
+    path = _file(tmp_path, model_dir, data=str(data), probes=["math"], steps=6, seeds=[0],
+                 runs=[{"label": "learns nothing", "strategies": ["full"], "lr": 1e-7},
+                       {"label": "learns", "strategies": ["full"], "lr": 3e-2}])
+    summary = compare_mod.run_compare(path, show=False)
+    for run in ("learns-nothing-seed0", "learns-seed0"):
+        res = json.loads((tmp_path / "cmp" / run / "results.json").read_text())
+        keys = {c["key"] for c in res["comparison"]}
+        assert "contracts.ce_nats_per_token" in keys
+        assert "contracts.ce_nats_per_token" in res["domain_gain"]
+    order = summary["ranking"]["order"]
+    assert [e["strategy"] for e in order][0] == "learns"
+    assert order[0]["domain_gain"] > 0.05 > abs(order[1]["domain_gain"])
+
+
+def test_run_refuses_before_results_of_another_probe_set(tmp_path, model_dir):
+    """A caller's "before" must be of the run's own probe set (retained + domain)."""
+    from retain.config import parse_config
+
+    data = _user_jsonl(tmp_path / "contracts.jsonl")
+    cfg = parse_config({"model": str(model_dir), "data": str(data), "probes": ["math"],
+                        "probe_n": 2, "steps": 1, "batch_size": 2, "seq_len": 32,
+                        "progress": False, "out": str(tmp_path / "r")})
+    retained_only = compare_mod.probe_base(cfg.model_copy(update={"data": "builtin:legal"}))
+    with pytest.raises(ValueError, match="probe set"):
+        run_mod.run(cfg, before=retained_only)
+    assert {r.key for r in compare_mod.probe_base(cfg)} == {
+        "math.accuracy", "contracts.ce_nats_per_token"}

@@ -174,3 +174,16 @@ def test_domain_probe_files_count_as_domain(tmp_path):
     (probe,) = domain_probe_files([path], n=2, seed=0)
     assert isinstance(probe, PerplexityProbe)
     assert (probe.name, probe.capability, len(probe.texts)) == ("contracts", "domain", 2)
+
+
+def test_split_holds_out_duplicates_whole():
+    """Regression: a record duplicated in the file could be held out once and trained on as its
+    copy; now every copy of a held-out record stays out of training, held out once."""
+    recs = [("text", f"line {i % 10}") for i in range(40)]  # each line 4 times
+    for seed in range(5):
+        train, held = data.split_holdout(recs, 0.3, seed=seed)
+        assert held and not set(train) & set(held)
+        assert len(held) == len(set(held)) == 3  # 30% of the 10 distinct lines
+        assert len(train) == 40 - 4 * len(held)
+    with pytest.raises(UserError, match="distinct"):
+        data.split_holdout([("text", "same")] * 5, 0.1, 0)

@@ -12,6 +12,7 @@ An example is ``{"input_ids": list[int], "labels": list[int]}``, labels -100 whe
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -195,27 +196,39 @@ DEFAULT_HOLDOUT = 0.1  # share of a user's JSONL records held out as the new-dom
 DEFAULT_HOLDOUT_MAX = 200  # at most this many held-out records (probing time stays bounded)
 
 
+def _content(record: Any) -> str:
+    """A record's content as one string: two records with equal content are duplicates."""
+    return json.dumps(record, sort_keys=True, default=str)
+
+
 def split_holdout(records: list, holdout: float = DEFAULT_HOLDOUT, seed: int = 0,
                   cap: int | None = DEFAULT_HOLDOUT_MAX, *,
                   what: str = "data") -> tuple[list, list]:
-    """(train, held-out) records: a seeded ``holdout`` share (rounded, at least 1, at most
-    ``cap``, and always leaving 1 to train on) held out; both keep file order and are disjoint by
-    position. ``holdout=0`` (or ``cap=0``) holds nothing out. ``what`` names the data in errors."""
+    """(train, held-out) records: a seeded ``holdout`` share of the distinct records (rounded, at
+    least 1, at most ``cap``, and always leaving 1 to train on) held out; both keep file order and
+    are disjoint by content: a duplicated record is held out once and none of its copies is
+    trained on (else the probe would score text the model trained on). ``holdout=0`` (or
+    ``cap=0``) holds nothing out. ``what`` names the data in errors."""
     if not 0 <= holdout < 1:
         raise UserError(f"data_holdout must be in [0, 1), got {holdout}")
     if cap is not None and cap < 0:
         raise UserError(f"data_holdout_max must be >= 0, got {cap}")
     if holdout == 0 or cap == 0:
         return list(records), []
-    if len(records) < 2:
-        raise UserError(f"{what}: {len(records)} record(s) is too few to hold some out as the "
-                        "new-domain probe; add records or set data_holdout=0")
-    k = min(max(1, round(holdout * len(records))), len(records) - 1)
+    keys = [_content(r) for r in records]
+    first = list(dict.fromkeys(keys))  # distinct contents, in file order
+    if len(first) < 2:
+        raise UserError(f"{what}: {len(first)} distinct record(s) is too few to hold some out as "
+                        "the new-domain probe; add records or set data_holdout=0")
+    k = min(max(1, round(holdout * len(first))), len(first) - 1)
     if cap is not None:
         k = min(k, cap)
-    held = set(random.Random(seed).sample(range(len(records)), k))
-    return ([r for i, r in enumerate(records) if i not in held],
-            [r for i, r in enumerate(records) if i in held])
+    held = {first[i] for i in random.Random(seed).sample(range(len(first)), k)}
+    train = [r for r, key in zip(records, keys) if key not in held]
+    seen: set[str] = set()
+    heldout = [r for r, key in zip(records, keys)
+               if key in held and not (key in seen or seen.add(key))]
+    return train, heldout
 
 
 def load_jsonl_split(path: str | Path, tokenizer, *, seq_len: int, n: int | None = None,

@@ -118,52 +118,27 @@ def preflight(config) -> Plan:
     fix it; returns the plan. Loads the tokenizer, never the model's weights."""
     if config.save_fisher and not config.save_model:
         raise UserError("save_fisher writes the Fisher beside the saved model: set save_model too")
-    from retain.data import load_reference_data, load_train_data_split
+    from retain.data import load_reference_data
     from retain.guard import guard_probes as plan_guard
     from retain.models import load_tokenizer, resolve_device, resolve_dtype
+    from retain.probe_set import probe_set
     from retain.probes import load_probes
     from retain.strategies import build_strategies
     from retain.train.precision import resolve_mixed_precision
 
     strategies = build_strategies(config.strategies)
-    probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)
-    probes_during = probes if config.probes_during is None else load_probes(
-        config.probes_during, n=config.probe_n, seed=config.seed)
-    guard_probes, guard_verify = plan_guard(config.guard, config.probes, probes, config.seed)
+    ps_probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)  # checked first
+    guard_probes, guard_verify = plan_guard(config.guard, config.probes, ps_probes, config.seed)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     mixed = resolve_mixed_precision(config.mixed_precision, device)
     mode, last = out_mode(config)
     tok = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    domain_data, heldout = load_train_data_split(
-        config.data, tok, seq_len=config.seq_len, n=config.data_n, seed=config.seed,
-        holdout=config.data_holdout, holdout_max=config.data_holdout_max)
-    domain = _domain_probes(config, tok, heldout, {p.name for p in probes})
-    probes = probes + domain
-    if config.probes_during is None:
-        probes_during = probes
+    ps = probe_set(config, tok, retained=ps_probes)  # the run's probes: retained + the new domain
     reference = load_reference_data(config.reference, tok, seq_len=config.seq_len,
                                     n=config.reference_n, seed=config.seed)
-    return Plan(strategies=strategies, probes=probes, probes_during=probes_during,
+    return Plan(strategies=strategies, probes=ps.probes, probes_during=ps.during,
                 guard_probes=guard_probes, guard_verify=guard_verify, tokenizer=tok,
-                domain_data=domain_data,
+                domain_data=ps.domain_data,
                 reference=reference, device=device, dtype=dtype, mixed_precision=mixed,
-                out_mode=mode, checkpoint=last, heldout=len(heldout))
-
-
-def _domain_probes(config, tokenizer, heldout: list, taken: set[str]) -> list:
-    """The user's domain, measured: probes of the held-out part of a JSONL data file (named after
-    the file, ``_heldout`` added if a probe has that name already) and the user's own domain
-    probe files."""
-    from retain.data import read_jsonl
-    from retain.probes.domain import domain_probe_files, domain_probes
-
-    name = Path(config.data).stem
-    if name in taken:
-        name += "_heldout"
-    found = domain_probes(name, heldout, tokenizer, seq_len=config.seq_len,
-                          seed=config.seed) if heldout else []
-    for path in config.heldout_probes:  # data-shaped files, each its own domain probe
-        found += domain_probes(Path(path).stem, read_jsonl(path), tokenizer,
-                               seq_len=config.seq_len, seed=config.seed)
-    return found + domain_probe_files(config.domain_probes, n=config.probe_n, seed=config.seed)
+                out_mode=mode, checkpoint=last, heldout=ps.heldout)

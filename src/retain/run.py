@@ -179,7 +179,11 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
         before = [ProbeResult(**r) for r in resume.extra["before"]]
     elif before is None:
         before = probe(model, 0, "before")
-    else:
+    else:  # a caller's "before" must measure what "after" will: the run's own probe set
+        want, have = [f"{p.name}.{p.metric}" for p in probes], [r.key for r in before]
+        if sorted(want) != sorted(have):
+            raise ValueError(f"the given before-results ({', '.join(have)}) are not of this "
+                             f"run's probe set ({', '.join(want)}): take them from probe_set")
         log({"event": "probe", "stage": "before", "step": 0, "reused": True,
              "results": {r.key: r.value for r in before}})
     callbacks = [EveryN(config.probe_every, lambda step, m: probe(m, step, "during"))]

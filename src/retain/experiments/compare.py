@@ -179,26 +179,28 @@ def inspect(p: Planned) -> None:
         p.state, p.why = "conflict", _first_difference(have, want)
 
 
-def _probe_key(cfg: RunConfig) -> tuple:
-    return (cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code, tuple(cfg.probes),
-            cfg.probe_n, cfg.seed, cfg.probe_batch_size)
-
-
 def probe_base(cfg: RunConfig) -> list:
-    """The config's model, before any fine-tuning, on the config's probes and seed."""
+    """The config's model, before any fine-tuning, on the run's own probe set (``probe_set``:
+    the retained probes and the new domain, held-out split included) and seed."""
     from accelerate.utils import set_seed
 
-    from retain.models import load_model
-    from retain.probes import evaluate, load_probes
+    from retain.models import load_model, load_tokenizer
+    from retain.probe_set import probe_set
+    from retain.probes import evaluate
+    from retain.train.precision import autocast, resolve_mixed_precision
 
-    probes = load_probes(cfg.probes, n=cfg.probe_n, seed=cfg.seed)
+    tok = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    probes = probe_set(cfg, tok).probes
     set_seed(cfg.seed)
     model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
-                            trust_remote_code=cfg.trust_remote_code)
+                            trust_remote_code=cfg.trust_remote_code, tokenizer=tok)
     needs_base = any(getattr(p, "needs_base", False) for p in probes)
-    # KL to the base of the base itself is 0: the model is its own reference here.
-    return evaluate(model, tok, probes, base_model=model if needs_base else None,
-                    batch_size=cfg.probe_batch_size, progress=cfg.progress)
+    device = next(model.parameters()).device
+    # Under the autocast the run's after-probes use: before and after differ by training alone.
+    with autocast(device, resolve_mixed_precision(cfg.mixed_precision, device)):
+        # KL to the base of the base itself is 0: the model is its own reference here.
+        return evaluate(model, tok, probes, base_model=model if needs_base else None,
+                        batch_size=cfg.probe_batch_size, progress=cfg.progress)
 
 
 def read_only(values: Sequence[str | int], n: int) -> list[int]:
@@ -259,6 +261,7 @@ def run_planned(planned: list[Planned], *, overwrite: bool = False, echo=print,
     Folders of another config are refused (all of them named, before anything runs) unless
     ``overwrite``, which replaces them; complete folders of the same config are always reused.
     ``collect`` runs nothing: it refuses, naming their indices, when some runs are not complete."""
+    from retain.probe_set import probe_set_key
     from retain.run import run
 
     for p in planned:
@@ -292,7 +295,7 @@ def run_planned(planned: list[Planned], *, overwrite: bool = False, echo=print,
             continue
         echo(f"{name}: {'continuing (unfinished)' if p.state == 'unfinished' else 'running'}"
              f" -> {p.config.out}")
-        key = _probe_key(p.config)
+        key = probe_set_key(p.config)
         if key not in before_cache:
             before_cache[key] = probe_base(p.config)
         # An unfinished run continues from its last checkpoint (or starts over without one).
