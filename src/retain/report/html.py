@@ -20,7 +20,10 @@ import datetime as dt
 import html
 import json
 import math
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,7 @@ REPORT_FILE, FIGURES_DIR, COMPARISON_FILE = "report.html", "figures", "compariso
 SECTIONS = ("summary", "tradeoff", "changes", "ranking", "capabilities", "strategies", "training",
             "drift", "guard", "items", "examples", "config")  # stable ids; "guard" only when a run
 # has guard events, "ranking" only for a comparison folder whose comparison.json holds one
+FAILED_SECTIONS = ("failure", "training", "config")  # the page of runs that all failed
 MAX_TEXT = 600  # characters of a prompt or an answer shown before it is cut
 SIDE_BY_SIDE = 3  # runs shown in columns side by side; with more, one run per row
 
@@ -62,14 +66,32 @@ class Folder:
     comparison: dict[str, Any] = field(default_factory=dict)  # comparison.json, if any
     sequence: dict[str, Any] = field(default_factory=dict)  # sequences.json, if any
     search: dict[str, Any] = field(default_factory=dict)  # search.json, if any
+    # runs whose results.json says "failed" (no after-probes, no comparison): kept apart from
+    # ``runs`` so that every comparison section sees complete runs only
+    failed: list[Run] = field(default_factory=list)
 
 
 # -- loading ---------------------------------------------------------------------------------
 
+def is_failed(results: dict[str, Any]) -> bool:
+    """A run that stopped on an error: results.json holds its ``failure`` and no comparison."""
+    return results.get("status") == "failed"
+
+
+def _strategy_name(results: dict[str, Any]) -> str | None:
+    """The run's strategy label; a failed run's results.json has none, its config does."""
+    if results.get("strategy"):
+        return str(results["strategy"])
+    specs = (results.get("config") or {}).get("strategies")
+    if isinstance(specs, list) and specs:
+        return "+".join(str(s.get("name", "?") if isinstance(s, dict) else s) for s in specs)
+    return None
+
+
 def _load_run(d: Path, label: str | None = None) -> Run:
     results = read_results(d)
     cfg = d / CONFIG_FILE
-    return Run(label=label or str(results.get("strategy") or d.name), dir=d, results=results,
+    return Run(label=label or _strategy_name(results) or d.name, dir=d, results=results,
                metrics=fg.read_metrics(d / METRICS_FILE),
                config_text=cfg.read_text(encoding="utf-8", errors="replace") if cfg.is_file() else None)
 
@@ -85,7 +107,9 @@ def load_folder(d: Path) -> Folder:
     if not d.is_dir():
         raise UserError(f"{d} is not a folder")
     if (d / RESULTS_FILE).is_file():
-        return Folder(d, "run", [_load_run(d)])
+        run = _load_run(d)
+        return Folder(d, "run", [], failed=[run]) if is_failed(run.results) else \
+            Folder(d, "run", [run])
     if (d / SUMMARY_FILE).is_file():
         return Folder(d, "sequence", [], sequence=load_sequence(d))
     subs = sorted(p for p in d.iterdir() if p.is_dir() and (p / RESULTS_FILE).is_file())
@@ -111,7 +135,8 @@ def load_folder(d: Path) -> Folder:
     for r in runs:
         if seen[r.label] > 1:
             r.label = f"{r.label} ({r.dir.name})"
-    return Folder(d, "comparison", runs, comp)
+    return Folder(d, "comparison", [r for r in runs if not is_failed(r.results)], comp,
+                  failed=[r for r in runs if is_failed(r.results)])
 
 
 # -- small formatting helpers (all return safe HTML) ------------------------------------------
@@ -250,11 +275,12 @@ def _judged(runs: list[Run]) -> dict[str, dict[str, dict]]:
     return judge(_strategy_rows(runs))
 
 
-def make_figures(folder: Folder) -> dict[str, bytes]:
-    """Every chart the data allows: name (``loss.png``...) -> PNG bytes, also written to
-    ``DIR/figures/``. A chart without data is left out (its section says why). A sequence
-    folder's heatmaps are read from beside its sequences.json (``retain sequence`` drew them), a
-    search folder's curve from beside its search.json."""
+def make_figures(folder: Folder, out: Path | None = None) -> dict[str, bytes]:
+    """Every chart the data allows: name (``loss.png``...) -> PNG bytes, also written to ``out``
+    (default ``DIR/figures/``). A chart without data is left out (its section says why). A
+    sequence folder's heatmaps are read from beside its sequences.json (``retain sequence`` drew
+    them), a search folder's curve from beside its search.json. Runs that failed get only their
+    curves so far, and only when no run finished."""
     if folder.kind == "sequence":
         from retain.report.sequence_html import sequence_figures
 
@@ -266,17 +292,21 @@ def make_figures(folder: Folder) -> dict[str, bytes]:
     from retain.report.plots import (
         PROPORTION_METRICS, plot_capabilities, plot_deltas, plot_tradeoff)
 
-    out, figs, runs = folder.dir / FIGURES_DIR, {}, folder.runs
-    losses = {r.label: _loss_curve(r) for r in runs}
+    out = Path(out) if out is not None else folder.dir / FIGURES_DIR
+    figs, runs = {}, folder.runs
+    curved = runs or folder.failed  # a diverged run's curves would swamp the finished ones
+    losses = {r.label: _loss_curve(r) for r in curved}
     losses = {k: v for k, v in losses.items() if v}
     if losses:
         figs["loss.png"] = fg.plot_loss(losses, out / "loss.png")
     probes: dict[str, dict[str, fg.Series]] = {}
-    for r in runs:
+    for r in curved:
         for key, pts in fg.probe_series(r.metrics or []).items():
             probes.setdefault(key, {})[r.label] = pts
     if probes:
         figs["probes.png"] = fg.plot_probe_curves(probes, out / "probes.png")
+    if not runs:
+        return figs
 
     rows = _comparison_rows(runs)
     labels = [r.label for r in runs]
@@ -397,6 +427,9 @@ def section_summary(folder: Folder) -> str:
                      f"<code>{esc(r.dir.name)}/</code>"])
     title = folder.comparison.get("title")
     intro = f"<p>{esc(title)}</p>" if title else ""
+    intro += "".join(f'<p class="loss">failed, left out of the comparison: <b>{esc(r.label)}</b> '
+                     f'(<code>{esc(r.dir.name)}/</code>) {_failure_words(r.results)}</p>'
+                     for r in folder.failed)
     # a long list of runs would push the charts off the first screen: folded
     opened = " open" if len(folder.runs) <= SIDE_BY_SIDE else ""
     runs = (f"<details{opened}><summary>{len(folder.runs)} runs: model, steps, seed, rate, "
@@ -482,7 +515,7 @@ def section_training(folder: Folder, figs: dict[str, bytes]) -> str:
     parts = []
     if "loss.png" not in figs and "probes.png" not in figs:
         return _section("training", "Training curves", _note("no training curve recorded"))
-    missing = [r.label for r in folder.runs if r.metrics is None]
+    missing = [r.label for r in folder.runs or folder.failed if r.metrics is None]
     if missing:
         parts.append(_note(f"no {METRICS_FILE} in: {', '.join(missing)} (the loss comes from "
                            f"{RESULTS_FILE}; no probe curve recorded)"))
@@ -490,7 +523,8 @@ def section_training(folder: Folder, figs: dict[str, bytes]) -> str:
         parts.append(_img(figs["loss.png"], "loss.png", "training loss against steps"))
     if "probes.png" in figs:
         parts.append(_note("each probe at step 0 (before), every probe_every steps, and after "
-                           "the strategies' finalize step (the last point)"))
+                           "the strategies' finalize step (the last point)" if folder.runs else
+                           "each probe as logged until the run failed (step 0: before)"))
         parts.append(_img(figs["probes.png"], "probes.png", "probe values against steps",
                           wide=True))
     return _section("training", "Training curves", "".join(parts))
@@ -688,9 +722,68 @@ def section_lost_items(folder: Folder) -> str:
                     body)
 
 
+def _failure_words(res: dict) -> str:
+    """Where and why a run failed, as escaped HTML: "at step 2 (stage train): reason"."""
+    f = res.get("failure") if isinstance(res.get("failure"), dict) else {}
+    step, stage = f.get("step"), f.get("stage")
+    where = " ".join(x for x in (f"at step {esc(step)}" if step is not None else "",
+                                 f"(stage {esc(stage)})" if stage else "") if x)
+    return f'{where or "(where unknown)"}: {esc(f.get("reason") or "no reason recorded")}'
+
+
+def _metrics_so_far(r: Run) -> str:
+    """What metrics.jsonl logged before the failure: each probe metric at the first and the
+    last probe record, and the last training step's loss, gradient norm and learning rate."""
+    if r.metrics is None:
+        return _note(f"no metrics so far: {METRICS_FILE} is absent")
+    probes = [m for m in r.metrics if m.get("event") == "probe" and
+              isinstance(m.get("results"), dict)]
+    trains = [m for m in r.metrics if m.get("event") == "train"]
+    if not probes and not trains:
+        return _note(f"no metrics so far: nothing was logged to {METRICS_FILE} before the failure")
+    out = ""
+    if probes:
+        shown = [probes[0]] + ([probes[-1]] if len(probes) > 1 else [])
+        keys = list(dict.fromkeys(k for m in shown for k in m["results"]))
+        head = ["probe.metric"] + [f'{esc(m.get("stage"))}, step {esc(m.get("step"))}'
+                                   for m in shown]
+        out += _table(head, [[esc(k)] + [num(m["results"].get(k)) for m in shown]
+                             for k in keys], "caps")
+    if trains:
+        t = trains[-1]
+        out += _table(["last logged step", "loss", "gradient norm", "learning rate"],
+                      [[num(t.get("step")), num(t.get("loss")), num(t.get("grad_norm")),
+                        esc(t.get("lr"))]])
+    else:
+        out += _note("no training step was logged before the failure")
+    return out
+
+
+def section_failure(folder: Folder) -> str:
+    """Each failed run: where it failed (stage, step), why, its last checkpoint, and the
+    metrics it logged so far."""
+    blocks = []
+    for r in folder.failed:
+        f = r.results.get("failure") if isinstance(r.results.get("failure"), dict) else {}
+        cfg = r.results.get("config") or {}
+        last = f.get("last_checkpoint")
+        resume = (f"<code>{esc(last)}</code> (add --resume to continue from it)" if last else
+                  "no checkpoint (rerun the same command to start over)")
+        facts = [("failed", _failure_words(r.results)), ("model", esc(cfg.get("model"))),
+                 ("strategy", esc(_strategy_name(r.results))),
+                 ("learning rate, steps", f'{esc(cfg.get("lr"))}, {esc(cfg.get("steps"))}'),
+                 ("last checkpoint", resume), ("created", esc(r.results.get("created")))]
+        rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+        head = "" if folder.kind == "run" else f"<h3>{esc(r.label)}</h3>"
+        blocks.append(f'{head}<table class="facts">{rows}</table>'
+                      f"<p>metrics so far:</p>{_metrics_so_far(r)}")
+    return _section("failure", "The run failed" if len(folder.failed) == 1 else
+                    "The runs failed", "".join(blocks))
+
+
 def section_config(folder: Folder) -> str:
     blocks = []
-    for r in folder.runs:
+    for r in folder.runs + folder.failed:
         text = r.config_text or json.dumps(r.results.get("config") or {}, indent=2,
                                            ensure_ascii=False)
         blocks.append(f"<details><summary>{esc(r.label)}: {esc(CONFIG_FILE)}</summary>"
@@ -743,6 +836,15 @@ def render(folder: Folder, figs: dict[str, bytes]) -> str:
 
         sections, order = search_sections(folder.search, figs), SEARCH_SECTIONS
         title, sources = search_title(folder.search), esc(SEARCH_FILE)
+    elif not folder.runs:  # every run failed: where and why, the curves so far, the config
+        sections = [section_failure(folder), section_training(folder, figs),
+                    section_config(folder)]
+        order = FAILED_SECTIONS
+        first = folder.failed[0].results
+        f = first.get("failure") if isinstance(first.get("failure"), dict) else {}
+        title = (f'{_strategy_name(first)} on {(first.get("config") or {}).get("model")}: failed'
+                 + (f' at step {f["step"]}' if f.get("step") is not None else "")
+                 if folder.kind == "run" else f"{len(folder.failed)} runs, all failed")
     else:  # the answer first (sentences, charts, ranking), the long tables after
         sections = [section_summary(folder), section_tradeoff(folder, figs),
                     section_changes(folder, figs), section_ranking(folder),
@@ -753,10 +855,10 @@ def render(folder: Folder, figs: dict[str, bytes]) -> str:
         sections, order = [s for s in sections if s], SECTIONS
     ids = [sid for sid in order if f'<section id="{sid}">' in "".join(sections)]
     nav = "".join(f'<a href="#{sid}">{sid}</a>' for sid in ids)
-    if folder.kind == "run":
+    if folder.kind == "run" and folder.runs:
         res = folder.runs[0].results
         title = f'{res.get("strategy")} on {(res.get("model") or {}).get("name")}'
-    elif folder.kind == "comparison":
+    elif folder.kind == "comparison" and folder.runs:
         title = str(folder.comparison.get("title") or f"{len(folder.runs)} runs compared")
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -776,7 +878,19 @@ def build_report(dir: Path) -> Path:
     atomically: a failure leaves no half page) and the charts of a run or comparison into
     ``dir/figures/*.png``; the page's path."""
     folder = load_folder(Path(dir))
-    page = render(folder, make_figures(folder))
+    # Charts are drawn into a hidden folder and moved into figures/ only once the page is
+    # rendered: a report that fails half-way leaves neither a page nor a stray chart.
+    staging = Path(tempfile.mkdtemp(prefix=".figures-", dir=folder.dir))
+    try:
+        figs = make_figures(folder, staging)
+        page = render(folder, figs)
+        drawn = [p for p in staging.iterdir() if p.name in figs]
+        if drawn:
+            (folder.dir / FIGURES_DIR).mkdir(exist_ok=True)
+        for p in drawn:
+            os.replace(p, folder.dir / FIGURES_DIR / p.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     path = folder.dir / REPORT_FILE
     write_text_atomic(path, page)
     return path
