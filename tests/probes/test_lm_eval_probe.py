@@ -129,6 +129,9 @@ def test_agrees_with_simple_evaluate(kind, metric, n_docs, tasks, tiny, private_
     assert abs(result.value - ref_value) <= 1e-9
     assert ref_n == n_docs
     assert 0.0 < result.value < 1.0  # a score with some right and some wrong answers
+    # every document is kept (doc id, right or not) for paired tests
+    assert [it["doc_id"] for it in result.items] == probe.doc_ids
+    assert sum(it["ok"] for it in result.items) == round(result.value * n_docs)
 
 
 def test_shards_and_subsets(tasks, tiny, private_datasets_cache):
@@ -196,3 +199,47 @@ def test_interval_kinds():
     med = metrics.median(scores)
     lo, hi = LMEvalProbe._interval(fake, metrics.median, scores, med)
     assert lo < med < hi and (lo, hi) == LMEvalProbe._interval(fake, metrics.median, scores, med)
+
+
+def test_results_pair_item_by_item(tasks, tiny, private_datasets_cache, tmp_path):
+    """Before/after results of an lm-eval probe carry every document (doc id, right or not), so
+    compare (and with it run, diff and compare) gives a McNemar test and the documents lost and
+    gained, which the report lists like any other probe's; a mean metric that is not 0/1 per
+    document gets the paired bootstrap of its mean."""
+    from retain.metrics import compare
+    from retain.report.html import Folder, Run, section_lost_items
+    from retain.report.tables import paired_cell
+
+    model, tok = tiny
+    [probe] = load_lm_eval_probes(str(tasks["mc"]))
+    outs = probe.outcomes(model, tok, range(len(probe)), batch_size=4)
+    before = probe.aggregate(outs)
+    assert [it["doc_id"] for it in before.items] == list(range(N_MC))
+    assert [it["ok"] for it in before.items] == [o["value"] == 1.0 for o in outs]
+    # the after model: every right document wrong, and the first wrong one right
+    first_wrong = next(i for i, o in enumerate(outs) if o["value"] == 0.0)
+    flipped = [{**o, "value": 1.0 if i == first_wrong else 0.0} for i, o in enumerate(outs)]
+    after = probe.aggregate(flipped)
+    right = sum(o["value"] == 1.0 for o in outs)
+    [row] = compare([before], [after])
+    paired = row["paired"]
+    assert paired["test"] == "mcnemar_exact" and paired["n"] == N_MC
+    assert (paired["lost"], paired["gained"]) == (right, 1)
+    from retain.metrics.paired import mcnemar_exact
+    assert paired["p"] == mcnemar_exact(right, 1)
+    assert paired["gained_items"][0]["prompt"] == f"retain_mc doc {first_wrong}"
+    assert paired_cell(paired).endswith(f"-{right}/+1")
+    # the same model twice: nothing lost or gained
+    [same] = compare([before], [probe.aggregate(outs)])
+    assert same["paired"]["lost"] == same["paired"]["gained"] == 0
+    # a mean score that is not 0/1 per document: a paired bootstrap of the mean's change
+    graded = probe.aggregate([{**o, "value": 0.25 + 0.5 * o["value"]} for o in outs])
+    lower = probe.aggregate([{**o, "value": 0.1} for o in outs])
+    test = compare([graded], [lower])[0]["paired"]
+    assert test["test"] == "paired_bootstrap" and test["changed"]
+    assert test["diff"] == pytest.approx(lower.value - graded.value)
+    # the report lists them (a round trip through JSON, as results.json keeps them)
+    results = json.loads(json.dumps({"comparison": [row]}))
+    page = section_lost_items(Folder(tmp_path, "run", [Run("run", tmp_path, results, None)]))
+    assert f"lm-eval-retain_mc.acc: {right} item(s) lost" in page
+    assert f"retain_mc doc {first_wrong}" in page

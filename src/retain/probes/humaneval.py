@@ -10,7 +10,8 @@ and its greedy continuation is cut at the first line that starts a new top-level
 ``retain.probes.sandbox`` (a separate, limited interpreter, never this process); a problem
 passes when that program exits with status 0 after printing a per-run marker that follows
 ``check`` (so an early ``exit(0)`` in a completion does not pass). pass@1 is the share of
-problems passed, with a Wilson interval.
+problems passed, with a Wilson interval. Every problem's outcome (task id, passed, completion)
+is kept in the result's ``items``, so before/after results pair (McNemar, problems lost/gained).
 
     probe = load_humaneval_probe(n=20, seed=0)        # or load_probes(["humaneval"], n=20)
     result = probe.score(model, tokenizer)             # ProbeResult: humaneval.pass_at_1

@@ -18,7 +18,9 @@ processes of a data-parallel run share a task's documents like any other probe's
 value is the task's aggregation (for ``mean`` metrics, the mean) of the main metric over the
 documents; the interval is Wilson's for 0/1 per-document scores (accuracy, exact match),
 otherwise mean +- 1.96 standard errors (lm-eval's closed form for mean metrics, a seeded
-bootstrap of the aggregation for the others).
+bootstrap of the aggregation for the others). Every document's score is kept in the result's
+``items``, so before/after results of a mean metric pair (McNemar for 0/1 scores, documents
+lost/gained; a paired bootstrap for other means).
 
 Caveats: with few-shot examples, lm-eval draws them from one seeded stream in document order,
 so a document's examples can depend on which documents share the call (a sharded run can then
@@ -262,16 +264,39 @@ class LMEvalProbe(ScoredFromOutcomes):
         agg = self.task.aggregation()[self.lm_metric]
         value = float(agg(values)) if n else 0.0
         lo, hi = self._interval(agg, values, value)
-        examples = []
-        for o in outcomes[:N_EXAMPLES]:
-            v = o["value"]
-            ok = (bool(v) == self.higher_is_better) if isinstance(v, (bool, int, float)) else None
-            examples.append({"prompt": f"{self.task_name} doc {o['doc_id']}",
-                             "expected": o["target"], "answer": o["answer"], "ok": ok,
-                             "value": v if isinstance(v, (bool, int, float)) else None})
+        items = [self._item(o, self._is_mean(agg, values)) for o in outcomes]
+        examples = [{k: it[k] for k in ("prompt", "expected", "answer", "ok", "value")}
+                    for it in items[:N_EXAMPLES]]
         return ProbeResult(probe=self.name, metric=self.metric, value=value, n=n, ci_low=lo,
                            ci_high=hi, higher_is_better=self.higher_is_better,
-                           capability=self.capability, kind=self.kind, examples=examples)
+                           capability=self.capability, kind=self.kind, examples=examples,
+                           items=items)
+
+    @staticmethod
+    def _is_mean(agg, values: list) -> bool:
+        """Whether the metric is the plain mean of numeric per-document scores (accuracy, exact
+        match, ...): only then do per-document changes add up to the change of the value."""
+        from lm_eval.api import metrics
+
+        return agg is metrics.mean and all(isinstance(v, (bool, int, float)) for v in values)
+
+    def _item(self, o: Outcome, is_mean: bool) -> dict[str, Any]:
+        """One document for paired before/after tests (``retain.metrics.paired``): "ok" (right
+        or not) for a mean of 0/1 scores (McNemar), "sum"/"count" for any mean of numbers (a
+        paired bootstrap of the mean's change when some score is not 0/1), neither otherwise
+        (e.g. F1 or perplexity over the whole corpus: no per-document test). "prompt" names the
+        document: it pairs items and heads the lost/gained lists."""
+        v = o["value"]
+        numeric = isinstance(v, (bool, int, float))
+        item: dict[str, Any] = {"prompt": f"{self.task_name} doc {o['doc_id']}",
+                                "doc_id": o["doc_id"], "expected": o["target"],
+                                "answer": o["answer"], "value": v if numeric else None,
+                                "ok": None}
+        if is_mean:
+            item.update(sum=float(v), count=1)
+            if v in (0, 1):
+                item["ok"] = bool(v) == self.higher_is_better
+        return item
 
     def _interval(self, agg, values: list, value: float) -> tuple[float, float]:
         from lm_eval.api import metrics
