@@ -65,6 +65,9 @@ class RunConfig(BaseModel):
     probe_every: int = Field(0, ge=0)  # probe during training every N steps (0: never)
     probes_during: list[str] | None = None  # the probes run during training (None: `probes`)
     probe_batch_size: int = Field(32, gt=0)
+    # generated code (humaneval) where Linux namespaces cannot be made: auto runs it with
+    # rlimits only and warns once; require refuses (retain.probes.sandbox)
+    sandbox: Literal["auto", "require"] = "auto"
     log_every: int = Field(10, gt=0)  # a training record into metrics.jsonl every N steps
     report_to: str | list[str] | None = None  # trackers: "tensorboard", "wandb", "all", ...
     # limits checked while training, with rollback: [safety.refusal_rate>=0.9] (retain.guard)
@@ -113,7 +116,8 @@ class RunConfig(BaseModel):
 
 # Keys that say how a run is carried out, not what it computes: two configs that differ only in
 # these are the same run (a comparison reuses its folder; --resume continues it).
-NOT_IDENTITY = ("out", "overwrite", "resume", "progress", "checkpoint_every", "keep_checkpoints")
+NOT_IDENTITY = ("out", "overwrite", "resume", "progress", "checkpoint_every", "keep_checkpoints",
+                "sandbox")
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,14 @@ The parent never executes the code. ``run_python`` writes it to a fresh temporar
 starts a new interpreter (``python -I``, not a fork of the parent) through a small trusted
 launcher (``_LAUNCHER``, run with ``python -I -S -B``), with an empty environment, stdin on
 /dev/null and output to a file, in a new session (process group). The parent waits up to a
-wall-clock timeout, then kills the whole process group, and always deletes the directory.
+wall-clock timeout, then kills every process the program started and the process group, and
+always deletes the directory.
+
+Isolation, as a run records it (``isolation_used``: results.json's "sandbox"): "namespaces" where
+new network and PID namespaces applied, else "rlimits" (the layers marked "always" below). A
+run's ``sandbox`` setting (``configure``): "auto" runs code either way and prints one warning line
+per run when it falls back; "require" refuses, with a one-line UserError, before running code
+that would not be isolated (``check_isolation``).
 
 Layers, and which of them are guaranteed:
 
@@ -14,10 +21,15 @@ Always (enforced by the kernel or the parent, on any Linux):
   * resource limits set before the code runs, soft and hard alike, so the code cannot raise
     them: RLIMIT_AS (address space, 1 GiB by default), RLIMIT_CPU (timeout + 1 s of CPU, then
     SIGKILL), RLIMIT_FSIZE (largest file written, output included, 16 MiB), RLIMIT_NOFILE,
-    RLIMIT_CORE = 0; RLIMIT_NPROC only inside a user namespace, where it counts the sandbox's
-    processes (outside one it would count all of the user's, and the kernel exempts root), so
-    a fork bomb run as root is stopped only by the timeout;
-  * a wall-clock timeout after which the process group is killed (SIGKILL);
+    RLIMIT_CORE = 0; RLIMIT_NPROC: inside a user namespace the sandbox's processes, outside
+    one the uid's tasks now plus ``Limits.processes``. The kernel never applies RLIMIT_NPROC to
+    root, so without a PID namespace root's program runs as uid 65534 ("nobody": it can then
+    write only where anyone may and signal none of root's processes) when that uid can run the
+    interpreter; otherwise (an interpreter under /root, say) its process count is unbounded
+    until the timeout, which the report says (``processes_bounded``);
+  * every process the program starts stays below the launcher (a child subreaper: orphans,
+    ``setsid`` daemons included, are re-parented to it), and all of them are killed when the
+    program ends or times out; then the process group too (SIGKILL);
   * an empty environment (no proxies, tokens or paths), stdin on /dev/null, a temporary working
     directory that is deleted afterwards, output read back from a size-limited file.
 
@@ -28,8 +40,8 @@ Best effort (applied when the kernel lets this process create namespaces, as wit
     socket constructors before the code runs: that stops accidental use, not a determined
     program (it can reach the original class, or start another process);
   * processes: a new PID namespace. The code cannot see or signal any process outside it, and
-    when the sandbox ends the kernel kills every process left in it, even one that left the
-    process group with ``setsid``. Without it, such a process could outlive the sandbox;
+    when the sandbox ends the kernel kills every process left in it. Without it, processes are
+    found through the subreaper above (a program able to kill its ancestors can escape);
   * filesystem: a new mount namespace in which every mount is remounted read-only and the
     working directory is a private tmpfs (64 MiB by default; a bind mount of the directory if
     tmpfs is refused), so the code can write nowhere else and its files never reach the disk.
@@ -37,9 +49,10 @@ Best effort (applied when the kernel lets this process create namespaces, as wit
   * privileges: the code keeps the user's uid but no capabilities (bounding set emptied,
     SECBIT_NOROOT locked, no_new_privs), so it cannot undo the mounts, and as root it cannot
     override file permissions. This needs CAP_SETPCAP, i.e. root or a user namespace. The uid
-    stays (a root install's interpreter may live where no other user can read it), so without
-    a PID namespace the code could signal the user's other processes, and without a mount
-    namespace it can write wherever that uid may (for root: every root-owned file).
+    stays, but for root's fallback above (a root install's interpreter may live where no other
+    user can read it), so without a PID namespace the code could signal the user's other
+    processes, and without a mount namespace it can write wherever that uid may (for root:
+    every root-owned file).
 
 Not covered: CPU and memory shares between sandboxes (no cgroups), the number of files written
 to the directory when no tmpfs applied, and anything a kernel exploit could do. It is a
@@ -57,12 +70,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from retain.errors import UserError
+
 OUTPUT_TAIL_BYTES = 4096  # of stdout + stderr kept in a result (the end holds the traceback)
+UNPRIVILEGED_UID = 65534  # "nobody": root's programs run as it where no PID namespace applied
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,38 @@ class RunResult:
         """The protections that applied, in one short line (``protections["summary"]``)."""
         return str(self.protections.get("summary", "unknown"))
 
+    @property
+    def isolation(self) -> str:
+        """"namespaces" (new network and PID namespaces applied) or "rlimits" (the fallback:
+        resource limits, a socket prelude, and a process tree killed at the end)."""
+        return str(self.protections.get("isolation", "rlimits"))
+
+
+# One copy of the process-tree walk: the parent uses it, and the launcher carries its text.
+_TREE = r'''
+def descendants(root, live=False):
+    """The pids below ``root`` (read from /proc); ``live``: zombies left out."""
+    children, state = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/" + entry + "/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()  # the name may hold spaces and ")"
+        state[int(entry)] = fields[0]
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return [p for p in found if not live or state.get(p) not in (b"Z", b"X")]
+'''
+exec(_TREE)  # defines descendants() in this module too
+
 
 # The launcher: trusted code run in the fresh interpreter before the untrusted program. It
 # applies the namespaces, mounts and limits, writes a JSON report of what applied to a pipe the
@@ -102,10 +151,11 @@ class RunResult:
 # Forking here is safe: this interpreter is single-threaded (the parent, which may run torch
 # threads, only ever starts a new interpreter, with no preexec_fn).
 _LAUNCHER = r'''
-import ctypes, json, os, re, resource, sys, traceback
+import ctypes, json, os, re, resource, sys, time, traceback
+''' + _TREE + r'''
 cfg = json.loads(sys.argv[1])
 report_fd, workdir, program = cfg["report_fd"], cfg["workdir"], cfg["program"]
-info = {"network": "open", "processes": "process group", "filesystem": "user permissions",
+info = {"network": "open", "processes": "process tree", "filesystem": "user permissions",
         "filesystem_read_only": None, "privileges": "unchanged", "rlimits": {}, "notes": []}
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
@@ -126,6 +176,26 @@ def mount(src, target, fstype, flags, data=None):
 def write(path, text):
     with open(path, "w") as f:
         f.write(text)
+
+def become_subreaper():
+    # PR_SET_CHILD_SUBREAPER: an orphan below this process (a setsid() daemon included) is
+    # re-parented here, not to the system's init, so that it can still be found and killed
+    libc.prctl(36, 1, 0, 0, 0)
+
+def end_descendants():
+    """Kill and reap every process left below this one (a subreaper: orphans stay below)."""
+    while True:
+        for pid in descendants(os.getpid()):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:  # no child left, so no descendant either
+            return
+        time.sleep(0.002)
 
 def unshare():
     """The strongest set of namespaces the kernel allows; 0 when none."""
@@ -203,19 +273,62 @@ def drop_privileges():
         info["privileges"] = "capabilities kept" if os.geteuid() == 0 else "unprivileged user"
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
 
-def set_limits(flags):
+def tasks_of(uid):
+    """The tasks (threads) of real uid ``uid`` but this one: what RLIMIT_NPROC counts."""
+    n = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/" + entry + "/status") as f:
+                fields = dict(ln.split(":", 1) for ln in f.read().splitlines() if ":" in ln)
+            if int(fields["Uid"].split()[0]) == uid:
+                n += int(fields["Threads"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return n
+
+def unprivileged_uid():
+    """``cfg["uid"]``, given the working directory, when that uid can run the interpreter;
+    else None (and the program runs as root)."""
+    uid = cfg["uid"]
+    needed = [(os.path.realpath(sys.executable), os.X_OK),
+              (os.path.dirname(os.path.realpath(os.__file__)), os.R_OK | os.X_OK)]
+    try:
+        os.setgroups([])
+        os.setegid(uid)
+        os.seteuid(uid)
+        try:  # access() as that uid would have it
+            ok = all(os.access(path, mode, effective_ids=True) for path, mode in needed)
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+        if ok:
+            os.chown(program, uid, uid)
+            os.chown(workdir, uid, uid)
+    except OSError as e:
+        info["notes"].append(f"uid {uid}: {e}")
+        return None
+    if not ok:
+        info["notes"].append(f"uid {uid} cannot run {sys.executable}: the program runs as root")
+    return uid if ok else None
+
+def set_limits(flags, uid):
     wanted = {"AS": (resource.RLIMIT_AS, cfg["memory_mb"] << 20),
               "CPU": (resource.RLIMIT_CPU, int(cfg["cpu_s"])),
               "FSIZE": (resource.RLIMIT_FSIZE, cfg["file_size_mb"] << 20),
               "NOFILE": (resource.RLIMIT_NOFILE, cfg["open_files"]),
               "CORE": (resource.RLIMIT_CORE, 0)}
-    # RLIMIT_NPROC counts every process and thread of the real uid: inside a user namespace
-    # those of the sandbox only, outside it all of the user's (a limit there would break the
-    # program's threads for no gain), and the kernel never applies it to root.
-    if flags & NEWUSER:
+    # RLIMIT_NPROC counts the tasks (processes and threads) of the real uid: inside a user
+    # namespace the sandbox's only; outside one all of the uid's, so the limit is what that uid
+    # runs now plus the sandbox's share. The kernel never applies it to root.
+    info["processes_bounded"] = uid != 0
+    if uid == 0:
+        info["notes"].append("RLIMIT_NPROC does not bind root: the process count is unbounded")
+    elif flags & NEWUSER:
         wanted["NPROC"] = (resource.RLIMIT_NPROC, cfg["processes"])
     else:
-        info["notes"].append("RLIMIT_NPROC not set: no user namespace")
+        wanted["NPROC"] = (resource.RLIMIT_NPROC, tasks_of(uid) + cfg["processes"])
     for name, (which, value) in wanted.items():
         _, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:
@@ -227,19 +340,33 @@ def set_limits(flags):
         resource.setrlimit(which, soft_hard)
         info["rlimits"][name] = value
 
+def switch_uid(uid):
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # every capability goes with uid 0
+    info["privileges"] = f"uid {uid}, no capabilities"
+
 def summary(flags):
     fs = {True: "ro-fs", False: "partly-ro-fs", None: "rw-fs"}[info["filesystem_read_only"]]
-    privileges = {"no capabilities": "no-caps", "unprivileged user": "user"}
+    privileges = {"no capabilities": "no-caps", "unprivileged user": "user",
+                  f"uid {cfg['uid']}, no capabilities": f"uid-{cfg['uid']}"}
     return ",".join(["netns" if flags & NEWNET else "socket-prelude",
-                     "pidns" if flags & NEWPID else "pgroup", fs,
+                     "pidns" if flags & NEWPID else "subreaper", fs,
                      privileges.get(info["privileges"], "caps-kept"), "rlimits"])
 
 def run_program(flags):
-    set_limits(flags)
+    uid = os.getuid()
+    if uid == 0 and not flags & (NEWUSER | NEWPID):
+        # root outside a PID namespace runs the program as an unprivileged uid: RLIMIT_NPROC
+        # then applies, and root's files and processes are out of its reach
+        uid = unprivileged_uid() or 0
+    set_limits(flags, uid)
     if flags or os.geteuid() == 0:  # capabilities to drop: root's, or the namespace's
         drop_privileges()
     else:
         info["privileges"] = "unprivileged user"
+    if uid != os.getuid():
+        switch_uid(uid)
     os.chdir(workdir)
     info["summary"] = summary(flags)
     argv = [cfg["python"], "-I", "-B"]
@@ -255,6 +382,10 @@ def run_program(flags):
 
 def main():
     flags = unshare() if cfg["namespaces"] else 0
+    if not cfg["namespaces"]:
+        info["notes"].append("namespaces not tried (Limits.namespaces=False)")
+    info["isolation"] = "namespaces" if flags & NEWNET and flags & NEWPID else "rlimits"
+    become_subreaper()
     if flags & NEWNET:
         info["network"] = "new network namespace (no interfaces up)"
     else:
@@ -271,6 +402,8 @@ def main():
             info["notes"].append(str(e))
     if flags & NEWPID:
         info["processes"] = "new PID namespace (all killed with it)"
+    else:
+        info["processes"] = "process tree under a subreaper (all killed at the end)"
     # The first child is the reaper (PID 1 in a new PID namespace: when it exits, the kernel
     # kills every process left inside); its child becomes the program.
     init = os.fork()
@@ -280,6 +413,7 @@ def main():
                 mount("proc", "/proc", "proc", NOSUID | NODEV | NOEXEC | RDONLY)
             except OSError as e:
                 info["notes"].append(str(e))
+        become_subreaper()
         child = os.fork()
         if child == 0:
             run_program(flags)  # returns only by raising (exec failed): reported below
@@ -287,9 +421,14 @@ def main():
         while True:  # reap every orphan until the program ends; relay its exit status
             pid, status = os.wait()
             if pid == child:
-                os._exit(exit_code(status))
+                break
+        if not flags & NEWPID:  # (a PID namespace's processes all die with its init)
+            end_descendants()
+        os._exit(exit_code(status))
     os.close(report_fd)
     _, status = os.waitpid(init, 0)
+    if not flags & NEWPID:  # with one, /proc here may be the namespace's
+        end_descendants()
     os._exit(exit_code(status))
 
 def exit_code(status):
@@ -378,6 +517,28 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _end_tree(launcher: int) -> None:
+    """Kill every process below the launcher, then its process group. The launcher is stopped
+    first: a subreaper, it then keeps each orphan of a killed process below it, where the next
+    pass finds it, and it cannot exit (handing them to the system's init) meanwhile."""
+    try:
+        os.kill(launcher, signal.SIGSTOP)
+    except (ProcessLookupError, PermissionError):
+        pass
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        alive = descendants(launcher, live=True)  # noqa: F821 (defined by exec(_TREE))
+        if not alive:
+            break
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.005)
+    _kill_group(launcher)
+
+
 def _remove_tree(path: str) -> None:
     """Delete the working directory even if the program made parts of it unreadable."""
     def force(func, p, _exc):
@@ -393,8 +554,17 @@ def _remove_tree(path: str) -> None:
 def run_python(source: str, limits: Limits = Limits(), *,
                python: str | None = None) -> RunResult:
     """Run ``source`` as a Python program in the sandbox (``python``: the interpreter, by
-    default this one's). The parent only writes the file and reads the results back."""
-    python = python or sys.executable
+    default this one's). The parent only writes the file and reads the results back.
+    Under ``configure("require")`` a UserError, before anything runs, where the code would not
+    be isolated (``check_isolation``)."""
+    if _POLICY.mode == "require":
+        check_isolation(limits, python)
+    result = _run(source, limits, python or sys.executable)
+    _POLICY.record(result)
+    return result
+
+
+def _run(source: str, limits: Limits, python: str) -> RunResult:
     # the real path: the launcher finds its mount by this name in /proc/self/mountinfo
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="retain-sandbox-"))
     program = os.path.join(workdir, "program.py")
@@ -405,7 +575,8 @@ def run_python(source: str, limits: Limits = Limits(), *,
            "prelude": _PRELUDE, "cpu_s": math.ceil(limits.timeout_s) + 1,
            "memory_mb": limits.memory_mb, "file_size_mb": limits.file_size_mb,
            "open_files": limits.open_files, "processes": limits.processes,
-           "tmpfs_mb": limits.tmpfs_mb, "namespaces": limits.namespaces}
+           "tmpfs_mb": limits.tmpfs_mb, "namespaces": limits.namespaces,
+           "uid": UNPRIVILEGED_UID}
     start = time.monotonic()
     timed_out = False
     try:
@@ -419,9 +590,9 @@ def run_python(source: str, limits: Limits = Limits(), *,
             os.close(write_end)
             write_end = -1
             timed_out = not _wait_exit(proc.pid, limits.timeout_s)
-            # Always, while the launcher is not yet reaped: a timed-out program, and whatever
-            # the program left behind in its process group.
-            _kill_group(proc.pid)
+            # Always, while the launcher is not yet reaped (its pid cannot be reused): a
+            # timed-out program, and whatever it left behind, setsid() daemons included.
+            _end_tree(proc.pid)
             proc.wait()
             duration = time.monotonic() - start
             out.seek(0, os.SEEK_END)
@@ -448,6 +619,8 @@ def run_many(sources: Sequence[str], limits: Limits = Limits(), *, workers: int 
              python: str | None = None) -> list[RunResult]:
     """``run_python`` on each source, ``workers`` at a time (threads that wait on processes),
     results in the order given."""
+    if _POLICY.mode == "require":
+        check_isolation(limits, python)  # once, before any of them runs
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     if workers <= 1 or len(sources) <= 1:
@@ -456,4 +629,91 @@ def run_many(sources: Sequence[str], limits: Limits = Limits(), *, workers: int 
         return list(pool.map(lambda s: run_python(s, limits, python=python), sources))
 
 
-__all__ = ["Limits", "RunResult", "run_python", "run_many"]
+# ---------------------------------------------------------------- the run's policy
+MODES = ("auto", "require")
+
+
+class _Policy:
+    """The run's ``sandbox`` setting and the weakest isolation its code ran under."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.mode = "auto"
+        self.weakest: RunResult | None = None
+        self.warned = False
+        self.probes: dict[tuple[str, bool], RunResult] = {}  # (python, namespaces): an empty run
+
+    def record(self, result: RunResult) -> None:
+        if result.status == "error":  # the launcher failed: no code ran
+            return
+        fell_back = result.isolation != "namespaces"
+        with self.lock:
+            if self.weakest is None or (fell_back and self.weakest.isolation == "namespaces"):
+                self.weakest = result
+            warn, self.warned = fell_back and not self.warned, self.warned or fell_back
+        if fell_back and self.mode == "require":  # check_isolation said otherwise: a changed host
+            raise UserError(_refusal(result))
+        if warn:  # once per run, not once per program
+            print(f"warning: {_fallback(result)}; `sandbox: require` refuses to run it so",
+                  file=sys.stderr, flush=True)
+
+
+_POLICY = _Policy()
+
+
+def _why(result: RunResult) -> str:
+    """Why no namespaces were made, from the launcher's notes."""
+    notes = [n for n in result.protections.get("notes", [])
+             if n.startswith(("unshare", "namespaces"))]
+    return notes[-1] if notes else "namespaces unavailable"
+
+
+def _fallback(result: RunResult) -> str:
+    return (f"generated code runs without Linux namespaces ({_why(result)}): rlimits, a socket "
+            f"prelude and a killed process tree only ({result.summary})")
+
+
+def _refusal(result: RunResult) -> str:
+    return (f"sandbox: require, but {_fallback(result)}; allow user namespaces (e.g. sysctl "
+            "kernel.apparmor_restrict_unprivileged_userns=0) or set sandbox: auto")
+
+
+def configure(mode: str = "auto") -> None:
+    """Start a run: ``mode`` "auto" runs code with rlimits only where namespaces cannot be made,
+    with one warning line; "require" refuses (a UserError) before any such code runs. Forgets
+    what earlier runs' code ran under (``isolation_used``)."""
+    if mode not in MODES:
+        raise ValueError(f"sandbox mode {mode!r}: one of {', '.join(MODES)}")
+    with _POLICY.lock:
+        _POLICY.mode, _POLICY.weakest, _POLICY.warned = mode, None, False
+
+
+def check_isolation(limits: Limits = Limits(), python: str | None = None) -> str:
+    """The isolation code run with ``limits`` gets here: "namespaces" or "rlimits" (an empty
+    program is run once per interpreter and setting to find out). Under ``configure("require")``
+    a one-line UserError when it would be "rlimits"."""
+    key = (python or sys.executable, limits.namespaces)
+    with _POLICY.lock:
+        probe = _POLICY.probes.get(key)
+    if probe is None:
+        probe = _run("pass\n", Limits(namespaces=limits.namespaces), key[0])
+        with _POLICY.lock:
+            _POLICY.probes[key] = probe
+    if _POLICY.mode == "require" and probe.isolation != "namespaces":
+        raise UserError(_refusal(probe))
+    return probe.isolation
+
+
+def isolation_used() -> dict[str, str] | None:
+    """What this run's code ran under since ``configure`` (the weakest of its programs):
+    ``{"isolation": "namespaces" | "rlimits", "protections": summary}``; None when no code ran.
+    A run's results.json carries it as "sandbox"."""
+    with _POLICY.lock:
+        weakest = _POLICY.weakest
+    if weakest is None:
+        return None
+    return {"isolation": weakest.isolation, "protections": weakest.summary}
+
+
+__all__ = ["Limits", "RunResult", "run_python", "run_many", "configure", "check_isolation",
+           "isolation_used", "MODES"]
