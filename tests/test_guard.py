@@ -397,3 +397,40 @@ def test_verify_reports_limits_it_cannot_meet():
     (e,) = g.summary()["events"]
     assert e["action"] == "unmet" and e["step"] == 0 and e["value"] == 0.7
     assert GuardConfig(limits=["math.accuracy>=0.8"], verify=False).verify is False
+
+
+def test_a_stopped_run_killed_after_training_resumes_to_the_same_end(model_dir, tmp_path,
+                                                                     planted, monkeypatch):
+    """Regression: a run the guard stopped at step 6, killed before it finished, resumed from its
+    last checkpoint (step 4) and trained on to step 8. Now the stop step is checkpointed and a
+    resume from it ends there, with the uninterrupted run's weights and guard record."""
+    import retain.metrics.outcome as outcome_mod
+
+    seen, state = planted
+    state["drop_after"] = 2  # checks at 2 and 4 pass; step 6 fails
+    kw = dict(checkpoint_every=4, guard={"limits": ["math.accuracy>=0.5"], "every": 2, "n": 2,
+                                         "action": "stop", "confirm": "point", "verify": False})
+    whole = run(_config(model_dir, tmp_path / "whole", **kw))
+    assert whole["training"]["steps"] == 6
+
+    seen.clear()
+    real = outcome_mod.outcome
+
+    def killed(*a, **k):  # the process dies once training and the after-probes are done
+        raise KeyboardInterrupt
+    monkeypatch.setattr(outcome_mod, "outcome", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(_config(model_dir, tmp_path / "killed", **kw))
+    assert not (tmp_path / "killed" / rr.RESULTS_FILE).exists()
+    monkeypatch.setattr(outcome_mod, "outcome", real)
+    state["drop_after"] = 99  # a resumed run that trained on would now pass every check
+    res = run(_config(model_dir, tmp_path / "killed", resume=True, **kw))
+    assert res["training"]["resumed_from_step"] == 6
+    assert res["training"]["steps"] == 6 and res["training"]["stopped_early"]
+    assert res["guard"]["events"] == whole["guard"]["events"]
+    assert res["guard"]["rolled_back_to_step"] == 4
+    a, b = _saved(tmp_path / "whole"), _saved(tmp_path / "killed")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    steps = [r["step"] for r in rr.read_jsonl(tmp_path / "killed" / "metrics.jsonl")
+             if r["event"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 6

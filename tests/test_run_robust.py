@@ -186,3 +186,43 @@ def test_bf16_weights_train_under_mixed_precision(model_dir, tmp_path, strategie
     losses = [x[1] for x in res["training"]["loss_curve"]]
     assert losses and all(x == x and abs(x) < 1e3 for x in losses)  # finite
     assert all(r["value"] == r["value"] for r in res["probes"]["after"])
+
+
+def _interrupted(cfg, monkeypatch):
+    """Run ``cfg`` and kill it (KeyboardInterrupt) once training is done: an unfinished folder."""
+    import retain.metrics.outcome as outcome_mod
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as m:
+        m.setattr(outcome_mod, "outcome", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg)
+
+
+def test_resume_refuses_changed_inputs_naming_them(model_dir, tmp_path, monkeypatch):
+    """Regression: a data file rewritten at the same path resumed silently (the domain's before
+    score from the old held-out split, its after score from the new one)."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"old line {i} of text"}) + "\n" for i in range(30)))
+    cfg = quick(model_dir, tmp_path / "r", data=str(data), checkpoint_every=2)
+    _interrupted(cfg, monkeypatch)
+    data.write_text("".join(json.dumps({"text": f"new line {i} of text"}) + "\n" for i in range(30)))
+    with pytest.raises(UserError, match=r"d\.jsonl changed since its checkpoint") as err:
+        run(cfg.model_copy(update={"resume": True}))
+    assert "\n" not in str(err.value)
+    proc = retain("run", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "r"),
+                  "--resume", "--steps", "6", "--batch-size", "4", "--seq-len", "48", "--lr", "1e-3",
+                  "--probes", "math", "--probes", "writing", "--checkpoint-every", "2",
+                  "warmup_steps=1", "data_n=16", "reference_n=8", "probe_n=3", "log_every=2")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "d.jsonl changed since its checkpoint" in proc.stderr, proc.stderr
+
+
+def test_resume_without_a_checkpoint_says_it_starts_over(model_dir, tmp_path, monkeypatch, capsys):
+    cfg = quick(model_dir, tmp_path / "r")  # no checkpoints
+    _interrupted(cfg, monkeypatch)
+    capsys.readouterr()
+    res = run(cfg.model_copy(update={"resume": True}))
+    assert res["status"] == "complete" and res["training"]["resumed_from_step"] is None
+    assert "no checkpoint: starting over" in capsys.readouterr().err

@@ -44,6 +44,7 @@ class Plan:
     out_mode: str  # "new" (empty or missing folder), "clean" (remove a run's files), "resume"
     checkpoint: Path | None = None  # resume from this
     heldout: int = 0  # examples of the data file held out as the domain probe
+    inputs: dict | None = None  # the inputs' fingerprint (train/inputs.py), kept in checkpoints
 
 
 def _writable(out: Path) -> None:
@@ -93,7 +94,12 @@ def out_mode(config) -> tuple[str, Path | None]:
             raise UserError(f"{out} holds a run of another config (differs in {', '.join(diff)});"
                             " resume with the same options, or use another out")
         last = ckpt.latest(out)
-        return ("resume", last) if last else ("clean", None)  # no checkpoint yet: start over
+        if last is None:  # killed before its first checkpoint: nothing to continue from
+            import sys
+
+            print(f"{out}: no checkpoint: starting over", file=sys.stderr)
+            return "clean", None
+        return "resume", last
     if config.overwrite or status == "failed":
         return "clean", None
     hint = ("--resume to continue it from its last checkpoint, " if ckpt.latest(out) else "")
@@ -137,8 +143,17 @@ def preflight(config) -> Plan:
     ps = probe_set(config, tok, retained=ps_probes)  # the run's probes: retained + the new domain
     reference = load_reference_data(config.reference, tok, seq_len=config.seq_len,
                                     n=config.reference_n, seed=config.seed)
+    inputs = None
+    if config.checkpoint_every or mode == "resume":  # what a resume must find unchanged
+        from retain.train.inputs import check_same, fingerprint
+        from retain.train.loop import process_state
+
+        inputs = fingerprint(config, process_state().num_processes)
+        if mode == "resume":
+            recorded = json.loads((last / "state.json").read_text(encoding="utf-8"))
+            check_same(recorded.get("extra", {}).get("inputs"), inputs, str(config.out))
     return Plan(strategies=strategies, probes=ps.probes, probes_during=ps.during,
                 guard_probes=guard_probes, guard_verify=guard_verify, tokenizer=tok,
                 domain_data=ps.domain_data,
                 reference=reference, device=device, dtype=dtype, mixed_precision=mixed,
-                out_mode=mode, checkpoint=last, heldout=ps.heldout)
+                out_mode=mode, checkpoint=last, heldout=ps.heldout, inputs=inputs)

@@ -234,7 +234,7 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
                 "callbacks": {cb.name: cb.state_dict() for cb in callbacks if cb.name}}
         tensors, js = ckpt.split_tree(tree)
         return tensors, {"state": js, "metrics_lines": len(_records(out / rr.METRICS_FILE)),
-                         "before": [r.to_dict() for r in before]}
+                         "before": [r.to_dict() for r in before], "inputs": plan.inputs}
     checkpointer = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints, extra_state)
     callbacks.append(checkpointer)  # last: a checkpoint holds the step's guard decision
     # A failure here (TrainingFailed) carries its step into the failed results.json.

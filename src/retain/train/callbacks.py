@@ -85,7 +85,7 @@ class EveryN(Callback):
 
 
 class Checkpointer(Callback):
-    """Every ``every`` steps: the trainable weights, optimizer, scheduler, scaler, every RNG (of
+    """Every ``every`` steps and at a stop: the trainable weights, optimizer, scheduler, scaler, every RNG (of
     every process), the loop's counters and ``extra()`` -> (tensors, JSON) of the run's own state,
     written atomically under ``run_dir/checkpoints``; the last ``keep`` are kept."""
 
@@ -97,7 +97,8 @@ class Checkpointer(Callback):
         self.last: Path | None = None  # the newest checkpoint written
 
     def on_step_end(self, state: LoopState) -> None:
-        if self.every and state.step % self.every == 0:
+        # Also at the step a callback stopped the run: a resume from it ends where it stopped.
+        if self.every and (state.step % self.every == 0 or state.counters.get("stopped")):
             self.write(state)
 
     def write(self, state: LoopState) -> None:

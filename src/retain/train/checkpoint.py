@@ -17,6 +17,7 @@ whole; the last ``keep`` are kept.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -146,12 +147,31 @@ def save(run_dir: str | Path, ck: Checkpoint, keep: int) -> Path:
     state = {"step": ck.step, "scheduler": ck.scheduler, "scaler": ck.scaler,
              "optimizer": opt_js, "loop": ck.loop, "extra": ck.extra}
     (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    _fsync_folder(tmp)  # on disk before the rename makes it the checkpoint a resume reads
     final = Path(run_dir) / DIR / f"step-{ck.step:08d}"
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    _fsync(final.parent)  # the rename itself
     for old in checkpoints_in(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entry to disk (a folder: its list of names)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush every file of ``folder`` (all ranks' RNG files included), then the folder."""
+    for f in folder.iterdir():
+        if f.is_file():
+            _fsync(f)
+    _fsync(folder)
 
 
 def load(path: str | Path, rank: int = 0) -> Checkpoint:

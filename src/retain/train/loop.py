@@ -236,12 +236,16 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     for cb in callbacks:
         cb.on_train_begin(state)
     model.train()
-    step, stopped = start, False
+    # A run resumed from the checkpoint of the step a callback stopped it at ends there too.
+    step, stopped = start, bool(c.get("stopped"))
     t0 = time.perf_counter()
     try:
         global_batches = batch_indices(len(data), config.batch_size * accum * world, config.steps,
                                        config.seed)
         for step, idx in enumerate(global_batches, 1):
+            if stopped:
+                step = start
+                break
             if step <= start:
                 continue  # resumed: these batches were trained on before the checkpoint
             state.step = step
@@ -317,6 +321,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                     for g in opt.param_groups:  # and the next step, already scheduled
                         g["lr"] *= d.lr_scale
                 stopped = stopped or d.stop
+                c["stopped"] = stopped  # later callbacks (the checkpointer) see the stop
             if world > 1:  # every process stops together (their decisions agree; make sure)
                 stopped = bool(acc.reduce(torch.tensor(float(stopped), device=device), "sum"))
             if stopped:
