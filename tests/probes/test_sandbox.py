@@ -113,6 +113,7 @@ def test_the_fallback_bounds_the_process_count():
     assert run.status == "ok", run.output
     forked = int(run.output.split("forked")[1].split()[0])
     assert forked < 8, run.output
+    assert run.protections["processes_bounded"] and run.protections["rlimits"]["NPROC"] >= 8
     assert not _survivors(run.output.splitlines()[0].encode())
 
 
@@ -148,6 +149,7 @@ def test_auto_warns_once_per_run_and_records_the_isolation(capsys):
     assert "rlimits" in warnings[0] and "sandbox: require" in warnings[0]
     used = sandbox.isolation_used()
     assert used["isolation"] == "rlimits" and "socket-prelude" in used["protections"]
+    assert used["processes_bounded"] == runs[0].protections["processes_bounded"]
     sandbox.configure("auto")  # a new run warns again
     assert sandbox.isolation_used() is None
     run_python("print(3)\n", FALLBACK)

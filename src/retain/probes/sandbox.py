@@ -706,13 +706,14 @@ def check_isolation(limits: Limits = Limits(), python: str | None = None) -> str
 
 def isolation_used() -> dict[str, str] | None:
     """What this run's code ran under since ``configure`` (the weakest of its programs):
-    ``{"isolation": "namespaces" | "rlimits", "protections": summary}``; None when no code ran.
-    A run's results.json carries it as "sandbox"."""
+    ``{"isolation": "namespaces" | "rlimits", "protections": summary, "processes_bounded"}``;
+    None when no code ran. A run's results.json carries it as "sandbox"."""
     with _POLICY.lock:
         weakest = _POLICY.weakest
     if weakest is None:
         return None
-    return {"isolation": weakest.isolation, "protections": weakest.summary}
+    return {"isolation": weakest.isolation, "protections": weakest.summary,
+            "processes_bounded": bool(weakest.protections.get("processes_bounded"))}
 
 
 __all__ = ["Limits", "RunResult", "run_python", "run_many", "configure", "check_isolation",
