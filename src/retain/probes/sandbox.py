@@ -124,7 +124,11 @@ _TREE = r'''
 def descendants(root, live=False):
     """The pids below ``root`` (read from /proc); ``live``: zombies left out."""
     children, state = {}, {}
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc: nothing can be found
+        entries = []
+    for entry in entries:
         if not entry.isdigit():
             continue
         try:
@@ -276,7 +280,11 @@ def drop_privileges():
 def tasks_of(uid):
     """The tasks (threads) of real uid ``uid`` but this one: what RLIMIT_NPROC counts."""
     n = 0
-    for entry in os.listdir("/proc"):
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no /proc: unknown
+        return None
+    for entry in entries:
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
@@ -322,13 +330,16 @@ def set_limits(flags, uid):
     # RLIMIT_NPROC counts the tasks (processes and threads) of the real uid: inside a user
     # namespace the sandbox's only; outside one all of the uid's, so the limit is what that uid
     # runs now plus the sandbox's share. The kernel never applies it to root.
-    info["processes_bounded"] = uid != 0
+    others = None if uid == 0 or flags & NEWUSER else tasks_of(uid)
+    info["processes_bounded"] = uid != 0 and (bool(flags & NEWUSER) or others is not None)
     if uid == 0:
         info["notes"].append("RLIMIT_NPROC does not bind root: the process count is unbounded")
     elif flags & NEWUSER:
         wanted["NPROC"] = (resource.RLIMIT_NPROC, cfg["processes"])
+    elif others is None:
+        info["notes"].append("RLIMIT_NPROC not set: no /proc to count the uid's tasks")
     else:
-        wanted["NPROC"] = (resource.RLIMIT_NPROC, tasks_of(uid) + cfg["processes"])
+        wanted["NPROC"] = (resource.RLIMIT_NPROC, others + cfg["processes"])
     for name, (which, value) in wanted.items():
         _, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:
