@@ -269,7 +269,7 @@ def _with_ci(value, lo, hi):
 def test_interval_confirm_ignores_noise_and_sees_a_clear_crossing():
     lin = torch.nn.Linear(2, 2)
     scores = iter([(0.9, 0.7, 1.0), (0.4, 0.25, 0.6), (0.3, 0.15, 0.45)])
-    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"]), 2,
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], confirm="interval"), 2,
               lambda m: _with_ci(*next(scores))(m), say=lambda s: None)
     g.start(lin)
     g.keep(0, lin)
@@ -372,8 +372,8 @@ def test_verify_rolls_back_when_the_full_size_probe_fails():
     lin = torch.nn.Linear(2, 2, bias=False)
     small = _scores((0.9, 0.7, 1.0), (0.9, 0.7, 1.0), (0.9, 0.7, 1.0))
     full = _scores((0.6, 0.5, 0.7), (0.95, 0.9, 1.0))  # final weights fail, step 2 passes
-    g = Guard(GuardConfig(limits=["math.accuracy>=0.8"]), 2, small, say=lambda s: None,
-              verify=full)
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.8"], confirm="interval"), 2, small,
+              say=lambda s: None, verify=full)
     g.start(lin)
     g.keep(0, lin)
     at2 = _set(lin, 2.0)
@@ -388,7 +388,7 @@ def test_verify_rolls_back_when_the_full_size_probe_fails():
 
 def test_verify_reports_limits_it_cannot_meet():
     lin = torch.nn.Linear(2, 2, bias=False)
-    g = Guard(GuardConfig(limits=["math.accuracy>=0.8"]), 2,
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.8"], confirm="interval"), 2,
               _scores((0.9, 0.7, 1.0), (0.9, 0.7, 1.0)), say=lambda s: None,
               verify=_scores((0.6, 0.5, 0.7), (0.7, 0.6, 0.8)))
     g.start(lin)
@@ -434,3 +434,71 @@ def test_a_stopped_run_killed_after_training_resumes_to_the_same_end(model_dir, 
     steps = [r["step"] for r in rr.read_jsonl(tmp_path / "killed" / "metrics.jsonl")
              if r["event"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+# -- the run-wide test (confirm: sequential, the default) ----------------------------------------
+
+def _items_result(key, oks, capability="math"):
+    probe, metric = key.split(".")
+    v = sum(oks) / len(oks)
+    return ProbeResult(probe, metric, v, len(oks), 0.0, 1.0, True, capability, "generation",
+                       items=[{"prompt": f"q{i}", "ok": ok} for i, ok in enumerate(oks)])
+
+
+def _seq(*checks):
+    """A scorer returning, call after call, results of {key: [ok, ...]}."""
+    it = iter(checks)
+    return lambda model: [_items_result(k, v) for k, v in next(it).items()]
+
+
+def test_sequential_splits_alpha_over_looks_and_tests():
+    lin = torch.nn.Linear(2, 2)
+    ok24 = [True] * 24
+    eighteen = [True] * 18 + [False] * 6  # 0.75 on 24 items
+    cfg = GuardConfig(limits=["math.accuracy>=0.9", "code.accuracy>=0.5"])
+    assert cfg.confirm == "sequential" and cfg.alpha == 0.05
+    g = Guard(cfg, 10, _seq({"math.accuracy": ok24, "code.accuracy": ok24},
+                            {"math.accuracy": eighteen, "code.accuracy": ok24}),
+              say=lambda s: None, looks=10)
+    g.start(lin)
+    g.keep(0, lin)
+    assert not g.decide(10, lin).stop  # 0.75 < 0.9, but not beyond doubt at 0.05 / 20
+    assert g.alpha_each == pytest.approx(0.05 / 20)
+    assert g.summary()["looks"] == 10 and g.checks[-1]["passed"] is False  # not kept
+    # one look, one limit: the same 0.75 is evidence at 0.05 (its Wilson upper bound < 0.9)
+    g1 = Guard(GuardConfig(limits=["math.accuracy>=0.9"]), 10,
+               _seq({"math.accuracy": ok24}, {"math.accuracy": eighteen}), say=lambda s: None)
+    g1.start(lin)
+    g1.keep(0, lin)
+    assert g1.decide(10, lin).stop
+
+
+def test_max_forgetting_is_a_paired_test_on_the_same_items():
+    lin = torch.nn.Linear(2, 2)
+    before = [True] * 12 + [False] * 12
+    swapped = [False] * 6 + [True] * 6 + [True] * 6 + [False] * 6  # 6 lost, 6 gained: no drop
+    lost_many = [False] * 10 + [True] * 2 + [False] * 12  # 10 of 12 lost: drop 0.42
+    cfg = GuardConfig(limits=["max_forgetting=0.05"])
+    g = Guard(cfg, 1, _seq({"math.accuracy": before}, {"math.accuracy": swapped},
+                           {"math.accuracy": lost_many}), say=lambda s: None, looks=2)
+    g.start(lin)
+    g.keep(0, lin)
+    assert not g.decide(1, lin).stop  # the same score, item for item a wash
+    d = g.decide(2, lin)
+    assert d.stop and g.events[0]["probe"] == "math.accuracy"
+    assert g.events[0]["value"] == pytest.approx(10 / 24)
+    from retain.metrics.bounds import paired_drop_bound, wilson_bound
+    assert paired_drop_bound(before, swapped, 1.645) < 0
+    assert paired_drop_bound([True] * 24, [True] * 21 + [False] * 3, 1.645) < 0.05  # 3 lost: noise
+    assert wilson_bound(0.5, 24, 1.96, True) > 0.65 > wilson_bound(0.5, 400, 1.96, True)
+
+
+def test_a_limit_no_proportion_can_meet_is_refused_when_read():
+    from retain.probes import load_probes
+
+    probes = load_probes(["safety"], n=4)
+    for bad in ["safety.refusal_rate>=1.5", "safety.refusal_rate>1", "safety.over_refusal_rate<0",
+                "safety.refusal_rate<=-0.1"]:
+        with pytest.raises(UserError, match="no model can meet it"):
+            select_probes(probes, [parse_limit(bad)])
+    select_probes(probes, [parse_limit("safety.refusal_rate>=1")])  # reachable: kept

@@ -99,9 +99,13 @@ class GuardConfig(BaseModel):
     action: Literal["stop", "keep", "backoff"] = "stop"
     backoff_factor: float = Field(0.5, gt=0, lt=1)
     max_backoffs: int = Field(3, ge=1)
-    # interval: a limit counts as crossed when the check's whole 95% interval is beyond it (noise
-    # on a few items does not trigger); point: when the point estimate is (the old rule)
-    confirm: Literal["interval", "point"] = "interval"
+    # sequential: a limit counts as crossed when a one-sided test at alpha / (looks x tests)
+    # says so (Bonferroni over every planned check, the final one included, and every limit:
+    # the chance of any false alarm in the whole run is at most alpha); max_forgetting is a
+    # paired test on the same items. interval: the check's whole 95% interval is beyond the
+    # limit (per check: no run-wide rate); point: the point estimate is (the oldest rule)
+    confirm: Literal["sequential", "interval", "point"] = "sequential"
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # the run-wide false-alarm rate of "sequential"
     # the weights a run ends with are scored once more on the run's full-size probes (probe_n)
     verify: bool = True
 
@@ -140,6 +144,13 @@ def select_probes(probes: list, limits: list[Limit]) -> list:
         if lim.key != MAX_FORGETTING and lim.key not in keys:
             raise UserError(f"guard limit {lim.text!r}: the run has no probe {lim.key!r} "
                             f"(it has: {', '.join(keys) or 'none'})")
+    for lim in limits:  # a limit no proportion can meet is a typo, not sampling noise
+        p = keys.get(lim.key)
+        if p is not None and p.metric in PROPORTION_METRICS and not (
+                lim.ok(0.0) or lim.ok(1.0) or (lim.op in (">=", ">") and lim.threshold < 1)
+                or (lim.op in ("<=", "<") and lim.threshold > 0)):
+            raise UserError(f"guard limit {lim.text!r}: {lim.key} is a proportion in [0, 1]; "
+                            f"no model can meet it")
     wanted = {lim.key for lim in limits}
     retained = [k for k, p in keys.items() if p.capability != "domain" and p.metric in PROPORTION_METRICS]
     if MAX_FORGETTING in wanted:
@@ -180,8 +191,14 @@ class Guard:
     def __init__(self, config: GuardConfig, every: int, score: Callable[[Any], list],
                  log: Callable[[dict], None] | None = None,
                  say: Callable[[str], None] | None = None,
-                 verify: Callable[[Any], list] | None = None):
+                 verify: Callable[[Any], list] | None = None, looks: int | None = None):
         self.config, self.limits, self.every = config, config.parsed(), every
+        # the planned looks at the data (checks, and the final check): the Bonferroni count
+        self.looks = max(1, looks or 1)
+        self.alpha_each: float | None = None  # per test and look; set once the tests are known
+        self._items: dict[str, list[bool]] = {}  # the last scoring's per-item outcomes
+        self.before_items: dict[str, list[bool]] = {}  # the guard's check before training
+        self.before_full_items: dict[str, list[bool]] = {}  # the final check's items before
         self.score, self.log, self.say = score, log or (lambda r: None), say or _say
         self.verify = verify if config.verify else None  # scores the full-size probes
         self.before: dict[str, float] = {}
@@ -204,6 +221,9 @@ class Guard:
         for r in res:
             self.meta[r.key] = (r.metric, r.capability)
         self._ci = {r.key: (float(r.ci_low), float(r.ci_high)) for r in res}
+        self._n = {r.key: int(r.n) for r in res}
+        self._items = {r.key: [bool(i["ok"]) for i in r.items] for r in res
+                       if r.items and all("ok" in i for i in r.items)}
         return {r.key: float(r.value) for r in res}
 
     def _end(self, key: str, value: float, upper: bool) -> float:
@@ -227,13 +247,67 @@ class Guard:
                 worst, where = drop, key
         return worst, where
 
+    def _tests(self, values: dict[str, float]) -> int:
+        """Tests per look: one per limit, one per retained proportion probe for max_forgetting."""
+        retained = sum(1 for k in values if self.meta[k][1] != "domain"
+                       and self.meta[k][0] in PROPORTION_METRICS)
+        return sum(retained if lim.key == MAX_FORGETTING else 1 for lim in self.limits)
+
+    def _sequential(self, values: dict[str, float], before: dict[str, float],
+                    before_items: dict[str, list[bool]]) -> list[dict]:
+        """The limits crossed by the run-wide test: a one-sided bound at ``alpha_each`` beyond the
+        limit (Wilson for proportions, normal from the 95% interval otherwise); max_forgetting:
+        the paired lower bound of each retained probe's drop on the same items (unpaired, from
+        the bound of the value now, where the items do not pair)."""
+        from retain.metrics.bounds import normal_bound, paired_drop_bound, wilson_bound, z_of
+
+        if self.alpha_each is None:
+            self.alpha_each = self.config.alpha / (self.looks * max(1, self._tests(values)))
+        z = z_of(self.alpha_each)
+
+        def bound(key: str, upper: bool) -> float:
+            metric, v = self.meta[key][0], values[key]
+            if metric in PROPORTION_METRICS:
+                return wilson_bound(v, self._n.get(key, 0), z, upper)
+            lo, hi = self._ci.get(key, (v, v))
+            return normal_bound(v, lo, hi, z, upper)
+
+        failed = []
+        for lim in self.limits:
+            if lim.key != MAX_FORGETTING:
+                v = values.get(lim.key, math.nan)
+                if not math.isfinite(v) or not lim.ok(bound(lim.key, lim.op in (">=", ">"))):
+                    failed.append({"limit": lim.text, "value": v, "probe": lim.key})
+                continue
+            worst = None  # (bound of the drop, drop, key)
+            for key, v in values.items():
+                metric, capability = self.meta[key]
+                if capability == "domain" or metric not in PROPORTION_METRICS or key not in before:
+                    continue
+                drop = oriented(metric, before[key]) - oriented(metric, v)
+                b_ok, a_ok = before_items.get(key), self._items.get(key)
+                if b_ok and a_ok and len(b_ok) == len(a_ok):
+                    low = paired_drop_bound(b_ok, a_ok, z)
+                else:  # the favourable end of the value now, against the point before
+                    fav = bound(key, metric != "over_refusal_rate")
+                    low = oriented(metric, before[key]) - oriented(metric, fav)
+                if worst is None or low > worst[0]:
+                    worst = (low, drop, key)
+            if worst is not None and not lim.ok(worst[0]):
+                failed.append({"limit": lim.text, "value": worst[1], "probe": worst[2]})
+        return failed
+
     def _failures(self, values: dict[str, float], confirmed: bool = True,
-                  before: dict[str, float] | None = None) -> list[dict]:
+                  before: dict[str, float] | None = None,
+                  before_items: dict[str, list[bool]] | None = None) -> list[dict]:
         """The limits ``values`` fail, reported with the point values. When ``confirmed`` (and
         ``confirm: interval``) each limit is judged on the end of the check's 95% interval that
         is best for the model: a ">=" limit fails only if even the upper end is below it, and
         ``max_forgetting`` measures the drop to the favourable end (from ``before``, default
         the guard's own check before training)."""
+        if confirmed and self.config.confirm == "sequential":
+            return self._sequential(values, self.before if before is None else before,
+                                    self.before_items if before_items is None else before_items)
         failed = []
         for lim in self.limits:
             if lim.key == MAX_FORGETTING:
@@ -255,6 +329,7 @@ class Guard:
         """Score the model before training (the reference of ``max_forgetting``); refuse to
         guard a run whose limits fail already."""
         self.before = self._values(model)
+        self.before_items = dict(self._items)
         failed = self._failures(self.before, confirmed=False)  # the base meets them, plainly
         self.checks.append({"step": 0, "stage": "before", "values": dict(self.before),
                             "passed": not failed})
@@ -268,6 +343,7 @@ class Guard:
                 f"guard.n if that is sampling noise")
         if self.verify is not None and any(lim.key == MAX_FORGETTING for lim in self.limits):
             self.before_full = self._values(model, self.verify)  # what the final drop is from
+            self.before_full_items = dict(self._items)
         self.say(f"guard: {', '.join(lim.text for lim in self.limits)} hold before training; "
                  f"checking every {self.every} steps on {self.config.n} items per probe")
 
@@ -374,8 +450,13 @@ class Guard:
             self.say(f"guard: every limit holds at the end (step {step}) on the full probes")
 
     def _score_full(self, step: int, model) -> list[dict]:
+        """Score the final check's probes (the selection parts); the limits they fail: by the
+        run-wide test under ``sequential`` (the final check is one of its looks), else by the
+        point estimate."""
         values = self._values(model, self.verify)
-        failed = self._failures(values, confirmed=False, before=self.before_full or None)
+        failed = self._failures(values, confirmed=self.config.confirm == "sequential",
+                                before=self.before_full or None,
+                                before_items=self.before_full_items or None)
         self.final_check.append({"step": step, "values": values, "passed": not failed})
         self.log({"event": "guard", "step": step, "stage": "verify", "values": values,
                   "passed": not failed})
@@ -396,7 +477,8 @@ class Guard:
                 "checks": self.checks, "events": self.events, "good_step": self.good_step,
                 "good_state": self._good_state, "last_ok": self._last_ok,
                 "stopped": self.stopped, "backoffs": self.backoffs, "lr_scale": self.lr_scale,
-                "before_full": self.before_full}
+                "before_full": self.before_full, "before_items": self.before_items,
+                "before_full_items": self.before_full_items, "alpha_each": self.alpha_each}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's guard state (instead of ``start``)."""
@@ -407,12 +489,16 @@ class Guard:
         self.stopped, self.backoffs, self.lr_scale = (state["stopped"], state["backoffs"],
                                                       state["lr_scale"])
         self.before_full = state.get("before_full", {})
+        self.before_items = state.get("before_items", {})
+        self.before_full_items = state.get("before_full_items", {})
+        self.alpha_each = state.get("alpha_each")
 
     def summary(self) -> dict[str, Any]:
         """``results["guard"]``: limits, events (step, limit, value, action, probe), the step
         rolled back to (None: the final weights met every limit), and every check's values."""
         return {"limits": [lim.text for lim in self.limits], "every": self.every,
                 "n": self.config.n, "action": self.config.action, "confirm": self.config.confirm,
+                "alpha": self.config.alpha, "looks": self.looks, "alpha_each": self.alpha_each,
                 "events": self.events, "rolled_back_to_step": self.rolled_back_to_step,
                 "backoffs": self.backoffs, "lr_scale": self.lr_scale, "checks": self.checks,
                 "verify": self.verify is not None, "final_check": self.final_check}
@@ -435,9 +521,11 @@ def guard_callback(config, probes: list, tokenizer, model, *, verify_probes: lis
                 return score_probes(m, tokenizer, which, base_model=base_model,
                                     batch_size=config.probe_batch_size)
         return score
-    guard = Guard(config.guard, guard_every(config.guard, config.probe_every, config.steps),
-                  score=scorer(probes), log=log, say=None if main else (lambda line: None),
-                  verify=scorer(verify_probes) if verify_probes else None)
+    every = guard_every(config.guard, config.probe_every, config.steps)
+    verify = scorer(verify_probes) if verify_probes and config.guard.verify else None
+    guard = Guard(config.guard, every, score=scorer(probes), log=log,
+                  say=None if main else (lambda line: None), verify=verify,
+                  looks=config.steps // every + (verify is not None))
     if not resumed:
         guard.start(model)
     return GuardCallback(guard)

@@ -44,6 +44,7 @@ class Plan:
     out_mode: str  # "new" (empty or missing folder), "clean" (remove a run's files), "resume"
     checkpoint: Path | None = None  # resume from this
     heldout: int = 0  # examples of the data file held out as the domain probe
+    split: dict | None = None  # guarded probe key -> {"selection": k, "reporting": m} sizes
     inputs: dict | None = None  # the inputs' fingerprint (train/inputs.py), kept in checkpoints
 
 
@@ -125,7 +126,6 @@ def preflight(config) -> Plan:
     if config.save_fisher and not config.save_model:
         raise UserError("save_fisher writes the Fisher beside the saved model: set save_model too")
     from retain.data import load_reference_data
-    from retain.guard import guard_probes as plan_guard
     from retain.models import load_tokenizer, resolve_device, resolve_dtype
     from retain.probe_set import probe_set
     from retain.probes import load_probes
@@ -134,7 +134,10 @@ def preflight(config) -> Plan:
 
     strategies = build_strategies(config.strategies)
     ps_probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)  # checked first
-    guard_probes, guard_verify = plan_guard(config.guard, config.probes, ps_probes, config.seed)
+    if config.guard is not None:  # a limit naming no probe: refused before the tokenizer loads
+        from retain.guard import select_probes
+
+        select_probes(ps_probes, config.guard.parsed())
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     mixed = resolve_mixed_precision(config.mixed_precision, device)
@@ -153,7 +156,8 @@ def preflight(config) -> Plan:
             recorded = json.loads((last / "state.json").read_text(encoding="utf-8"))
             check_same(recorded.get("extra", {}).get("inputs"), inputs, str(config.out))
     return Plan(strategies=strategies, probes=ps.probes, probes_during=ps.during,
-                guard_probes=guard_probes, guard_verify=guard_verify, tokenizer=tok,
+                guard_probes=ps.guard_checks, guard_verify=ps.guard_verify, tokenizer=tok,
                 domain_data=ps.domain_data,
                 reference=reference, device=device, dtype=dtype, mixed_precision=mixed,
-                out_mode=mode, checkpoint=last, heldout=ps.heldout, inputs=inputs)
+                out_mode=mode, checkpoint=last, heldout=ps.heldout, inputs=inputs,
+                split=ps.split)

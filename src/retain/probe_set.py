@@ -9,7 +9,7 @@ this logic in compare once dropped the new domain from every comparison on a use
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,13 @@ PROBE_SET_FIELDS = ("model", "dtype", "device", "trust_remote_code", "probes", "
 class ProbeSet:
     """The probes of one run and the data split they were cut from."""
 
-    probes: list  # retained + domain: the before and after probes
+    probes: list  # retained + domain: the before and after probes (their reporting parts)
     during: list  # the probes every ``probe_every`` steps (default: ``probes``)
     domain_data: list[dict]  # tokenized training examples (the held-out records removed)
     heldout: int  # records of the data file held out as the domain probe
+    guard_checks: list = field(default_factory=list)  # the guard's check: n selection items
+    guard_verify: list = field(default_factory=list)  # its final check: the selection parts
+    split: dict = field(default_factory=dict)  # probe key -> {"selection": k, "reporting": m}
 
 
 def probe_set_key(config) -> str:
@@ -48,6 +51,8 @@ def probe_set(config, tokenizer, retained: list | None = None) -> ProbeSet:
 
     probes = retained if retained is not None else load_probes(
         config.probes, n=config.probe_n, seed=config.seed)
+    probes, checks, verify, split = guard_parts(config.guard, config.probes, probes,
+                                                config.probe_n, config.seed)
     during = None if config.probes_during is None else load_probes(
         config.probes_during, n=config.probe_n, seed=config.seed)
     domain_data, heldout = load_train_data_split(
@@ -55,7 +60,28 @@ def probe_set(config, tokenizer, retained: list | None = None) -> ProbeSet:
         holdout=config.data_holdout, holdout_max=config.data_holdout_max)
     probes = probes + domain_probes(config, tokenizer, heldout, {p.name for p in probes})
     return ProbeSet(probes=probes, during=probes if during is None else during,
-                    domain_data=domain_data, heldout=len(heldout))
+                    domain_data=domain_data, heldout=len(heldout), guard_checks=checks,
+                    guard_verify=verify, split=split)
+
+
+def guard_parts(guard, specs: list[str], probes: list, n: int | None,
+                seed: int) -> tuple[list, list, list, dict]:
+    """(``probes`` with the guarded ones cut to their reporting parts, the guard's check probes
+    (``guard.n`` items of each selection part), its final check's probes (the whole selection
+    parts, as many items as the reporting parts where the pool allows), the split's sizes);
+    ``probes`` unchanged and empty lists without a guard. ``guard``: a ``GuardConfig``."""
+    if guard is None:
+        return probes, [], [], {}
+    from retain.guard import select_probes
+    from retain.probes import load_probes
+
+    guarded = select_probes(probes, guard.parsed())  # a limit naming no probe: UserError
+    size = n or max((len(p) for p in guarded), default=60)  # None: each suite's default
+    pool = load_probes(specs, n=2 * size, seed=seed)
+    rep, sel, split = split_selection(guarded, pool, size, seed)
+    cut = {id(p): r for p, r in zip(guarded, rep)}
+    checks = [with_items(s, list(range(min(guard.n, len(s))))) for s in sel]
+    return [cut.get(id(p), p) for p in probes], checks, sel, split
 
 
 def domain_probes(config, tokenizer, heldout: list[tuple[str, Any]], taken: set[str]) -> list:
@@ -75,3 +101,74 @@ def domain_probes(config, tokenizer, heldout: list[tuple[str, Any]], taken: set[
         found += of_records(Path(path).stem, read_jsonl(path), tokenizer,
                             seq_len=config.seq_len, seed=config.seed)
     return found + domain_probe_files(config.domain_probes, n=config.probe_n, seed=config.seed)
+
+
+# ---------------------------------------------------------------- selection apart from reporting
+MIN_SELECT = 8  # fewer fresh items than this: the selection part is carved out of the reporting
+
+
+def _pool_field(probe) -> str | None:
+    """The list a probe keeps its items in (``items`` or ``texts``), None for kinds that cannot
+    be cut (lm-eval, HumanEval)."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(probe):
+        return None
+    names = {f.name for f in dataclasses.fields(probe)}
+    return next((n for n in ("items", "texts", "examples") if n in names), None)
+
+
+def with_items(probe, keep: list[int]):
+    """A copy of ``probe`` holding only its items at the indices ``keep`` (in that order)."""
+    import dataclasses
+
+    field = _pool_field(probe)
+    pool = getattr(probe, field)
+    return dataclasses.replace(probe, **{field: [pool[i] for i in keep]})
+
+
+def split_selection(reporting: list, pool: list, n: int, seed: int) -> tuple[list, list, dict]:
+    """(reporting probes, selection probes, sizes): for each probe of ``reporting``, a selection
+    part of up to ``n`` items that share no content with its reporting items, taken from the
+    same probe of ``pool`` (the same specs loaded with more items: a suite's first items are its
+    reporting items, so the next ones are fresh). Where the pool has fewer than ``MIN_SELECT``
+    fresh items (a small file, a small template space), a seeded share of the reporting items
+    is carved out instead (at most half), and the reporting part shrinks. ``sizes``: probe key
+    -> {"selection": k, "reporting": m}. Selection and reporting never share an item: a guard
+    or a search that chooses on the selection part reports on items it did not choose on."""
+    import random
+
+    by_key = {f"{p.name}.{p.metric}": p for p in pool}
+    rep_out, sel_out, sizes = [], [], {}
+    for p in reporting:
+        key, field = f"{p.name}.{p.metric}", _pool_field(p)
+        if field is None:
+            raise _unsplittable(key)
+        mine = [repr(x) for x in getattr(p, field)]
+        big = by_key.get(key)
+        extra = getattr(big, field) if big is not None else []
+        seen, fresh = set(mine), []
+        for i, x in enumerate(extra):
+            if repr(x) not in seen and len(fresh) < n:
+                seen.add(repr(x))
+                fresh.append(i)
+        if len(fresh) >= min(MIN_SELECT, n):
+            rep, sel = p, with_items(big, fresh)
+        else:  # carve: a seeded selection out of the reporting items, at most half of them
+            k = min(n, len(mine) // 2)
+            if k == 0:
+                raise _unsplittable(key, f"{len(mine)} item(s) are too few to split")
+            chosen = set(random.Random(seed).sample(range(len(mine)), k))
+            rep = with_items(p, [i for i in range(len(mine)) if i not in chosen])
+            sel = with_items(p, sorted(chosen))
+        rep_out.append(rep)
+        sel_out.append(sel)
+        sizes[key] = {"selection": len(getattr(sel, field)), "reporting": len(getattr(rep, field))}
+    return rep_out, sel_out, sizes
+
+
+def _unsplittable(key: str, why: str = "its items cannot be split"):
+    from retain.errors import UserError
+
+    return UserError(f"probe {key}: {why} into a selection part (for the guard or a search) and "
+                     "a reporting part; guard another probe, or give a larger probe file")

@@ -280,6 +280,8 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
                      "loss_curve": [[h["step"], h["loss"]] for h in trained.history]},
         **outcome(before, after, base_state, model),  # probes, comparison, domain_gain, drift
     }
+    if plan.split:  # guarded probes: what was selected on, apart from what is reported
+        results["probe_split"] = plan.split
     if (used := sandbox.isolation_used()) is not None:  # a code probe ran (humaneval)
         results["sandbox"] = used
     for cb in callbacks:  # e.g. results["guard"]
