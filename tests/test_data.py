@@ -93,7 +93,7 @@ def test_malformed_line_names_file_and_line(tmp_path, tok, bad, msg):
     p = write_jsonl(tmp_path, [{"text": "fine"}, bad])
     with pytest.raises(UserError, match=msg) as e:
         data.load_train_data(str(p), tok, seq_len=64)
-    assert str(e.value).startswith(f"{p}:2: ")
+    assert str(e.value).startswith(f"{p}:2:2: " if msg == "not valid JSON" else f"{p}:2: ")
 
 
 def test_missing_and_empty_files(tmp_path, tok):

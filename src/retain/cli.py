@@ -27,6 +27,24 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _run_overrides(args: List[str], file_keys: tuple, command: str) -> List[str]:
+    """The ``a.b=c`` arguments of compare, sweep or sequence, which override keys of every
+    run. A key of the file itself (``out``, ``seeds``, ``runs``...) or one the command sets per
+    run (``seed``) would be dropped without a word: refused, with where it belongs."""
+    for arg in args:
+        key = arg.split("=", 1)[0].strip().split(".", 1)[0]
+        if key in ("out", "overwrite"):
+            raise UserError(f"{arg!r}: {key} is not a key of each run; use --{key}"
+                            + (f" {arg.split('=', 1)[1]}" if key == "out" and "=" in arg else ""))
+        if key == "seed":
+            raise UserError(f"{arg!r}: {command} sets each run's seed from the file's seeds: "
+                            "key; give seeds: [...] in the file")
+        if key in file_keys:
+            raise UserError(f"{arg!r}: {key} is a key of the {command} file, not of each run; "
+                            "set it in the file")
+    return list(args)
+
+
 @app.command("probes")
 def probes_cmd() -> None:
     """List the built-in probe suites."""
@@ -155,8 +173,13 @@ def run_cmd(
     try:
         results = run(cfg)
     except TrainingFailed as e:
-        typer.echo(f"error: {e}; results.json says failed (rerun the same command to start "
-                   "over, or add --resume to continue from the last checkpoint)", err=True)
+        from retain.train import checkpoint as ckpt
+
+        last = ckpt.latest(cfg.out)  # --resume needs one: offer it only then
+        how = (f"rerun the same command to start over, or add --resume to continue from the "
+               f"checkpoint of step {int(last.name.rsplit('-', 1)[-1])}" if last else
+               "no checkpoint was written: rerun the same command to start over")
+        typer.echo(f"error: {e}; results.json says failed ({how})", err=True)
         raise typer.Exit(1)
     if process_state().is_main_process:
         print_run(results)
@@ -187,10 +210,10 @@ def compare_cmd(
     Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
     job per --only K, then --collect (docs/fan-out.md).
     """
-    from retain.experiments.compare import run_compare
+    from retain.experiments.compare import COMPARE_KEYS, run_compare
 
-    run_compare(config, list(ctx.args), out=out, overwrite=overwrite, listing=listing,
-                only=only or [], collect=collect)
+    run_compare(config, _run_overrides(ctx.args, COMPARE_KEYS, "compare"), out=out,
+                overwrite=overwrite, listing=listing, only=only or [], collect=collect)
 
 
 @app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -211,12 +234,14 @@ def sweep_cmd(
     Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
     job per --only K, then --collect (docs/fan-out.md).
     """
+    from retain.experiments.compare import COMPARE_KEYS
     from retain.experiments.sweep import run_sweep
 
     overrides = list(ctx.args)
     if config is not None and "=" in config and not Path(config).is_file():
         overrides.insert(0, config)  # `retain sweep --set ... steps=10`: no file, an override
         config = None
+    overrides = _run_overrides(overrides, COMPARE_KEYS + ("grid",), "sweep")
     run_sweep(config, list(sets or []), overrides, out=out, overwrite=overwrite,
               listing=listing, only=only or [], collect=collect)
 
@@ -238,10 +263,10 @@ def sequence_cmd(
     Extra arguments of the form a.b=c override keys of every task's run. On a scheduler:
     --list, one job per --only K (a whole sequence each), then --collect (docs/fan-out.md).
     """
-    from retain.experiments.sequence import run_sequence
+    from retain.experiments.sequence import SEQUENCE_KEYS, run_sequence
 
-    run_sequence(config, list(ctx.args), out=out, overwrite=overwrite, listing=listing,
-                 only=only or [], collect=collect)
+    run_sequence(config, _run_overrides(ctx.args, SEQUENCE_KEYS, "sequence"), out=out,
+                 overwrite=overwrite, listing=listing, only=only or [], collect=collect)
 
 
 @app.command("demo")
@@ -284,7 +309,8 @@ def diff_cmd(
                                      help="Suite or group name, or a JSONL file; repeatable."),
     n: Optional[int] = typer.Option(None, help="Items per probe (default: each suite's own)."),
     seed: int = typer.Option(0),
-    out: Optional[Path] = typer.Option(None, help="Folder (default: runs/diff-<model name>)."),
+    out: Optional[Path] = typer.Option(None, help="Folder (default: runs/diff- and the model "
+                                       "path's last 3 parts, e.g. runs/diff-runs-lora-model)."),
     overwrite: bool = typer.Option(False, help="Replace an existing folder."),
     batch_size: int = typer.Option(32, min=1),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),

@@ -70,6 +70,21 @@ def check_fits(base: str, model: str, is_adapter: bool) -> None:
         open_source(model, base_src)
 
 
+def default_out(model: str, parts: int = 3) -> Path:
+    """``runs/diff-<name>``, the name made of the model's last ``parts`` path parts (its parent
+    folders too: fine-tunes are often saved as ``<run>/model``, and two runs' ``model`` folders
+    must not share a diff folder). A local folder is named by its resolved path, so a relative
+    and an absolute path give one folder; a hub id (``org/name``) by what it says."""
+    import re
+
+    p = Path(model.rstrip("/") or model)
+    if p.is_dir():
+        p = p.resolve()
+    names = [n for n in p.parts if n not in ("/", "", ".", "..")][-parts:]
+    name = "-".join(re.sub(r"[^A-Za-z0-9._-]+", "-", n).strip("-") for n in names)
+    return Path("runs") / f"diff-{name or 'model'}"
+
+
 def run_diff(base: str, model: str, *, probes: list[str] | None = None, n: int | None = None,
              seed: int = 0, out: Path | None = None, device: str = "auto", dtype: str = "auto",
              batch_size: int = 32, overwrite: bool = False, trust_remote_code: bool = False,
@@ -85,7 +100,7 @@ def run_diff(base: str, model: str, *, probes: list[str] | None = None, n: int |
     loaded = load_probes(specs, n=n, seed=seed)  # every mistake before a weight is read
     needs_base = any(getattr(p, "needs_base", False) for p in loaded)  # KL to the base
     is_adapter = (Path(model) / ADAPTER_CONFIG).is_file()
-    out = Path(out) if out else Path("runs") / f"diff-{Path(model.rstrip('/')).name}"
+    out = Path(out) if out else default_out(model)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"{out} is not empty; --overwrite to replace it, or choose another --out")
     tok = load_tokenizer(base, trust_remote_code=trust_remote_code)

@@ -60,7 +60,8 @@ def assert_names_file_and_line(tmp_path, case: str, lines: list, lineno: int, wo
     with pytest.raises(UserError) as err:
         load_probes([path])
     msg = str(err.value)
-    assert msg.startswith(f"{path}:{lineno}: "), msg
+    where = f"{path}:{lineno}:10" if case == "bad_json" else f"{path}:{lineno}"  # the column
+    assert msg.startswith(f"{where}: "), msg
     assert words in msg and "\n" not in msg, msg
 
 
