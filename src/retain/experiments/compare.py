@@ -189,6 +189,9 @@ def probe_base(cfg: RunConfig) -> list:
     from retain.probes import evaluate
     from retain.train.precision import autocast, resolve_mixed_precision
 
+    from retain.probes import sandbox
+
+    sandbox.configure(cfg.sandbox)  # the base's generated code runs as the run's would
     tok = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     probes = probe_set(cfg, tok).probes
     set_seed(cfg.seed)
