@@ -33,7 +33,7 @@ from retain.errors import UserError
 from retain.report import figures as fg
 from retain.report.results import (
     CONFIG_FILE, METRICS_FILE, RESULTS_FILE, read_results, write_text_atomic)
-from retain.report.tables import changed, paired_cell
+from retain.report.tables import RETENTION_WORDS, changed, paired_cell, retention_cell
 
 REPORT_FILE, FIGURES_DIR, COMPARISON_FILE = "report.html", "figures", "comparison.json"
 SECTIONS = ("summary", "tradeoff", "changes", "ranking", "capabilities", "strategies", "training",
@@ -466,7 +466,8 @@ def _cap_rows_run(r: Run) -> list[list[str]]:
             num(c.get("n")), f'{num(c["before"])} {_ci(c.get("before_ci"))}',
             f'{num(c["after"])} {_ci(c.get("after_ci"))}',
             f'<span class="{cls}">{"+" if isinstance(d, (int, float)) and d > 0 else ""}'
-            f'{num(d)}</span> {_ci(c.get("delta_ci"))}', esc(paired_cell(c.get("paired")))])
+            f'{num(d)}</span> {_ci(c.get("delta_ci"))}', esc(paired_cell(c.get("paired"))),
+            esc(retention_cell(c))])
     return rows
 
 
@@ -478,7 +479,8 @@ def section_capabilities(folder: Folder, figs: dict[str, bytes]) -> str:
               '</p>')
     if folder.kind == "run":
         table = _table(["capability", "probe.metric", "n", "before [95% CI]", "after [95% CI]",
-                        "delta", "paired test"], _cap_rows_run(folder.runs[0]), "caps")
+                        "delta", "paired test", "retention"], _cap_rows_run(folder.runs[0]),
+                       "caps") + _note(RETENTION_WORDS)
     else:
         keys: dict[str, dict] = {}
         for r in folder.runs:

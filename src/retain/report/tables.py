@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Sequence
 
 from rich import box
@@ -155,6 +156,30 @@ def paired_cell(paired: dict | None) -> str:
     return f"[{lo:+.3f}, {hi:+.3f}]"
 
 
+RETENTION_WORDS = ("retention: the share of a score kept (after / before); of a cross-entropy "
+                   "or KL, its change in nats per token (+: worse)")
+
+
+def _in_nats(row: dict[str, Any]) -> bool:
+    return "nats" in str(row.get("metric", "")) or row.get("kind") in ("perplexity", "kl_to_base")
+
+
+def retention_cell(row: dict[str, Any]) -> str:
+    """The retention column (``RETENTION_WORDS``): "0.80" for a proportion, "-" where it is
+    undefined; "+0.97 nats" for a quantity in nats, whose stored retention, exp(before - after),
+    runs into the thousands when the new domain is learnt and says nothing at a glance."""
+    before, after = row.get("before"), row.get("after")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (before, after)):
+        return "-"
+    if _in_nats(row):
+        return f"{after - before:+.2f} nats"
+    from retain.metrics.forgetting import retention
+
+    ret = row.get("retention", retention(before, after, bool(row.get("higher_is_better", True)),
+                                         str(row.get("metric", ""))))
+    return "-" if ret is None else f"{ret:.2f}"
+
+
 def _apart(a: Any, b: Any) -> bool | None:
     """Whether two 95% intervals ``[lo, hi]`` are apart; None when either is unknown."""
     try:
@@ -186,14 +211,14 @@ def print_run(results: dict[str, Any]) -> None:
     for c in rows:
         style = _delta_style(c["delta"], c["higher_is_better"], threshold=0.0) if changed(c) else ""
         delta = f"{c['delta']:+.3f}"
-        ret = c.get("retention")
         table.add_row(f"{c['probe']}.{c['metric']} {_arrow(c['higher_is_better'])}"
                       + (" (new domain)" if c.get("capability") == "domain" else ""),
                       _fmt(c["before"]), _fmt(c["after"]),
                       f"[{style}]{delta}[/{style}]" if style else delta,
                       paired_cell(c.get("paired")),
-                      "-" if ret is None else f"{ret:.2f}", str(c.get("n", "")))
+                      retention_cell(c), str(c.get("n", "")))
     console.print(table)
+    console.print(RETENTION_WORDS, markup=False, highlight=False, style="dim")
     from retain.experiments.comparison import verdicts  # a lazy import: comparison imports this module
 
     label = str(results.get("strategy", "?"))
