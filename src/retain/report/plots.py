@@ -61,13 +61,99 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+# Where a label may go around its point, in order of preference: offsets in points of the label's
+# nearest corner from the point, with the alignment that puts the label on that side; tried at
+# growing distances, so a crowded label ends up at the nearest free place (a leader line joins it).
+_SIDES = ((1, 1, "left", "bottom"), (1, -1, "left", "top"), (-1, 1, "right", "bottom"),
+          (-1, -1, "right", "top"), (0, 1, "center", "bottom"), (0, -1, "center", "top"),
+          (1, 0, "left", "center"), (-1, 0, "right", "center"))
+_RINGS = (5, 12, 20, 30, 42, 56, 72, 90, 110, 132, 156)  # distances, in points
+
+
+def _overlap(a, b) -> float:
+    """Area shared by two (x0, y0, x1, y1) boxes."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _crossings(a: tuple[float, float], b: tuple[float, float], boxes: list) -> int:
+    """How many ``boxes`` the segment a-b passes through (sampled at 24 points)."""
+    steps = [(a[0] + (b[0] - a[0]) * k / 24, a[1] + (b[1] - a[1]) * k / 24) for k in range(25)]
+    return sum(any(o[0] < x < o[2] and o[1] < y < o[3] for x, y in steps) for o in boxes)
+
+
+def place_labels(ax, points: dict[str, tuple[float, float]], *, fontsize: float = 8,
+                 marks: Iterable[tuple[float, float]] = (), obstacles: Iterable = ()) -> list:
+    """Label each point with its name so that no two labels overlap, none covers a point, an
+    unlabelled mark (data coordinates) or an obstacle (display-space boxes, e.g. the legend's)
+    and all stay inside the axes: a simple deterministic repel. The least crowded points are
+    labelled first (they keep the place beside them); each label takes, among ``_SIDES`` at the
+    distances ``_RINGS``, the free place nearest its point, a leader line across another label
+    or point counting as 30 points farther; with no free place, the one it overlaps least.
+    The annotations, in the order of ``points``."""
+    fig = ax.figure
+    fig.canvas.draw()  # the axes' place on the canvas, and a renderer to measure text with
+    renderer = fig.canvas.get_renderer()
+    px_per_pt = fig.dpi / 72.0
+    frame = ax.get_window_extent(renderer)
+    pad = 1.5 * px_per_pt  # room between two labels
+    dots = {n: tuple(ax.transData.transform(xy)) for n, xy in points.items()}
+    dot_r = 4.5 * px_per_pt  # a marker of s=60 is about 7.7 points across
+
+    def around(x: float, y: float) -> tuple[float, float, float, float]:
+        return (x - dot_r, y - dot_r, x + dot_r, y + dot_r)
+
+    markers = [around(*c) for c in dots.values()]
+    markers += [around(*ax.transData.transform(xy)) for xy in marks]
+    taken = markers + [tuple(b.extents) for b in obstacles]
+    sizes = {}
+    for name in points:  # each label's size, measured once
+        t = ax.text(0, 0, name, fontsize=fontsize)
+        b = t.get_window_extent(renderer)
+        sizes[name] = (b.width + 2 * pad, b.height + 2 * pad)
+        t.remove()
+    near = 60 * px_per_pt
+
+    def crowding(n: str) -> int:
+        x, y = dots[n]
+        return sum(abs(x - u) < near and abs(y - v) < near for u, v in dots.values()) - 1
+
+    placed, labels = {}, []
+    for name in sorted(points, key=lambda n: (crowding(n), -dots[n][1], dots[n][0], n)):
+        (x, y), (w, h) = dots[name], sizes[name]
+        own = around(x, y)
+        best = None
+        for r in _RINGS:
+            for dx, dy, ha, va in _SIDES:
+                cx, cy = x + dx * r * px_per_pt, y + dy * r * px_per_pt  # the anchor corner
+                x0 = cx - (0 if ha == "left" else w if ha == "right" else w / 2)
+                y0 = cy - (0 if va == "bottom" else h if va == "top" else h / 2)
+                box = (x0, y0, x0 + w, y0 + h)
+                bad = sum(_overlap(box, o) for o in taken) + h * (
+                    max(0.0, frame.x0 - box[0]) + max(0.0, box[2] - frame.x1) +
+                    max(0.0, frame.y0 - box[1]) + max(0.0, box[3] - frame.y1))
+                cost = (1e6 + bad if bad > 0 else 0.0) + r
+                if r > _RINGS[1]:
+                    cost += 30 * _crossings((x, y), (cx, cy),
+                                            labels + [m for m in markers if m != own])
+                if best is None or cost < best[0]:
+                    best = (cost, box, (dx * r, dy * r), ha, va, r)
+        _, box, offset, ha, va, r = best
+        taken.append(box)
+        labels.append(box)
+        placed[name] = ax.annotate(
+            name, points[name], textcoords="offset points", xytext=offset, fontsize=fontsize,
+            ha=ha, va=va, zorder=5,
+            arrowprops=None if r <= _RINGS[1] else dict(arrowstyle="-", lw=0.5, color="0.55",
+                                                         shrinkA=0, shrinkB=3))
+    return [placed[n] for n in points]
+
+
 def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, *,
                   base: tuple[float, float] | None = None, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(7, 5))
     front = pareto_front(points)
     for name, (x, y) in points.items():
         ax.scatter([x], [y], s=60, zorder=3, color="tab:blue" if name in front else "tab:gray")
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if len(front) > 1:
         ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--",
                 color="tab:blue", alpha=0.6, label="Pareto front")
@@ -79,8 +165,11 @@ def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, *,
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    legend = ax.legend(loc="best", fontsize=8)  # where it hides no point
     ax.set_title(title or "learning the new domain vs keeping the old")
+    fig.canvas.draw()  # the legend's place, kept clear of labels
+    place_labels(ax, points, marks=[base] if base is not None else [],
+                 obstacles=[legend.get_window_extent()])
     return _save(fig, path)
 
 
