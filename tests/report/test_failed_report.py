@@ -104,3 +104,14 @@ def test_cli_report_of_a_failed_run(tmp_path: Path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and (d / "report.html").is_file()
+
+
+@fast
+def test_comparison_whose_runs_all_failed(tmp_path: Path):
+    c = tmp_path / "cmp"
+    make_failed_run(c / "a")
+    make_failed_run(c / "b", reason="CUDA out of memory")
+    (c / "comparison.json").write_text("{}")
+    page = rh.build_report(c).read_text()
+    assert "2 runs, all failed" in page and "CUDA out of memory" in page
+    assert page.count("at step 2") >= 2
