@@ -388,3 +388,11 @@ def test_run_refuses_before_results_of_another_probe_set(tmp_path, model_dir):
         run_mod.run(cfg, before=retained_only)
     assert {r.key for r in compare_mod.probe_base(cfg)} == {
         "math.accuracy", "contracts.ce_nats_per_token"}
+
+
+def test_plan_refuses_overrides_it_would_drop(tmp_path):
+    """Regression: plan() set each run's out and seed after the overrides, so a library caller's
+    out=/seed= override was dropped silently."""
+    for bad, needle in [("out=elsewhere", "--out"), ("seed=3", "seeds"), ("runs=[]", "file")]:
+        with pytest.raises(UserError, match=needle):
+            compare_mod.plan({}, [{"label": "a"}], [0], tmp_path, [bad])

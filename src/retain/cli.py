@@ -28,21 +28,10 @@ def _fail(msg: str) -> None:
 
 
 def _run_overrides(args: List[str], file_keys: tuple, command: str) -> List[str]:
-    """The ``a.b=c`` arguments of compare, sweep or sequence, which override keys of every
-    run. A key of the file itself (``out``, ``seeds``, ``runs``...) or one the command sets per
-    run (``seed``) would be dropped without a word: refused, with where it belongs."""
-    for arg in args:
-        key = arg.split("=", 1)[0].strip().split(".", 1)[0]
-        if key in ("out", "overwrite"):
-            raise UserError(f"{arg!r}: {key} is not a key of each run; use --{key}"
-                            + (f" {arg.split('=', 1)[1]}" if key == "out" and "=" in arg else ""))
-        if key == "seed":
-            raise UserError(f"{arg!r}: {command} sets each run's seed from the file's seeds: "
-                            "key; give seeds: [...] in the file")
-        if key in file_keys:
-            raise UserError(f"{arg!r}: {key} is a key of the {command} file, not of each run; "
-                            "set it in the file")
-    return list(args)
+    """The ``a.b=c`` arguments of compare, sweep or sequence (see ``check_overrides``)."""
+    from retain.experiments.compare import check_overrides
+
+    return check_overrides(args, file_keys, command)
 
 
 @app.command("probes")
@@ -380,6 +369,23 @@ def gram_cmd(
     path = write_gram(model, data, out, n=n, seq_len=seq_len, seed=seed, device=device,
                       dtype=dtype, overwrite=overwrite)
     typer.echo(f"Gram matrices written to {path}")
+
+
+@app.command("data")
+def data_cmd(
+    spec: str = typer.Argument(..., help="A built-in domain: builtin:legal, builtin:support or "
+                               "builtin:recipes."),
+    out: Path = typer.Option(..., "--out", "-o", help="The JSONL file to write."),
+    n: int = typer.Option(2000, help="Examples (the train split, seeded)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write a built-in domain as a JSONL data file ({"text": ...} a line): the examples
+    --data builtin:... trains on, for wherever a data file is asked (e.g. the Trainer/TRL
+    example), or as the shape of your own."""
+    from retain.data import write_builtin_jsonl
+
+    path = write_builtin_jsonl(spec, out, n=n, seed=seed)
+    typer.echo(f"wrote {n} examples of {spec} to {path}")
 
 
 def _register_merge() -> None:

@@ -109,10 +109,30 @@ def read_seeds(seeds: Any, default: int) -> list[int]:
     return list(seeds)
 
 
+def check_overrides(args: Sequence[str], file_keys: Sequence[str], command: str) -> list[str]:
+    """The ``a.b=c`` arguments of compare, sweep or sequence, which override keys of every
+    run. A key of the file itself (``out``, ``seeds``, ``runs``...) or one the command sets per
+    run (``seed``) would be dropped without a word: refused, with where it belongs."""
+    for arg in args:
+        key = arg.split("=", 1)[0].strip().split(".", 1)[0]
+        if key in ("out", "overwrite"):
+            raise UserError(f"{arg!r}: {key} is not a key of each run; use --{key}"
+                            + (f" {arg.split('=', 1)[1]}" if key == "out" and "=" in arg else ""))
+        if key == "seed":
+            raise UserError(f"{arg!r}: {command} sets each run's seed from the file's seeds: "
+                            "key; give seeds: [...] in the file")
+        if key in file_keys:
+            raise UserError(f"{arg!r}: {key} is a key of the {command} file, not of each run; "
+                            "set it in the file")
+    return list(args)
+
+
 def plan(base: dict[str, Any], entries: Sequence[dict[str, Any]], seeds: Sequence[int], out: Path,
          overrides: Sequence[str] = ()) -> list[Planned]:
     """Every (entry, seed) run with its resolved config (all validated before anything runs):
-    the base keys, then the entry's keys, then ``a.b=c`` overrides (the entry's ``set`` list)."""
+    the base keys, then the entry's keys, then ``a.b=c`` overrides (the entry's ``set`` list).
+    An override of what ``plan`` sets itself (``out``, ``seed``) is refused, not dropped."""
+    check_overrides(overrides, COMPARE_KEYS, "compare")
     planned = []
     for e in entries:
         label = entry_label(e)
