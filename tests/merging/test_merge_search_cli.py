@@ -29,8 +29,9 @@ def test_search_writes_one_point_per_alpha_and_alpha0_is_the_base(tiny, tmp_path
     assert "safety.over_refusal_rate" in record["retained"]
     model, tok = load_model(str(tiny["base"]), dtype="float32", device="cpu")
     base = probe_scores(model, tok, load_probes(["math", "safety", "legal"], n=3))
-    assert record["points"][0]["scores"] == pytest.approx(base)
-    assert record["base_scores"] == pytest.approx(base)
+    # the grid and base_scores are on the selection part; the probes at n=3 are the reporting part
+    assert record["points"][0]["scores"] == pytest.approx(record["base_scores"])
+    assert record["reported"]["base"]["scores"] == pytest.approx(base)
     assert record["pick"]["reason"]
     assert (out / "curve.png").stat().st_size > 0
     assert "pick (min gain share 80%)" in res.output
@@ -73,7 +74,8 @@ def test_search_scores_the_domain_by_its_cross_entropy_gain(tiny, tmp_path):
 
     ce = next(r.value for r in evaluate(model, tok, load_probes(["legal"], n=3), progress=False)
               if r.metric == "ce_nats_per_token")
-    assert record["points"][0]["scores"]["legal.ce_nats_per_token"] == pytest.approx(-ce)
+    assert record["reported"]["base"]["scores"]["legal.ce_nats_per_token"] == pytest.approx(-ce)
+    assert record["points"][0]["scores"] == pytest.approx(record["base_scores"])
     assert record["pick"]["coefficient"] is not None
 
 

@@ -4,6 +4,12 @@ point), print the curve, write ``curve.png`` and ``search.json``, and pick the c
 keeps the most retained capability for a stated share of the new-domain gain. With ``soup``,
 several fine-tunes are first combined by greedy soup (Wortsman et al., 2022,
 https://arxiv.org/abs/2203.05482) and the curve runs from the base to the soup.
+
+Every probe is split into a selection part and a reporting part that share no item
+(``retain.probe_set.split_selection``, seeded): the curve, the soup and the pick are scored on the
+selection part, and the base, the fine-tune and the picked point are then scored again on the
+reporting part (``record["reported"]``), so the numbers reported for the pick are not the ones it
+was chosen on (a maximum over a grid, read on the same items, is biased upwards).
 """
 
 from __future__ import annotations
@@ -109,12 +115,14 @@ def run_search(base: str, finetunes: Sequence[str], out: str | Path, *,
         raise UserError("--alphas is empty")
     if domain_metric not in ("accuracy", "ce"):
         raise UserError(f"--domain-metric must be accuracy or ce, got {domain_metric!r}")
+    domain_file = domain if domain.endswith(".jsonl") or Path(domain).is_file() else None
     domain, own = domain_probes_of(domain, probe_n, seed)
-    probe_list = load_probes(list(probes) if probes else ["retained"] + ([] if own else [domain]),
-                             n=probe_n, seed=seed) + own
+    specs = list(probes) if probes else ["retained"] + ([] if own else [domain])
+    probe_list = load_probes(specs, n=probe_n, seed=seed) + own
     new_key = domain_key(probe_list, domain, domain_metric)
     if any(getattr(p, "needs_base", False) or p.kind == "kl_to_base" for p in probe_list):
         raise UserError("divergence probes (drift) are not searched; leave them out of --probes")
+    rep_probes, sel_probes, split = _split(probe_list, specs, domain_file, probe_n, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -122,17 +130,25 @@ def run_search(base: str, finetunes: Sequence[str], out: str | Path, *,
     base_state = _state(model)
     ft_states = [_load_state(f, base_state) for f in finetunes]
 
-    def score(m) -> dict[str, float]:
-        return probe_scores(m, tok, probe_list, batch_size=batch_size, keep=[new_key])
+    def score(m) -> dict[str, float]:  # the selection part: everything that chooses
+        return probe_scores(m, tok, sel_probes, batch_size=batch_size, keep=[new_key])
 
-    base_scores = score(model)
+    def report(m) -> dict[str, float]:  # the reporting part: never seen by a choice
+        return probe_scores(m, tok, rep_probes, batch_size=batch_size, keep=[new_key])
+
+    base_scores, base_reported = score(model), report(model)
     retained = [k for k in base_scores if k.split(".")[0] != domain]  # the domain's all out
     record: dict = {"base": str(base), "finetunes": [str(f) for f in finetunes],
                     "method": method, "param": "alpha" if method == "wise_ft" else param,
                     "domain": new_key, "domain_metric": domain_metric,
                     "domain_score": ("minus cross-entropy, nats per token" if domain_metric == "ce"
-                                     else "proportion"), "retained": retained, "min_gain_share": min_gain_share,
-                    "probe_n": probe_n, "seed": seed, "base_scores": base_scores}
+                                     else "proportion"),
+                    "retained": retained, "min_gain_share": min_gain_share,
+                    "probe_n": probe_n, "seed": seed, "split": split,
+                    "scored_on": {"points": "selection", "base_scores": "selection",
+                                  "finetune_scores": "selection", "pick": "selection",
+                                  "soup": "selection", "reported": "reporting"},
+                    "base_scores": base_scores}
 
     if soup and len(ft_states) > 1:
         def objective(s: dict[str, float]) -> float:  # new domain and retained mean, equally
@@ -147,14 +163,17 @@ def run_search(base: str, finetunes: Sequence[str], out: str | Path, *,
         ft = ft_states[0]
         points = interpolation_curve(model, base_state, ft, score, values)
         ft_scores = next((p.scores for p in points if p.coefficient == 1.0), None) or score(model)
+        ft_reported = report(model)  # the curve leaves the model holding the fine-tune
     else:
         points = method_curve(model, score, method, base_state, ft_states, param, values)
-        ft_scores = {}
-        for f in ft_states:  # the best single fine-tune is the gain to keep a share of
+        ft_scores, best = {}, 0
+        for i, f in enumerate(ft_states):  # the best single fine-tune: the gain to keep a share of
             model.load_state_dict(f)
             s = score(model)
             if not ft_scores or s[new_key] > ft_scores[new_key]:
-                ft_scores = s
+                ft_scores, best = s, i
+        model.load_state_dict(ft_states[best])  # the one chosen on selection, reported
+        ft_reported = report(model)
     record["finetune_scores"] = ft_scores
     pick = pick_coefficient(points, new_key, base_scores, ft_scores,
                             min_gain_share=min_gain_share, retained=retained)
@@ -167,12 +186,49 @@ def run_search(base: str, finetunes: Sequence[str], out: str | Path, *,
     record["pick"] = {"coefficient": pick.point.coefficient if pick.point else None,
                       "retained_mean": pick.retained, "gain_share": pick.gain_share,
                       "reason": pick.reason}
+
+    def reported(s: dict[str, float]) -> dict:
+        full = ft_reported[new_key] - base_reported[new_key]
+        return {"scores": s, "retained_mean": kept(s),
+                "gain_share": (s[new_key] - base_reported[new_key]) / full if full else None}
+
+    record["reported"] = {"part": "reporting", "base": reported(base_reported),
+                          "finetune": reported(ft_reported), "pick": None}
+    if pick.point is not None:  # the picked weights again, scored on the reporting part
+        c = pick.point.coefficient
+        again = (interpolation_curve(model, base_state, ft_states[0], report, [c])
+                 if method == "wise_ft" else
+                 method_curve(model, report, method, base_state, ft_states, param, [c]))
+        record["reported"]["pick"] = {"coefficient": c, **reported(again[0].scores)}
     if plot:
         label = "alpha (0 = base, 1 = fine-tune)" if method == "wise_ft" else f"{method} {param}"
         plot_curve(points, out / CURVE_FILE, new_domain=new_key, xlabel=label)
         record["chart"] = CURVE_FILE
     rr.write_json_atomic(out / SEARCH_FILE, record)
     return record
+
+
+def _split(probe_list: list, specs: list[str], domain_file: str | None, n: int | None,
+           seed: int) -> tuple[list, list, dict]:
+    """(reporting probes, selection probes, sizes) of ``probe_list``: the split the guard uses,
+    its pool the same specs (and the user's domain file) loaded with twice the items."""
+    from retain.probe_set import split_selection
+    from retain.probes import load_probes
+    from retain.probes.domain import domain_probe_files
+
+    size = n or max((len(p) for p in probe_list), default=60)  # None: each suite's default
+    pool = load_probes(specs, n=2 * size, seed=seed) + (
+        domain_probe_files([domain_file], n=2 * size, seed=seed) if domain_file else [])
+    try:
+        return split_selection(probe_list, pool, size, seed)
+    except UserError as e:
+        raise UserError(f"{e} (merge --search: leave it out of --probes)") from None
+
+
+def _items(record: dict, part: str) -> str:
+    """The items per probe of one part of the split: "40" or "14-100"."""
+    sizes = sorted({v[part] for v in record.get("split", {}).values()})
+    return "-" if not sizes else str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
 
 
 def print_search(record: dict) -> None:
@@ -185,7 +241,9 @@ def print_search(record: dict) -> None:
     new_head = f"{new_key} (new{', minus' if record.get('domain_metric') == 'ce' else ''})"
     table = Table(record["param"], new_head, "retained mean", *retained,
                   title=f"{record['method']} search: {record['base']} -> "
-                        f"{', '.join(record['finetunes'])}")
+                        f"{', '.join(record['finetunes'])}",
+                  caption=f"scored on the selection part ({_items(record, 'selection')} items "
+                          "per probe): the items the pick is made on")
     for p in record["points"]:
         s = p["scores"]
         mean = "-" if p["retained_mean"] is None else f"{p['retained_mean']:.3f}"
@@ -197,4 +255,19 @@ def print_search(record: dict) -> None:
     if "soup" in record:
         console.print(f"greedy soup kept: {', '.join(record['soup']['selected'])}")
     console.print(f"pick (min gain share {record['min_gain_share']:.0%}): "
-                  f"{record['pick']['reason']}")
+                  f"{record['pick']['reason']} (on the selection part)")
+    rep = record.get("reported")
+    if not rep:
+        return
+    console.print(f"reported on the held-out reporting part ({_items(record, 'reporting')} items "
+                  "per probe, none of them used to choose):")
+    for name in ("base", "finetune", "pick"):
+        r = rep.get(name)
+        if r is None:
+            continue
+        label = f"pick {record['param']}={r['coefficient']:g}" if name == "pick" else name
+        mean = "-" if r["retained_mean"] is None else f"{r['retained_mean']:.3f}"
+        share = "" if name != "pick" or r["gain_share"] is None else \
+            f", {r['gain_share']:.0%} of the fine-tune's gain"
+        console.print(f"  {label}: {new_head} {r['scores'][new_key]:.3f}, "
+                      f"retained mean {mean}{share}")
