@@ -158,3 +158,15 @@ def test_print_search_reports_the_held_out_scores(tiny, tmp_path, capsys):
     assert f"pick alpha={pick['coefficient']:g}:" in out
     assert f"{pick['scores'][record['domain']]:.3f}" in out
 
+
+
+def test_the_report_page_shows_a_real_search_on_held_out_items(tiny, tmp_path):
+    from retain.report import html as rh
+
+    out = tmp_path / "page"
+    record = sc.run_search(str(tiny["base"]), [str(tiny["ft1"])], out, probes=PROBES,
+                           values=[0.0, 1.0], probe_n=3, seed=0, domain_metric="ce")
+    page = rh.build_report(out).read_text()
+    assert "reported on held-out items: the reporting part of each probe (3 items)" in page
+    ce = -record["reported"]["pick"]["scores"][record["domain"]]  # shown as the cross-entropy
+    assert f"<td>{ce:.3f}</td>" in page.split('<section id="summary">', 1)[1].split("</section>")[0]

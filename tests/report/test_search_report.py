@@ -163,3 +163,41 @@ def test_a_broken_search_json_is_a_one_line_user_error(tmp_path: Path, text: str
 def test_a_run_folder_with_a_search_json_stays_a_run(run_dir: Path):
     (run_dir / sh.SEARCH_FILE).write_text("{broken", encoding="utf-8")
     assert rh.load_folder(run_dir).kind == "run"
+
+
+def _split_search(picked: float | None = 0.5) -> dict:
+    """A search.json with its probes split: the grid on the selection part, the base, fine-tune
+    and pick again on the reporting part (``reported``)."""
+    record = _search(picked=picked)
+    record["split"] = {"legal.accuracy": {"selection": 40, "reporting": 40},
+                       "math.accuracy": {"selection": 40, "reporting": 40},
+                       "safety.refusal_rate": {"selection": 31, "reporting": 100}}
+    record["scored_on"] = {"points": "selection", "reported": "reporting"}
+
+    def rep(new: float, m: float, r: float, share: float | None) -> dict:
+        return {"scores": {"legal.accuracy": new, RETAINED[0]: m, RETAINED[1]: r},
+                "retained_mean": (m + r) / 2, "gain_share": share}
+
+    record["reported"] = {"part": "reporting", "base": rep(0.25, 0.7, 0.9, 0.0),
+                          "finetune": rep(0.65, 0.3, 0.5, 1.0),
+                          "pick": None if picked is None else
+                          {"coefficient": picked, **rep(0.55, 0.6, 0.8, 0.75)}}
+    return record
+
+
+def test_a_split_search_reports_the_held_out_scores(tmp_path: Path):
+    page = rh.build_report(_folder(tmp_path, _split_search())).read_text()
+    summary = _section(page, "summary")
+    # base, fine-tune and pick from `reported`, not from the grid the pick was made on
+    assert [r[1:] for r in _rows(summary)] == [["0.250", "0.800", "–"], ["0.650", "0.400", "–"],
+                                              ["0.550", "0.700", "75%"]]
+    assert "the pick (alpha = 0.5)" in summary
+    assert "mean retained score 0.800 (on the selection part).</p>" in summary
+    assert ("reported on held-out items: the reporting part of each probe (40–100 items), which "
+            "shares no item with the selection part (31–40 items)") in summary
+    assert "scored on the selection part (31–40 items per probe), the items the pick was made on" \
+        in _section(page, "points")
+    assert ("<th>split</th><td>selection 31–40, reporting 40–100 items per probe (disjoint)</td>"
+            in _section(page, "settings"))
+    unpicked = rh.build_report(_folder(tmp_path, _split_search(picked=None), name="none"))
+    assert len(_rows(_section(unpicked.read_text(), "summary"))) == 2  # no pick: no pick row

@@ -8,7 +8,9 @@ the new domain and retained mean at the base, the fine-tune and the pick; then t
 point of the grid, the greedy soup (when several fine-tunes were souped first) and the settings.
 Scores in the file are oriented so that higher is better; a new domain scored by its
 cross-entropy (``domain_metric`` "ce", stored as minus the cross-entropy) is shown as the
-cross-entropy itself, in nats per token, lower is better.
+cross-entropy itself, in nats per token, lower is better. A search that split its probes
+(``split``, ``reported``) shows the base, the fine-tune and the pick on the held-out reporting
+part in the summary, and says that the grid is scored on the selection part the pick was made on.
 """
 
 from __future__ import annotations
@@ -139,8 +141,9 @@ def section_summary(search: dict) -> str:
     if _number(pick.get("coefficient")):
         share = pick.get("gain_share")
         share = f" ({share:.0%} of the new-domain gain)" if _number(share) else ""
+        where = " (on the selection part)" if search.get("split") else ""
         parts = [f"<p>Picked: <b>{esc(param)} = {_coef(pick['coefficient'])}</b>{share}: "
-                 f"{reason}.</p>"]
+                 f"{reason}{where}.</p>"]
     else:
         parts = [f"<p>No coefficient picked: {reason}.</p>"]
     parts.append(f"<p>Method <b>{esc(search['method'])}</b>, searched over {_coef_words(search)}"
@@ -148,16 +151,21 @@ def section_summary(search: dict) -> str:
                  f"fine-tune(s) {_paths(search['finetunes'])}"
                  f"{'; combined by greedy soup first' if 'soup' in search else ''}.</p>")
     point = next((p for p in search["points"] if _picked(search, p)), None)
-    rows = [["base", _domain_value(search, search.get("base_scores")),
-             num(_retained_mean(search, search.get("base_scores")))],
-            [_finetune_label(search), _domain_value(search, search.get("finetune_scores")),
-             num(_retained_mean(search, search.get("finetune_scores")))]]
-    if point is not None:
-        rows.append([f'<span class="mark">the pick ({esc(param)} = '
-                     f'{_coef(point["coefficient"])})</span>',
-                     _domain_value(search, point["scores"]),
-                     num(_retained_mean(search, point["scores"]))])
-    parts.append(_table(["", _domain_head(search), f"retained mean {_arrow(True)}"], rows, "caps"))
+    reported = _d(search.get("reported"))
+    if reported:  # held-out numbers: the reporting part, not the items the pick was made on
+        parts.append(_reported(search, reported))
+    else:  # a search written before the split: the one set of items it had
+        rows = [["base", _domain_value(search, search.get("base_scores")),
+                 num(_retained_mean(search, search.get("base_scores")))],
+                [_finetune_label(search), _domain_value(search, search.get("finetune_scores")),
+                 num(_retained_mean(search, search.get("finetune_scores")))]]
+        if point is not None:
+            rows.append([f'<span class="mark">the pick ({esc(param)} = '
+                         f'{_coef(point["coefficient"])})</span>',
+                         _domain_value(search, point["scores"]),
+                         num(_retained_mean(search, point["scores"]))])
+        parts.append(_table(["", _domain_head(search), f"retained mean {_arrow(True)}"], rows,
+                            "caps"))
     rule = (f"The pick: among the points whose new-domain gain over the base is at least "
             f"{_share(search.get('min_gain_share'))} of the fine-tune's gain, the one with the "
             f"highest mean retained score (ties: more gain).")
@@ -166,6 +174,34 @@ def section_summary(search: dict) -> str:
                  "cross-entropy in nats per token.")
     parts.append(f'<p class="rule">{esc(rule)}</p>')
     return _section("summary", "Summary", "".join(parts))
+
+
+def _sizes(search: dict, part: str) -> str:
+    """Items per probe in one part of the split: "40" or "14–100" ("–" without a split)."""
+    vals = sorted({v.get(part) for v in _d(search.get("split")).values()
+                   if isinstance(v, dict) and _number(v.get(part))})
+    return "–" if not vals else f"{vals[0]:g}" if len(vals) == 1 else f"{vals[0]:g}–{vals[-1]:g}"
+
+
+def _reported(search: dict, reported: dict) -> str:
+    """The base, the fine-tune and the pick scored on the reporting part."""
+    rows = []
+    for name, label in (("base", "base"), ("finetune", _finetune_label(search)), ("pick", None)):
+        r = _d(reported.get(name))
+        if not r:
+            continue
+        if label is None:
+            label = (f'<span class="mark">the pick ({esc(search["param"])} = '
+                     f'{_coef(r.get("coefficient"))})</span>')
+        share = _share(r.get("gain_share")) if name == "pick" else "–"
+        rows.append([label, _domain_value(search, r.get("scores")),
+                     num(_retained_mean(search, r.get("scores"))), share])
+    note = _note(f"reported on held-out items: the reporting part of each probe "
+                 f"({_sizes(search, 'reporting')} items), which shares no item with the selection "
+                 f"part ({_sizes(search, 'selection')} items) the grid, the soup and the pick were "
+                 "scored on")
+    return note + _table(["", _domain_head(search), f"retained mean {_arrow(True)}",
+                          "share of the fine-tune's gain"], rows, "caps")
 
 
 def section_curve(search: dict, figs: dict[str, bytes]) -> str:
@@ -190,8 +226,10 @@ def section_points(search: dict) -> str:
                      *(num(s.get(k)) for k in retained)])
     head = [esc(search["param"]), _domain_head(search), f"retained mean {_arrow(True)}",
             *(f"{_breakable(k)} {_arrow(True)}" for k in retained)]
-    note = _note("retained scores are oriented so that higher is better (an over-refusal rate "
-                 "as 1 − the rate); the retained mean is their mean; ★ the picked coefficient")
+    where = (f"scored on the selection part ({_sizes(search, 'selection')} items per probe), "
+             "the items the pick was made on; " if search.get("split") else "")
+    note = _note(f"{where}retained scores are oriented so that higher is better (an over-refusal "
+                 "rate as 1 − the rate); the retained mean is their mean; ★ the picked coefficient")
     return _section("points", "Every point of the grid", note + _table(head, rows, "caps"))
 
 
@@ -234,6 +272,9 @@ def section_settings(search: dict) -> str:
                                 f"({_share(search.get('min_gain_share'))})"),
              ("probe_n", "all items" if probe_n is None else esc(probe_n)),
              ("seed", esc(search.get("seed")))]
+    if search.get("split"):
+        facts.append(("split", f"selection {_sizes(search, 'selection')}, reporting "
+                               f"{_sizes(search, 'reporting')} items per probe (disjoint)"))
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     return _section("settings", "Settings", f'<table class="facts">{table}</table>')
 
