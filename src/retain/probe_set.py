@@ -170,5 +170,6 @@ def split_selection(reporting: list, pool: list, n: int, seed: int) -> tuple[lis
 def _unsplittable(key: str, why: str = "its items cannot be split"):
     from retain.errors import UserError
 
-    return UserError(f"probe {key}: {why} into a selection part (for the guard or a search) and "
-                     "a reporting part; guard another probe, or give a larger probe file")
+    return UserError(f"probe {key}: {why} into a selection part (what the guard or a merge "
+                     "search chooses on) and a reporting part; leave it out of what is guarded "
+                     "or searched, or give a larger probe file")
