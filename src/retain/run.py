@@ -69,15 +69,22 @@ def _run_folder(config: RunConfig, plan, main: bool, failure: dict):
     ``UserError`` raised inside removes what the run wrote (a late user mistake leaves nothing);
     any other failure writes ``results.json`` with status "failed", the step and the reason."""
     from retain.preflight import clean_out_dir
+    from retain.train.loop import process_state
 
     out = Path(config.out)
     created = not out.exists()
+    state = process_state()
+    # Under several processes: every preflight has looked at the folder as it was (else one
+    # could find the main process's config.yaml and refuse a "non-empty" folder) before the
+    # main process changes it, and nobody goes on before it is ready. One process: no-ops.
+    state.wait_for_everyone()
     if main:
         if plan.out_mode == "clean":
             clean_out_dir(out)
         out.mkdir(parents=True, exist_ok=True)
         if plan.out_mode != "resume":
             rr.write_text_atomic(out / rr.CONFIG_FILE, to_yaml(config))
+    state.wait_for_everyone()
     try:
         yield
     except UserError:

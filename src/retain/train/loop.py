@@ -22,7 +22,7 @@ import torch
 from retain.data import IGNORE
 from retain.models import load_state
 from retain.strategies.base import call_penalty
-from retain.train.callbacks import Callback, LoopState, as_decision
+from retain.train.callbacks import Callback, Decision, LoopState, as_decision
 from retain.train.checkpoint import Checkpoint, set_rng_state
 from retain.train.precision import autocast, grad_scaler
 
@@ -144,6 +144,46 @@ def _progress_bar(total: int):
                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
 
+def main_decision(d: Decision, acc, device: torch.device, step: int, cb) -> Decision:
+    """The main process's decision, which every process carries out (one all-gather of each
+    process's stop / restore / lr_scale). A restore loads each process's own kept weights (the
+    same under DDP): a process that has none while the main process restores raises on every
+    process at once, and processes that decided otherwise are named in a warning."""
+    mine = torch.tensor([float(d.stop), float(d.restore is not None),
+                         math.nan if d.lr_scale is None else float(d.lr_scale)],
+                        dtype=torch.float64, device=device)
+    every = acc.gather(mine).reshape(acc.num_processes, 3).cpu().tolist()
+    what = [(bool(s), bool(r), None if math.isnan(x) else x) for s, r, x in every]
+    stop, restore, lr_scale = what[0]
+    name = type(cb).__name__
+    if restore and not all(r for _, r, _ in what):
+        lacking = [i for i, (_, r, _) in enumerate(what) if not r]
+        raise RuntimeError(f"step {step}: the main process's {name} restores its kept weights, "
+                           f"but process(es) {lacking} have no kept state to restore: the "
+                           "processes' callbacks went apart")
+    if acc.is_main_process and (other := [i for i, w in enumerate(what) if w != what[0]]):
+        import warnings
+
+        warnings.warn(f"step {step}: {name}'s decision on process(es) {other} differs from the "
+                      f"main process's (stop, restore, lr_scale = {what[0]}): all follow the "
+                      "main process", RuntimeWarning, stacklevel=2)
+    return Decision(stop=stop, restore=d.restore if restore else None, lr_scale=lr_scale)
+
+
+def check_same_weights(state: dict[str, torch.Tensor], acc, device: torch.device,
+                       step: int) -> None:
+    """Raise on every process when the weights they restored differ (a sum and a sum of
+    squares in float64: cheap, and restores are rare)."""
+    fp = torch.zeros(2, dtype=torch.float64)
+    for t in state.values():
+        t = t.detach().double()
+        fp += torch.stack([t.sum(), t.square().sum()]).cpu()
+    every = acc.gather(fp.to(device)).reshape(acc.num_processes, 2)
+    if not bool((every == every[0]).all()):
+        raise RuntimeError(f"step {step}: the processes restored different kept weights "
+                           f"(fingerprints {every.tolist()}): they would train apart")
+
+
 def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: TrainConfig,
           strategies: Sequence = (), on_log: Callable[[dict], None] | None = None,
           callbacks: Sequence[Callback] = (), resume: Checkpoint | None = None,
@@ -164,7 +204,9 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
         raise ValueError("no training examples")
     device = next(model.parameters()).device
     acc = accelerator or make_accelerator(device)
-    torch.manual_seed(config.seed)  # dropout and anything else random in the forward pass
+    # Dropout and anything else random in the forward pass; one seed per process (each drops
+    # other units on its other examples), the main process's being the run's seed.
+    torch.manual_seed(config.seed + acc.process_index)
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                             fused=device.type in ("cuda", "cpu") or None)
     # Not prepared by accelerate: its scheduler wrapper steps once per process, and our
@@ -313,17 +355,19 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                 bar.advance(task)
             for cb in callbacks:  # later callbacks (checkpoints) see earlier ones' decisions
                 d = as_decision(pause(lambda: cb.on_step_end(state)))
+                if world > 1:  # every process carries out the main process's decision
+                    d = main_decision(d, acc, device, step, cb)
                 if d.restore is not None:
                     load_state(inner, d.restore)
                     opt.state.clear()  # AdamW's moments belonged to the weights left behind
+                    if world > 1:
+                        check_same_weights(d.restore, acc, device, step)
                 if d.lr_scale is not None:
                     sched.base_lrs = [lr * d.lr_scale for lr in sched.base_lrs]  # the schedule
                     for g in opt.param_groups:  # and the next step, already scheduled
                         g["lr"] *= d.lr_scale
                 stopped = stopped or d.stop
                 c["stopped"] = stopped  # later callbacks (the checkpointer) see the stop
-            if world > 1:  # every process stops together (their decisions agree; make sure)
-                stopped = bool(acc.reduce(torch.tensor(float(stopped), device=device), "sum"))
             if stopped:
                 if c["window_n"]:
                     emit(step)
