@@ -316,3 +316,31 @@ def load_reference_data(spec: str | list[str], tokenizer, *, seq_len: int, n: in
                                            seq_len, loss_on="all"))
     random.Random(seed).shuffle(out)
     return _finish(out, spec, seq_len)[:n]
+
+
+# ---------------------------------------------------------------- a built-in domain as a file
+def write_builtin_jsonl(spec: str, path: str | Path, *, n: int = DEFAULT_BUILTIN_N,
+                        seed: int = 0) -> Path:
+    """Write ``n`` examples of a built-in domain (``builtin:legal`` / ``builtin:support`` /
+    ``builtin:recipes``) as a JSONL data file, one ``{"text": ...}`` a line: the examples
+    ``retain run --data builtin:...`` trains on (train split, seeded; the domain's probe suite
+    holds other items). A file to train on where a data file is asked for, or the shape of one's
+    own. Returns the path; a bad spec, ``n`` or folder is a ``UserError``."""
+    from retain.builtin import tasks
+
+    domain = domain_of(spec)
+    if domain not in BUILTIN_DOMAINS:
+        raise UserError(f"unknown built-in domain {spec!r}; known: "
+                        f"{', '.join('builtin:' + d for d in BUILTIN_DOMAINS)}")
+    if n < 1:
+        raise UserError(f"n must be at least 1, got {n}")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
+    lines = [json.dumps({"text": it.text}, ensure_ascii=False) + "\n"
+             for it in tasks.items(domain, "train", n, seed)]
+    try:
+        path.write_text("".join(lines), encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    return path

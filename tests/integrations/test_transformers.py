@@ -2,7 +2,9 @@
 the built-in model with EWC + replay and the callback's guard crossed (training stops, the weights
 are the last passing check's, the run folder is complete and renders), the penalty counted once
 per optimizer step under gradient accumulation, back-off through the Trainer's optimizer, the
-data conversion and the callback's one-line refusals."""
+data conversion, the new domain's held-out split (probed, never trained on), the Trainer's
+``resume_from_checkpoint`` (the callback's before-results and guard continue from the checkpoint)
+and the callback's one-line refusals."""
 
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ class Recorder(TrainerCallback):
                                           if p.requires_grad}
 
 
-def check_guarded_run(trainer, cb, rec, out) -> None:
+def check_guarded_run(trainer, cb, rec, out, kit, domain) -> None:
     trainer.add_callback(cb)
     trainer.add_callback(rec)  # after the callback: it sees the weights the guard kept
     trainer.train()
@@ -83,6 +85,12 @@ def check_guarded_run(trainer, cb, rec, out) -> None:
     assert any("retain/writing.ce_nats_per_token" in h for h in hist)
     assert [h["step"] for h in hist if "retain/guard/passed" in h] == [2, 4]
     assert [h["step"] for h in hist if "loss" in h] == [2, 4]
+    # the new domain: the rows the kit held out of training, probed before and after
+    key = f"{domain}.ce_nats_per_token"
+    assert list(on_disk["domain_gain"]) == [key] and key in after
+    assert on_disk["domain_gain"][key] > 0  # learnt (lr 1e-3, 4 steps)
+    assert on_disk["data"]["heldout_examples"] == len(kit.heldout) == 12  # 10% of 120 rows
+    assert on_disk["data"]["examples"] == 108
     from retain.report.html import build_report
 
     assert "guard" in build_report(out).read_text()
@@ -97,8 +105,8 @@ def test_trainer_ewc_replay_guard_stops_and_rolls_back(tiny, tmp_path):
                             processing_class=tok, retain=kit)
     out = tmp_path / "run"
     cb = RetainCallback(tok, trainer=trainer, strategies=kit, probes=["writing"], n=8, every=4,
-                        guard=GUARD, out=out)
-    check_guarded_run(trainer, cb, Recorder(), out)
+                        guard=GUARD, out=out, data="legal.jsonl")
+    check_guarded_run(trainer, cb, Recorder(), out, kit, "legal")
 
 
 def test_sft_trainer_ewc_replay_guard_stops_and_rolls_back(tiny, tmp_path):
@@ -114,8 +122,8 @@ def test_sft_trainer_ewc_replay_guard_stops_and_rolls_back(tiny, tmp_path):
                                train_dataset=kit.train_dataset(legal_rows()))
     out = tmp_path / "run"
     cb = RetainCallback(tok, trainer=trainer, strategies=kit, probes=["writing"], n=8, every=4,
-                        guard=GUARD, out=out)
-    check_guarded_run(trainer, cb, Recorder(), out)
+                        guard=GUARD, out=out, data="legal.jsonl")
+    check_guarded_run(trainer, cb, Recorder(), out, kit, "legal")
 
 
 def test_sft_trainer_with_a_peft_model(tiny, tmp_path):
@@ -163,8 +171,10 @@ def _l2sp_weights(tok, model, tmp_path, batch: int, accum: int) -> dict[str, tor
 
 
 def test_penalty_counts_once_per_optimizer_step_under_accumulation(tmp_path):
-    """8 x 1 and 4 x 2 (the same global batches) end with the same weights; a penalty added per
-    micro-batch without the Trainer's scaling would double in the second and move them apart."""
+    """8 x 1 and 4 x 2 (the same global batches) end with the same weights up to float rounding
+    (3.4e-5 of 2.0e-3 moved, the same without the penalty: Adam amplifies rounding where a
+    gradient is near 0); a penalty added per micro-batch without the Trainer's scaling doubles in
+    the second and moves them apart by 1.7e-3."""
     torch.manual_seed(0)
     m1, tok = load_model("tiny", dtype="float32", device="cpu")
     m2, _ = load_model("tiny", dtype="float32", device="cpu")
@@ -174,7 +184,7 @@ def test_penalty_counts_once_per_optimizer_step_under_accumulation(tmp_path):
     moved = max((a[n] - p).abs().max().item() for n, p in base.named_parameters())
     gap = max((a[n] - b[n]).abs().max().item() for n in a)
     assert moved > 1e-4
-    assert gap < moved * 1e-2, (gap, moved)
+    assert gap < moved * 0.1, (gap, moved)
 
 
 def test_backoff_scales_the_trainers_learning_rate_and_trains_on(tiny, tmp_path):
@@ -234,9 +244,144 @@ def test_self_replay_and_replay_mix_into_the_dataset(tiny):
     rows = legal_rows(30)
     kit = RetainStrategies([{"name": "self_replay", "fraction": 0.25, "num_prompts": 8,
                              "max_new_tokens": 8}], model, tok, seq_len=64, reference_n=16)
-    ds = kit.train_dataset(rows)
+    ds = kit.train_dataset(rows, holdout=0)  # all 30 rows trained on
     info = kit.info["self_replay"]
     assert info["source"] == "self-generated" and info["replay_examples"] == 10  # 30 new: 25%
     assert len(ds) == 40 and ds.column_names == ["input_ids", "labels"]
     new = {tuple(e["input_ids"]) for e in tokenized_rows(rows, tok, seq_len=64)}
     assert sum(tuple(x) not in new for x in ds["input_ids"]) == 10  # the pseudo-examples
+
+
+# -- the new domain's held-out split ---------------------------------------------------------------
+def test_train_dataset_holds_the_domain_split_out(tiny):
+    from retain.data import parse_record, split_holdout
+
+    model, tok = tiny
+    rows = legal_rows(40)
+    rows += [dict(rows[0]), dict(rows[5])]  # duplicates: held out whole or trained whole
+    tokenized = {"input_ids": [5, 6, 7, 8], "labels": [-100, 6, 7, 8]}  # trained on, never held
+    kit = RetainStrategies([], model, tok, seq_len=1024)  # untruncated: distinct examples
+    ds = kit.train_dataset(rows + [tokenized])
+    records = [parse_record(r, "") for r in rows]
+    train, held = split_holdout(records, 0.1, seed=0)  # the split retain run makes of a file
+    assert kit.heldout == held and len(held) == 4
+    trained = {tuple(x) for x in ds["input_ids"]}
+    for shape, payload in held:
+        ex = tokenized_rows([{shape: payload}], tok, seq_len=1024)[0]
+        assert tuple(ex["input_ids"]) not in trained
+    assert len(ds) == len(train) + 1 and tuple(tokenized["input_ids"]) in trained
+    with pytest.raises(UserError, match="once"):  # a second split would hide the first one
+        kit.train_dataset(rows)
+    none = RetainStrategies([], model, tok, seq_len=1024)
+    assert len(none.train_dataset(rows, holdout=0)) == len(rows) and none.heldout == []
+
+
+def test_callback_refuses_a_trainer_that_trains_on_the_held_out_rows(tiny, tmp_path):
+    model, tok = tiny
+    rows = legal_rows(40)
+    kit = RetainStrategies([], model, tok, seq_len=1024)
+    kit.train_dataset(rows)  # holds 4 rows out ...
+    everything = Dataset.from_list(tokenized_rows(rows, tok, seq_len=1024))  # ... trained on anyway
+    trainer = RetainTrainer(model=kit.model, processing_class=tok,
+                            args=TrainingArguments(**args(tmp_path / "hf")),
+                            train_dataset=everything,
+                            data_collator=DataCollatorForSeq2Seq(tok, padding=True))
+    trainer.add_callback(RetainCallback(tok, trainer=trainer, strategies=kit, probes=["writing"],
+                                        n=8, out=tmp_path / "run"))
+    with pytest.raises(UserError, match="4 of the rows held out"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+# -- the Trainer's resume_from_checkpoint ------------------------------------------------------------
+class Crash(Exception):
+    pass
+
+
+class Kill(TrainerCallback):
+    """A crash: at the start of optimizer step ``step + 1``, or in ``on_train_end``."""
+
+    def __init__(self, step: int | None = None):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kw):
+        if self.step is not None and state.global_step == self.step:
+            raise Crash
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.step is None:
+            raise Crash
+
+
+def resumable(tmp_path, name: str, kill: Kill | None = None):
+    """EWC + replay, a guard crossed at step 4 of 8 (stop, roll back to 2), a checkpoint every
+    2 steps; a fresh model, kit and Trainer each time, as a new process would make them."""
+    torch.manual_seed(0)
+    model, tok = load_model("tiny", dtype="float32", device="cpu")
+    kit = RetainStrategies(STRATEGIES, model, tok, seq_len=64, reference_n=64)
+    trainer = RetainTrainer(
+        model=kit.model, processing_class=tok, retain=kit,
+        args=TrainingArguments(**args(tmp_path / f"hf-{name}", save_strategy="steps",
+                                      save_steps=2)),
+        train_dataset=kit.train_dataset(legal_rows()),
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True))
+    if kill is not None:
+        trainer.add_callback(kill)  # before the callback: its on_train_end runs first
+    cb = RetainCallback(tok, trainer=trainer, strategies=kit, probes=["writing"], n=8, every=4,
+                        guard=GUARD, out=tmp_path / f"run-{name}", data="legal.jsonl")
+    trainer.add_callback(cb)
+    return trainer, cb
+
+
+def events(out) -> list[tuple]:
+    return [(e["event"], e.get("stage"), e["step"])
+            for e in map(json.loads, (out / rr.METRICS_FILE).read_text().splitlines())]
+
+
+@pytest.mark.parametrize("kill", [3, None], ids=["killed-at-step-3", "killed-after-the-stop"])
+def test_resume_from_checkpoint_continues_the_callbacks_run(tmp_path, kill):
+    """Killed after the checkpoint of step 2 (resumed from it: the guard's check of step 2 and
+    the before-results come from it, not from probing the partly trained weights), or in the
+    after-probes once the guard had stopped at step 4 (resumed from step 4's checkpoint: it ends
+    there, rolled back to step 2): the results are the uninterrupted run's."""
+    trainer, cb = resumable(tmp_path, "whole")
+    trainer.train()
+    whole = cb.results
+
+    trainer, cb = resumable(tmp_path, "cut", Kill(kill))
+    with pytest.raises(Crash):
+        trainer.train()
+    assert not (tmp_path / "run-cut" / rr.RESULTS_FILE).exists()
+    trainer, cb = resumable(tmp_path, "cut")
+    trainer.train(resume_from_checkpoint=True)
+    res = cb.results
+
+    assert res["probes"]["before"] == whole["probes"]["before"]
+    for k in ("rolled_back_to_step", "events", "backoffs"):
+        assert res["guard"][k] == whole["guard"][k], k
+    assert [c["step"] for c in res["guard"]["checks"]] == [c["step"] for c in whole["guard"]["checks"]]
+    assert res["training"]["steps"] == whole["training"]["steps"] == 4
+    curve, whole_curve = res["training"]["loss_curve"], whole["training"]["loss_curve"]
+    assert [s for s, _ in curve] == [s for s, _ in whole_curve] == [2, 4]
+    assert [v for _, v in curve] == pytest.approx([v for _, v in whole_curve], abs=1e-5)
+    a = {c["key"]: c["after"] for c in whole["comparison"]}
+    b = {c["key"]: c["after"] for c in res["comparison"]}
+    assert b == pytest.approx(a, abs=1e-5) and "legal.ce_nats_per_token" in b
+    assert res["drift"]["overall"]["l2"] == pytest.approx(whole["drift"]["overall"]["l2"], rel=1e-4)
+    assert events(tmp_path / "run-cut") == events(tmp_path / "run-whole")
+
+
+def test_resume_refuses_a_checkpoint_without_the_callbacks_state(tiny, tmp_path):
+    model, tok = tiny
+    trainer = RetainTrainer(model=model, processing_class=tok,
+                            args=TrainingArguments(**args(tmp_path / "hf", max_steps=2,
+                                                          save_strategy="steps", save_steps=2)),
+                            train_dataset=Dataset.from_list(tokenized_rows(legal_rows(16), tok,
+                                                                           seq_len=64)),
+                            data_collator=DataCollatorForSeq2Seq(tok, padding=True))
+    trainer.train()  # a checkpoint of step 2, written without RetainCallback
+    trainer.args.max_steps = 4
+    trainer.add_callback(RetainCallback(tok, trainer=trainer, probes=["writing"], n=8,
+                                        out=tmp_path / "run"))
+    with pytest.raises(UserError, match="checkpoint-2 holds no RetainCallback state"):
+        trainer.train(resume_from_checkpoint=True)

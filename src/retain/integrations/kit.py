@@ -4,11 +4,19 @@ anchor, a LoRA wrap, self-replay's pool), mix the training data (replay, self-re
 
     kit = RetainStrategies(["ewc", {"name": "replay", "fraction": 0.25}], model, tokenizer)
     model = kit.model                         # what the strategies prepared
-    train = kit.train_dataset(my_rows)        # tokenized rows {"input_ids", "labels"}, replay in
+    train = kit.train_dataset(my_rows)        # tokenized rows {"input_ids", "labels"}, replay in;
+                                              # a seeded 10% held out (kit.heldout): never in it
     loss = lm_loss + kit.penalty(model, batch)   # done for you by RetainTrainerMixin
     model = kit.finalize(model)               # after training (RetainCallback does it for you)
 
 The hooks are the strategies' own (``retain.strategies``), in list order, as in ``retain run``.
+
+The new domain's probe: ``train_dataset`` (and ``train_examples``) hold a seeded share of the
+rows out, as ``retain run`` holds out a share of a JSONL ``--data`` (``retain.data.split_holdout``:
+10%, at most 200, disjoint by content), and return the rest only; ``kit.heldout`` keeps the held-out
+records, which ``RetainCallback(strategies=kit)`` probes as the new domain. The split is made
+once per kit, where the rows come in, so the held-out rows cannot reach the training set through
+the kit; ``holdout=0`` trains on every row (no domain probe).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 
 import torch
 
+from retain.data import DEFAULT_HOLDOUT, DEFAULT_HOLDOUT_MAX
 from retain.errors import UserError
 from retain.strategies.base import call_penalty
 
@@ -58,6 +67,39 @@ def tokenized_rows(rows: Any, tokenizer, *, seq_len: int = 512) -> list[dict]:
     return out
 
 
+def split_rows(rows: Any, *, holdout: float = DEFAULT_HOLDOUT,
+               holdout_max: int | None = DEFAULT_HOLDOUT_MAX, seed: int = 0,
+               ) -> tuple[list, list[tuple[str, Any]]]:
+    """(rows to train on, held-out records): ``retain.data.split_holdout`` over the rows that are
+    records of a data file's shapes (rows already tokenized are all trained on: a probe needs the
+    record). The rows to train on keep their order; the held-out records are (shape, payload)
+    pairs, as ``retain.probe_set.domain_probes`` takes them."""
+    from retain.data import parse_record, split_holdout
+
+    rows = list(rows)
+    records = []  # (row index, record) of each record-shaped row
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping) and "input_ids" not in row:
+            records.append((i, parse_record({k: v for k, v in row.items() if v is not None},
+                                            f"row {i}")))
+    if not records:
+        return rows, []
+    try:
+        train, held = split_holdout([r for _, r in records], holdout, seed, holdout_max,
+                                    what="rows")
+    except UserError as e:  # named as the kit's arguments are
+        raise UserError(str(e).replace("data_holdout", "holdout")) from None
+    # ``train`` is a subsequence of the records, disjoint by content from ``held``: walk both
+    dropped, pending = set(), iter(train)
+    want = next(pending, None)
+    for i, record in records:
+        if want is not None and record == want:
+            want = next(pending, None)
+        else:
+            dropped.add(i)
+    return [row for i, row in enumerate(rows) if i not in dropped], held
+
+
 def to_dataset(examples: Sequence[dict]):
     """A ``datasets.Dataset`` with columns ``input_ids`` and ``labels`` (-100: no loss); TRL's
     ``SFTTrainer`` uses such a dataset as it is, ``transformers.Trainer`` with a padding collator
@@ -75,6 +117,8 @@ class RetainStrategies:
     ``reference``: the data of what to keep (``builtin:retained`` or a JSONL path), for EWC's
     Fisher, MAS and replay; ``seq_len``: its token limit. Preparing runs now (a Fisher is
     estimated here), in list order; ``model`` is the prepared model (a PEFT strategy wraps it).
+    No strategies (``[]``): the kit still splits and tokenizes the rows (``train_dataset``).
+    ``heldout``: the records ``train_dataset`` held out (None until it is called).
     """
 
     def __init__(self, strategies: Sequence[Mapping[str, Any] | str], model: torch.nn.Module,
@@ -93,11 +137,15 @@ class RetainStrategies:
             tokenizer=tokenizer, seed=seed, out_dir=None, device=device,
             base_state=copy_state(model) if needs else {},  # L2-SP, distill, WiSE-FT read it
             reference=load_reference_data(reference, tokenizer, seq_len=seq_len, n=reference_n,
-                                          seed=seed))
+                                          seed=seed) if self.strategies else [])
         for s in self.strategies:
             model = s.prepare(model, self.ctx)
         self.model = model
         self.finalized = False
+        self.seed = seed
+        self.heldout: list[tuple[str, Any]] | None = None  # set by train_examples
+        self.data_info: dict[str, int] = {}  # examples, heldout_examples, train_examples
+        self._trained: set[int] = set()  # hashes of the training examples' input_ids
 
     @property
     def names(self) -> list[str]:
@@ -109,16 +157,44 @@ class RetainStrategies:
         ``strategy_info``."""
         return self.ctx.info
 
-    def train_examples(self, rows: Any) -> list[dict]:
-        """``rows`` tokenized (``tokenized_rows``), then each strategy's ``train_data``."""
-        data = tokenized_rows(rows, self.tokenizer, seq_len=self.seq_len)
+    def train_examples(self, rows: Any, *, holdout: float = DEFAULT_HOLDOUT,
+                       holdout_max: int | None = DEFAULT_HOLDOUT_MAX) -> list[dict]:
+        """``rows`` less a seeded ``holdout`` share (``split_rows``, kept in ``self.heldout``: the
+        new domain's probe), tokenized (``tokenized_rows``), then each strategy's
+        ``train_data``. Once per kit: its held-out split is the one the callback probes."""
+        if self.heldout is not None:
+            raise UserError("this kit split its training rows already (train_dataset is called "
+                            "once per kit: its held-out rows are the domain probe); tokenize other "
+                            "data with tokenized_rows(rows, tokenizer)")
+        train, held = split_rows(rows, holdout=holdout, holdout_max=holdout_max, seed=self.seed)
+        data = tokenized_rows(train, self.tokenizer, seq_len=self.seq_len)
+        examples = len(data)
         for s in self.strategies:
             data = s.train_data(data, self.ctx)
+        self.heldout = held
+        self.data_info = {"examples": examples, "heldout_examples": len(held),
+                          "train_examples": len(data)}
+        self._trained = {hash(tuple(e["input_ids"])) for e in data}
         return data
 
-    def train_dataset(self, rows: Any):
-        """``train_examples`` as a ``datasets.Dataset`` (``input_ids``, ``labels``)."""
-        return to_dataset(self.train_examples(rows))
+    def heldout_in(self, sequences: Any) -> int:
+        """How many of the held-out rows' examples are among ``sequences`` (token id lists, e.g.
+        a Trainer dataset's ``input_ids``) other than as one of the kit's own training examples
+        (truncated to ``seq_len``, two different rows can give the same one)."""
+        from retain.data import encode_record
+
+        if not self.heldout:
+            return 0
+        examples = (encode_record(self.tokenizer, shape, payload, self.seq_len)
+                    for shape, payload in self.heldout)
+        held = {hash(tuple(e["input_ids"])) for e in examples if e is not None} - self._trained
+        return len(held & {hash(tuple(ids)) for ids in sequences}) if held else 0
+
+    def train_dataset(self, rows: Any, *, holdout: float = DEFAULT_HOLDOUT,
+                      holdout_max: int | None = DEFAULT_HOLDOUT_MAX):
+        """``train_examples`` as a ``datasets.Dataset`` (``input_ids``, ``labels``): the rows
+        less the held-out ones, tokenized, the strategies' data (replay) mixed in."""
+        return to_dataset(self.train_examples(rows, holdout=holdout, holdout_max=holdout_max))
 
     def penalty(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                 outputs=None) -> torch.Tensor | None:

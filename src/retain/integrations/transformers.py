@@ -6,9 +6,9 @@ after training, the guard, and the strategies, in the loop you already run.
 
     kit = RetainStrategies(["ewc", {"name": "replay", "fraction": 0.25}], model, tokenizer)
     trainer = RetainSFTTrainer(model=kit.model, args=..., train_dataset=kit.train_dataset(rows),
-                               processing_class=tokenizer, retain=kit)
+                               processing_class=tokenizer, retain=kit)  # 10% of rows held out
     trainer.add_callback(RetainCallback(tokenizer, trainer=trainer, strategies=kit,
-                                        probes=["retained"], every=50,
+                                        probes=["retained"], every=50, data="my_domain.jsonl",
                                         guard=["safety.refusal_rate>=0.9"], out="runs/sft"))
     trainer.train()        # then `retain report runs/sft`
 
@@ -17,10 +17,22 @@ after training, the guard, and the strategies, in the loop you already run.
 the last passing trainable state into the model, ``stop`` sets ``control.should_training_stop``,
 ``backoff`` also scales the optimizer's learning rate and its schedule. ``RetainTrainerMixin``
 adds the strategies' penalties to the Trainer's loss (``compute_loss``), once per optimizer step.
+
+The new domain: the rows ``kit.train_dataset`` held out (``kit.heldout``) are probed before and
+after, as ``retain run`` probes a JSONL's held-out split (``retain.probe_set.domain_probes``), so
+``domain_gain`` is measured; the callback refuses a Trainer whose dataset holds them.
+
+The Trainer's ``resume_from_checkpoint``: at each checkpoint the callback writes its state (the
+before-results, the guard's checks and last good weights, the length of ``metrics.jsonl``) into
+the Trainer's checkpoint folder, and the base weights of the trainable parameters (for drift and
+KL-to-base probes) once into the run folder; a resumed run continues from them in the same run
+folder, instead of probing partly trained weights as "before". A checkpoint without that state,
+or other probes, is refused in one line.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,11 +41,14 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from retain.errors import UserError
-from retain.integrations.kit import RetainStrategies, to_dataset, tokenized_rows
+from retain.integrations.kit import RetainStrategies, split_rows, to_dataset, tokenized_rows
 from retain.report import results as rr
 
 __all__ = ["RetainCallback", "RetainStrategies", "RetainTrainerMixin", "RetainTrainer",
-           "tokenized_rows", "to_dataset"]
+           "split_rows", "tokenized_rows", "to_dataset"]
+
+STATE_FILE = "retain_callback"  # .json + .safetensors in each Trainer checkpoint folder
+BASE_FILE = "trainer_base.safetensors"  # in the run folder: the trainable parameters' base
 
 
 class RetainTrainerMixin:
@@ -96,16 +111,21 @@ class RetainCallback(TrainerCallback):
     ``guard``: limits (``["safety.refusal_rate>=0.9"]``) or a guard mapping as in a run config
     (``{"limits": [...], "every": 20, "n": 24, "action": "backoff"}``). ``strategies``: the
     ``RetainStrategies`` the model was prepared with; finalized at train end, before the
-    after-probes. ``self.model`` is then the final model, ``self.results`` results.json.
+    after-probes; the rows its ``train_dataset`` held out are the new domain's probe, named after
+    ``data`` (the data's file name, e.g. ``"my_domain.jsonl"``: probe ``my_domain``; default
+    ``domain``). ``domain_probes``: your own domain probe files (as ``retain run
+    --domain-probe``). ``self.model`` is then the final model, ``self.results`` results.json.
     Every process of a multi-process run scores its share of the items; one writes.
-    Input mistakes raise ``UserError`` here, before training.
+    Input mistakes raise ``UserError`` here, before training. The Trainer's
+    ``resume_from_checkpoint`` continues the callback's run from the checkpoint (module doc).
     """
 
     def __init__(self, tokenizer, *, probes: Sequence[str] = ("retained",), n: int | None = None,
                  every: int = 0, guard: Any = None, out: str | Path = "runs/trainer",
                  strategies: RetainStrategies | None = None, trainer: Trainer | None = None,
                  seed: int = 0, batch_size: int = 32, overwrite: bool = False,
-                 data: str | None = None, drift: bool = True):
+                 data: str | None = None, drift: bool = True,
+                 domain_probes: Sequence[str] = ()):
         from retain.guard import guard_probes
         from retain.preflight import _writable
         from retain.probes import load_probes
@@ -115,19 +135,25 @@ class RetainCallback(TrainerCallback):
         self.tokenizer, self.kit, self.trainer = tokenizer, strategies, trainer
         self.specs, self.n, self.every, self.seed = list(probes), n, every, seed
         self.batch_size, self.data, self.drift = batch_size, data, drift
-        self.probes = load_probes(self.specs, n=n, seed=seed)
-        self.guard_config = _guard_config(guard)
+        self.domain_probe_files = list(domain_probes)
+        self.retained = load_probes(self.specs, n=n, seed=seed)
+        self.probes = self.retained + self._domain_probes()  # domain: once the kit has split
+        self._domain_known = strategies is None or strategies.heldout is not None
+        self.guard_config = _guard_config(guard)  # the guard watches the retained probes
         self.guard_probes, self.guard_verify = guard_probes(self.guard_config, self.specs,
-                                                            self.probes, seed)
+                                                            self.retained, seed)
         self.out = Path(out)
         _writable(self.out)
-        if self.out.is_dir() and any((self.out / f).exists() for f in rr.RUN_FILES) and not overwrite:
+        if (self.out / rr.RESULTS_FILE).exists() and not overwrite:
             raise UserError(f"run folder {self.out} is not empty; pass overwrite=True to replace "
                             f"it, or choose another out")
+        self.overwrite = overwrite
         self.guard = None
         self.results: dict[str, Any] | None = None
         self.model: torch.nn.Module | None = None
         self._main = True
+        self._end_step: int | None = None  # resumed after the guard stopped: the run ends here
+        self._base_trainable: dict[str, torch.Tensor] | None = None  # for BASE_FILE
 
     # -- helpers ------------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -164,36 +190,192 @@ class RetainCallback(TrainerCallback):
                    "results": {r.key: r.value for r in res}})
         return res
 
-    # -- the Trainer's events -------------------------------------------------------------------
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def _domain_probes(self) -> list:
+        """The new domain's probes (``retain.probe_set.domain_probes``, as ``retain run`` makes
+        them): the kit's held-out rows, then the user's domain probe files."""
+        from retain.config import parse_config
+        from retain.probe_set import domain_probes
+
+        held = self.kit.heldout if self.kit is not None and self.kit.heldout else []
+        config = parse_config({"data": self.data or "domain", "probes": self.specs,
+                               "probe_n": self.n, "seed": self.seed,
+                               "seq_len": self.kit.seq_len if self.kit is not None else 512,
+                               "domain_probes": self.domain_probe_files})
+        return domain_probes(config, self.tokenizer, held, {p.name for p in self.retained})
+
+    def _refuse_training_on_heldout(self) -> None:
+        """The Trainer's dataset must not hold the rows the kit held out (the domain probe would
+        score text the model trained on): a dataset made without ``kit.train_dataset``."""
+        ds = self.trainer.train_dataset if self.trainer is not None else None
+        if self.kit is None or "input_ids" not in (getattr(ds, "column_names", None) or []):
+            return
+        found = self.kit.heldout_in(ds["input_ids"])
+        if found:
+            raise UserError(f"the Trainer's train_dataset holds {found} of the rows held out "
+                            f"as the new domain's probe (it would score text the model trained "
+                            f"on): pass train_dataset=kit.train_dataset(rows), which leaves them "
+                            f"out")
+
+    def _snapshot_base(self, model) -> None:
+        """The base the run is measured against, from ``model``'s current (base) weights: a CPU
+        copy for drift, a frozen copy for KL-to-base probes, and the trainable parameters' base
+        values for ``BASE_FILE`` (references into the drift copy where it has them)."""
         import copy
 
-        from retain.guard import Guard, guard_every
         from retain.models import copy_state
-        from retain.preflight import clean_out_dir
 
-        self._t0 = time.perf_counter()
-        self._main = state.is_world_process_zero
-        if self._main:
-            clean_out_dir(self.out) if self.out.is_dir() else None
-            self.out.mkdir(parents=True, exist_ok=True)
-            rr.write_text_atomic(self.out / rr.CONFIG_FILE, _yaml(self._config(args, state, model)))
         plain = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._base_state = copy_state(plain) if self.drift else {}
         needs_base = any(getattr(p, "needs_base", False) for p in self.probes + self.guard_probes)
         self._base_model = copy.deepcopy(model).eval() if needs_base else None
+        self._base_trainable = None
+        if self.drift or needs_base:
+            plain_name = {id(p): n for n, p in plain.named_parameters()}
+            self._base_trainable = {}
+            for n, p in model.named_parameters():
+                if p.requires_grad:
+                    copied = self._base_state.get(plain_name.get(id(p), ""))
+                    self._base_trainable[n] = (copied if copied is not None
+                                               else p.detach().to("cpu", copy=True))
+
+    def _start(self, args, state, model) -> None:
+        """A fresh run: the run folder, the base, the before-probes, the guard's first check."""
+        from retain.guard import guard_every
+        from retain.preflight import clean_out_dir
+
+        if self._main:
+            if not self.overwrite and any((self.out / f).exists() for f in rr.RUN_FILES):
+                raise UserError(f"run folder {self.out} holds an unfinished run; resume it with "
+                                f"trainer.train(resume_from_checkpoint=...), or pass "
+                                f"overwrite=True to start over")
+            clean_out_dir(self.out) if self.out.is_dir() else None
+            (self.out / BASE_FILE).unlink(missing_ok=True)
+            self.out.mkdir(parents=True, exist_ok=True)
+            rr.write_text_atomic(self.out / rr.CONFIG_FILE, _yaml(self._config(args, state, model)))
+        self._snapshot_base(model)
         self.before = self._probe(model, "before", state.global_step)
         if self.guard_config is not None:
             every = guard_every(self.guard_config, self.every, state.max_steps)
-            self.guard = Guard(self.guard_config, every,
-                               score=lambda m: self._score(m, self.guard_probes), log=self._log,
-                               say=None if self._main else (lambda line: None),
-                               verify=lambda m: self._score(m, self.guard_verify))
+            self.guard = self._new_guard(every)
             self.guard.start(model)  # refuses limits the model fails already
             self.guard.keep(state.global_step, model)
 
+    def _new_guard(self, every: int):
+        from retain.guard import Guard
+
+        return Guard(self.guard_config, every,
+                     score=lambda m: self._score(m, self.guard_probes), log=self._log,
+                     say=None if self._main else (lambda line: None),
+                     verify=lambda m: self._score(m, self.guard_verify))
+
+    def _resume(self, args, state, model, control) -> None:
+        """A run resumed from the Trainer checkpoint of ``state.global_step``: the before-results,
+        the guard and ``metrics.jsonl`` as they were when it was written; the base from the run
+        folder. Refused in one line when the checkpoint holds no state of this callback."""
+        from safetensors.torch import load_file
+
+        from retain.guard import guard_every
+        from retain.models import load_state
+        from retain.probes.base import ProbeResult
+        from retain.train.checkpoint import join_tree
+
+        step = state.global_step
+        folder = Path(args.output_dir) / f"checkpoint-{step}"
+        where = folder / f"{STATE_FILE}.json"
+        if not where.is_file():
+            raise UserError(f"resuming at step {step}: {folder} holds no RetainCallback state "
+                            f"(the callback writes it at each checkpoint); resume from a "
+                            f"checkpoint of a run this callback recorded, or start over")
+        js = json.loads(where.read_text(encoding="utf-8"))
+        tensors = load_file(folder / f"{STATE_FILE}.safetensors") if js["tensors"] else {}
+        saved = join_tree(tensors, js["state"])
+        keys = sorted(f"{p.name}.{p.metric}" for p in self.probes)
+        if saved["probes"] != keys:
+            raise UserError(f"resuming at step {step}: the checkpoint's run probed "
+                            f"{', '.join(saved['probes'])}, this callback probes "
+                            f"{', '.join(keys)}; give the same probes, n, data and kit")
+        if (saved["guard"] is None) != (self.guard_config is None):
+            raise UserError(f"resuming at step {step}: the checkpoint's run "
+                            f"{'had' if saved['guard'] is not None else 'had no'} guard; give "
+                            f"the same guard")
+        base = None
+        if self.drift or any(getattr(p, "needs_base", False)
+                             for p in self.probes + self.guard_probes):
+            if not (self.out / BASE_FILE).is_file():
+                raise UserError(f"resuming at step {step}: the run folder {self.out} has no "
+                                f"{BASE_FILE} (the base weights the run is measured against); "
+                                f"give the out of the run that wrote the checkpoint")
+            base = load_file(self.out / BASE_FILE)
+        if base is not None:  # the base: loaded into the model for a moment, then snapshot
+            now = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                   if p.requires_grad}
+            if set(base) != set(now):
+                raise UserError(f"resuming at step {step}: the model's trainable parameters are "
+                                f"not those of the run in {self.out}")
+            load_state(model, base)
+            self._snapshot_base(model)
+            load_state(model, now)
+        else:
+            self._base_state, self._base_model = {}, None
+        self._base_trainable = None  # BASE_FILE is there already
+        if self._main:
+            lines = [line for line in (self.out / rr.METRICS_FILE).read_text(
+                encoding="utf-8").splitlines(keepends=True) if line.strip()]
+            rr.write_text_atomic(self.out / rr.METRICS_FILE,
+                                 "".join(lines[:saved["metrics_lines"]]))
+        self.before = [ProbeResult(**r) for r in saved["before"]]
+        if self.guard_config is not None:
+            self.guard = self._new_guard(guard_every(self.guard_config, self.every,
+                                                     state.max_steps))
+            self.guard.load_state_dict(saved["guard"])
+            if self.guard.stopped:  # the run had ended here: the Trainer's one more step is void
+                self._end_step = step
+                control.should_training_stop = True
+
+    def _save_state(self, args, state) -> None:
+        """This callback's state into the Trainer's checkpoint folder of ``state.global_step``
+        (and, the first time, the base of the trainable parameters into the run folder)."""
+        from retain.train.checkpoint import split_tree
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not folder.is_dir():
+            return
+        if self._base_trainable is not None:
+            _save_safetensors(self.out / BASE_FILE, self._base_trainable)
+            self._base_trainable = None
+        lines = sum(1 for line in (self.out / rr.METRICS_FILE).read_text(
+            encoding="utf-8").splitlines() if line.strip())
+        tree = {"step": state.global_step, "metrics_lines": lines,
+                "probes": sorted(f"{p.name}.{p.metric}" for p in self.probes),
+                "before": [r.to_dict() for r in self.before],
+                "guard": self.guard.state_dict() if self.guard is not None else None}
+        tensors, js = split_tree(tree)
+        if tensors:
+            _save_safetensors(folder / f"{STATE_FILE}.safetensors", tensors)
+        rr.write_text_atomic(folder / f"{STATE_FILE}.json",
+                             json.dumps({"tensors": bool(tensors), "state": js}))
+
+    # -- the Trainer's events -------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._t0 = time.perf_counter()
+        self._main = state.is_world_process_zero
+        if not self._domain_known:  # the kit split its rows after this callback was made
+            self.probes = self.retained + self._domain_probes()
+            self._domain_known = True
+        self._refuse_training_on_heldout()
+        if state.global_step > 0:  # the Trainer resumed from a checkpoint
+            self._resume(args, state, model, control)
+        else:
+            self._start(args, state, model)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self._main and self._end_step is None:
+            self._save_state(args, state)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
+        if self._end_step is not None:
+            return
         if "loss" in logs:  # the Trainer's training log: the run's loss curve
             self._log({"event": "train", "step": state.global_step, "loss": logs["loss"],
                        "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")})
@@ -203,6 +385,9 @@ class RetainCallback(TrainerCallback):
         from retain.models import load_state
 
         step = state.global_step
+        if self._end_step is not None:  # resumed after the guard stopped: nothing more to do
+            control.should_training_stop = True
+            return control
         if self.every and step % self.every == 0:
             res = self._probe(model, "during", step)
             self._to_trainer({f"retain/{r.key}": r.value for r in res}, control)
@@ -231,7 +416,7 @@ class RetainCallback(TrainerCallback):
         from retain.models import count_params
         from retain.strategies import describe
 
-        step = state.global_step
+        step = state.global_step if self._end_step is None else self._end_step
         if self.guard is not None:
             self.guard.finish(step, model)  # the final check; rolls back when it fails
         if self.kit is not None and not self.kit.finalized:
@@ -240,7 +425,7 @@ class RetainCallback(TrainerCallback):
         after = self._probe(model, "after", step)
         self.model = model
         strategies = self.kit.strategies if self.kit is not None else []
-        losses = [h for h in state.log_history if "loss" in h and "step" in h]
+        losses = [h for h in state.log_history if "loss" in h and h.get("step", step + 1) <= step]
         p = next(model.parameters())
         results = {
             **rr.header("complete", self.seed, self._config(args, state, model)),
@@ -252,7 +437,8 @@ class RetainCallback(TrainerCallback):
                       "trainable_params": count_params(model, trainable_only=True),
                       "dtype": str(p.dtype).removeprefix("torch."), "device": str(p.device),
                       "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no"},
-            "data": {"spec": self.data or "the Trainer's train_dataset"},
+            "data": {"spec": self.data or "the Trainer's train_dataset",
+                     **(self.kit.data_info if self.kit is not None else {})},
             "training": {"steps": step, "stopped_early": step < state.max_steps,
                          "lr": args.learning_rate, "batch_size": args.per_device_train_batch_size,
                          "grad_accum": args.gradient_accumulation_steps,
@@ -281,6 +467,17 @@ class RetainCallback(TrainerCallback):
                 "probes": self.specs, "probe_n": self.n, "probe_every": self.every,
                 "guard": self.guard_config.model_dump(mode="json") if self.guard_config else None,
                 "out": str(self.out)}
+
+
+def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """``tensors`` into ``path``, atomically (a temporary file renamed into place)."""
+    import os
+
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
 
 
 def _model_name(model) -> str:
