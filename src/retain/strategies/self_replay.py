@@ -92,6 +92,37 @@ def pseudo_examples(prompt_ids: list[list[int]], answers: list[list[int]]) -> li
             for p, a in zip(prompt_ids, answers) if a]
 
 
+def made_once(make, device: torch.device):
+    """``make()`` on the main process only, its (picklable) result sent to the others: under
+    several processes each would otherwise generate its own pool, and generation can differ
+    between them (sharding, nondeterministic kernels), which would leave the processes training
+    on different data. A failure of the main process is raised on every process (no process
+    waits on a broadcast that never comes). One process: just ``make()``."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return make()
+    box: list = [None]
+    failed: Exception | None = None
+    if dist.get_rank() == 0:
+        try:
+            box = [("ok", make())]
+        except Exception as e:
+            failed = e
+            box = [("user" if isinstance(e, UserError) else "error", f"{type(e).__name__}: {e}")]
+    # NCCL moves CUDA tensors only (the pickled bytes go through one); gloo takes the CPU.
+    dist.broadcast_object_list(box, src=0,
+                               device=device if dist.get_backend() == "nccl" else None)
+    kind, value = box[0]
+    if kind == "ok":
+        return value
+    if failed is not None:
+        raise failed
+    if kind == "user":
+        raise UserError(value.removeprefix("UserError: "))
+    raise RuntimeError(f"self_replay: the main process failed to generate the pool ({value})")
+
+
 class SelfReplay(Strategy):
     """Replay the base model's own answers to seed prompts, generated before training."""
 
@@ -124,8 +155,9 @@ class SelfReplay(Strategy):
         self._resume = state
 
     def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
-        """Generate the pseudo-examples from the base model: a PEFT adapter listed before this
-        strategy is disabled while generating, so the list order does not matter."""
+        """Generate the pseudo-examples from the base model (on the main process, which sends
+        them to the others): a PEFT adapter listed before this strategy is disabled while
+        generating, so the list order does not matter."""
         import contextlib
 
         from peft import PeftModel
@@ -136,25 +168,31 @@ class SelfReplay(Strategy):
             self.pool, self._gen_info = self._resume["pool"], self._resume["gen_info"]
             return model
         c = self.config
-        texts = (read_prompts(c.prompts, c.num_prompts, ctx.seed) if c.prompts
-                 else builtin_prompts(c.num_prompts, ctx.seed))
-        prompt_ids = [encode(ctx.tokenizer, format_prompt(ctx.tokenizer, t)) for t in texts]
-        off = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
-        with off:
-            answers = generate_ids(model, ctx.tokenizer, prompt_ids, max_new_tokens=c.max_new_tokens,
-                                   do_sample=c.do_sample, temperature=c.temperature, top_p=c.top_p,
-                                   batch_size=c.batch_size, seed=ctx.seed)
-        self.pool = pseudo_examples(prompt_ids, answers)
-        eos = set(eos_token_ids(model, ctx.tokenizer))
-        self._gen_info = {
-            "prompt_source": c.prompts or "builtin",
-            "prompts": len(texts),
-            "pseudo_examples": len(self.pool),
-            "generation": (f"sampled (temperature {c.temperature}, top_p {c.top_p})"
-                           if c.do_sample else "greedy"),
-            "mean_answer_tokens": sum(map(len, answers)) / max(1, len(answers)),
-            "answers_ended": sum(1 for a in answers if a and a[-1] in eos) / max(1, len(answers)),
-        }
+
+        def generate() -> tuple[list[dict], dict]:
+            texts = (read_prompts(c.prompts, c.num_prompts, ctx.seed) if c.prompts
+                     else builtin_prompts(c.num_prompts, ctx.seed))
+            prompt_ids = [encode(ctx.tokenizer, format_prompt(ctx.tokenizer, t)) for t in texts]
+            off = (model.disable_adapter() if isinstance(model, PeftModel)
+                   else contextlib.nullcontext())
+            with off:
+                answers = generate_ids(model, ctx.tokenizer, prompt_ids,
+                                       max_new_tokens=c.max_new_tokens, do_sample=c.do_sample,
+                                       temperature=c.temperature, top_p=c.top_p,
+                                       batch_size=c.batch_size, seed=ctx.seed)
+            pool = pseudo_examples(prompt_ids, answers)
+            eos = set(eos_token_ids(model, ctx.tokenizer))
+            return pool, {
+                "prompt_source": c.prompts or "builtin",
+                "prompts": len(texts),
+                "pseudo_examples": len(pool),
+                "generation": (f"sampled (temperature {c.temperature}, top_p {c.top_p})"
+                               if c.do_sample else "greedy"),
+                "mean_answer_tokens": sum(map(len, answers)) / max(1, len(answers)),
+                "answers_ended": (sum(1 for a in answers if a and a[-1] in eos)
+                                  / max(1, len(answers))),
+            }
+        self.pool, self._gen_info = made_once(generate, ctx.device)
         return model
 
     def train_data(self, data: list[dict], ctx: RunContext) -> list[dict]:
