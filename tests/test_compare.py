@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from retain.experiments import compare as compare_mod
-from retain.experiments.comparison import (
-    judge, mean_ci, rank_rule, ranking, t_quantile_95, verdict, write_comparison)
+from retain.experiments.comparison import rank_rule, ranking, write_comparison
+from retain.metrics.verdicts import judge, mean_ci, t_quantile_95, verdict
 from retain.errors import UserError
 
 run_mod = importlib.import_module("retain.run")  # the module (retain.run is also the function)

@@ -223,7 +223,8 @@ def test_results_pair_item_by_item(problems, tmp_path):
     """Before/after results of the probe carry every problem (task id, passed, completion), so
     compare (and with it run, diff and compare) gives a McNemar test and the problems lost and
     gained, which the report lists like any other probe's."""
-    from retain.report.html import Folder, Run, section_lost_items
+    from retain.report.html import Folder, Run
+    from retain.report.html.run_sections import section_lost_items
     from retain.report.tables import paired_cell
 
     probe = HumanEvalProbe(problems[:10])

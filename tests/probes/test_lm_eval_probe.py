@@ -207,7 +207,8 @@ def test_results_pair_item_by_item(tasks, tiny, private_datasets_cache, tmp_path
     gained, which the report lists like any other probe's; a mean metric that is not 0/1 per
     document gets the paired bootstrap of its mean."""
     from retain.metrics import compare
-    from retain.report.html import Folder, Run, section_lost_items
+    from retain.report.html import Folder, Run
+    from retain.report.html.run_sections import section_lost_items
     from retain.report.tables import paired_cell
 
     model, tok = tiny

@@ -13,6 +13,8 @@ import pytest
 
 from retain.errors import UserError
 from retain.report import html as rh
+from retain.report.html import helpers as hp
+from retain.report.html import run_sections
 from retain.report.figures import short_layer_names
 
 from report_fixtures import PLANTED, make_demo_comparison, make_run
@@ -91,10 +93,10 @@ def test_capability_table_colours_follow_the_metric_direction(run_dir: Path):
 
 def test_change_class():
     row = {"delta": -0.1, "higher_is_better": False, "before_ci": [0.3, 0.4], "after_ci": [0.1, 0.2]}
-    assert rh.change_class(row) == "gain"
-    assert rh.change_class({**row, "higher_is_better": True}) == "loss"
-    assert rh.change_class({**row, "after_ci": [0.2, 0.35]}) == "gain weak"
-    assert rh.change_class({**row, "delta": 0.0}) == "same"
+    assert hp.change_class(row) == "gain"
+    assert hp.change_class({**row, "higher_is_better": True}) == "loss"
+    assert hp.change_class({**row, "after_ci": [0.2, 0.35]}) == "gain weak"
+    assert hp.change_class({**row, "delta": 0.0}) == "same"
 
 
 @fast
@@ -164,7 +166,7 @@ def test_failed_render_leaves_no_page(tmp_path: Path, monkeypatch):
         raise RuntimeError("render failed")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rh, "section_examples", boom)
+        mp.setattr(run_sections, "section_examples", boom)
         with pytest.raises(RuntimeError):
             rh.build_report(d)
     assert not (d / "report.html").exists()
@@ -201,14 +203,15 @@ def test_comparison_duplicate_labels_get_folder_names(tmp_path: Path):
 def test_helpers():
     assert short_layer_names(["model.layers.0", "model.layers.1"]) == ["layers.0", "layers.1"]
     assert short_layer_names(["model.layers.0", "lm_head.weight"]) == ["model.layers.0", "lm_head.weight"]
-    assert rh.num(None) == "–" and rh.num(float("nan")) == "–" and rh.num(1234) == "1,234"
-    assert rh.linkify("see https://a.org/x.") == 'see <a href="https://a.org/x" rel="noreferrer">https://a.org/x</a>.'
-    assert rh.linkify("javascript:alert(1) <b>") == "javascript:alert(1) &lt;b&gt;"
-    assert rh._cut("x" * 700).endswith("(100 more characters)")
+    assert hp.num(None) == "–" and hp.num(float("nan")) == "–" and hp.num(1234) == "1,234"
+    assert hp.linkify("see https://a.org/x.") == 'see <a href="https://a.org/x" rel="noreferrer">https://a.org/x</a>.'
+    assert hp.linkify("javascript:alert(1) <b>") == "javascript:alert(1) &lt;b&gt;"
+    assert hp.cut("x" * 700).endswith("(100 more characters)")
 
 
 def test_comparison_ranking_section_escapes_and_reports_noise(tmp_path):
-    from retain.report.html import Folder, section_ranking
+    from retain.report.html import Folder
+    from retain.report.html.comparison import section_ranking
 
     comp = {"ranking": {"score": "retained", "definition": "<b>mean</b>", "noise": "t",
                         "order": [{"rank": 1, "strategy": "<script>x</script>", "score": 0.9,
@@ -264,7 +267,7 @@ def test_heatmap_colours_and_pale_cells(tmp_path: Path, monkeypatch):
     from retain.report import plots
 
     drawn = {}
-    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig))
+    monkeypatch.setattr(plots, "save_chart", lambda fig, path: drawn.setdefault("fig", fig))
     cell = {"capability": "math", "higher_is_better": True}
     judged = {"A": {"m.acc": {**cell, "delta": -0.6, "change": "worse"},
                     "s.over": {**cell, "higher_is_better": False, "delta": -0.3,

@@ -14,7 +14,7 @@ import pytest
 
 from retain.errors import UserError
 from retain.report import html as rh
-from retain.report import search_html as sh
+from retain.report.html import search as sh
 
 from report_fixtures import PLANTED, TINY_PNG
 

@@ -18,7 +18,7 @@ from retain.experiments import sequence as seq
 from retain.experiments.compare import slug
 from retain.experiments.sequence_metrics import summarize, write_sequences
 from retain.report import html as rh
-from retain.report import sequence_html as sh
+from retain.report.html import sequence as sh
 
 from report_fixtures import PLANTED
 

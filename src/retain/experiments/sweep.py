@@ -233,7 +233,7 @@ def plot_axis(points: list[dict], axis: str, axes: Sequence[str], fits: list[dic
     fitted power law dashed."""
     import matplotlib.pyplot as plt
 
-    from retain.report.plots import _save
+    from retain.report.plots import save_chart as _save
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     by_fit = {f["group"]: f for f in fits if f["x"] == axis and f["y"] == "forgetting"}
@@ -265,7 +265,7 @@ def plot_axis(points: list[dict], axis: str, axes: Sequence[str], fits: list[dic
 def plot_drift(points: list[dict], corr: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from retain.report.plots import _save
+    from retain.report.plots import save_chart as _save
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, e in enumerate(dict.fromkeys(p["entry"] for p in points)):

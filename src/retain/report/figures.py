@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from retain.report.results import _write_atomic  # noqa: E402
+from retain.report.results import write_bytes_atomic  # noqa: E402
 
 Series = list[tuple[int, float]]  # (step, value) points in step order
 
@@ -29,7 +29,7 @@ def save_figure(fig, path: Path) -> bytes:
     fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
     plt.close(fig)
     data = buf.getvalue()
-    _write_atomic(Path(path), data)
+    write_bytes_atomic(Path(path), data)
     return data
 
 

@@ -50,7 +50,8 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda n: points[n][0])
 
 
-def _save(fig, path: Path) -> Path:
+def save_chart(fig, path: Path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (atomically: a temporary file renamed), close it; the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
     os.close(fd)
@@ -170,7 +171,7 @@ def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, *,
     fig.canvas.draw()  # the legend's place, kept clear of labels
     place_labels(ax, points, marks=[base] if base is not None else [],
                  obstacles=[legend.get_window_extent()])
-    return _save(fig, path)
+    return save_chart(fig, path)
 
 
 def plot_capabilities(rows: list[dict], strategies: list[str], path: Path, title: str = "") -> Path:
@@ -197,7 +198,7 @@ def plot_capabilities(rows: list[dict], strategies: list[str], path: Path, title
     ax.set_ylabel("score (over-refusal: lower is better)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the bars
     ax.set_title(title or "capabilities before and after fine-tuning")
-    return _save(fig, path)
+    return save_chart(fig, path)
 
 
 def plot_deltas(judged: dict[str, dict[str, dict]], strategies: list[str], path: Path,
@@ -242,4 +243,4 @@ def plot_deltas(judged: dict[str, dict[str, dict]], strategies: list[str], path:
     bar.ax.tick_params(labelsize=7)
     ax.set_title((title + "\n" if title else "") + "change after fine-tuning (pale, hatched: not "
                  "a real change)", fontsize=10)
-    return _save(fig, path)
+    return save_chart(fig, path)

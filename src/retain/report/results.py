@@ -38,20 +38,26 @@ SUMMARY_COLUMNS = ("strategy", "probe", "metric", "before", "after", "delta", "h
 #   drift         {overall: {l2, relative_l2, base_l2, tensors}, per_layer: {group: {...}}}
 
 
+def retain_version() -> str:
+    """The installed retain's version, as results.json and the report record it."""
+    from retain import __version__  # lazy: the package's __init__ is above this module
+
+    return __version__
+
+
 def header(status: str, seed: int | None, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The keys every results.json opens with: schema and retain versions, ``status``
     ("complete" or "failed"), the creation time (UTC), the seed and the resolved config, then
     ``extra`` (e.g. ``kind="diff"``)."""
     import datetime as dt
 
-    from retain import __version__
-
-    return {"schema_version": SCHEMA_VERSION, "retain_version": __version__, "status": status,
+    return {"schema_version": SCHEMA_VERSION, "retain_version": retain_version(), "status": status,
             **extra, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "seed": seed, "config": config}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -69,7 +75,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    _write_atomic(Path(path), text.encode("utf-8"))
+    write_bytes_atomic(Path(path), text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

@@ -11,6 +11,9 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from retain.metrics.forgetting import retention
+from retain.metrics.verdicts import changed, verdicts
+
 console = Console()
 
 
@@ -173,36 +176,15 @@ def retention_cell(row: dict[str, Any]) -> str:
         return "-"
     if _in_nats(row):
         return f"{after - before:+.2f} nats"
-    from retain.metrics.forgetting import retention
-
     ret = row.get("retention", retention(before, after, bool(row.get("higher_is_better", True)),
                                          str(row.get("metric", ""))))
     return "-" if ret is None else f"{ret:.2f}"
 
 
-def _apart(a: Any, b: Any) -> bool | None:
-    """Whether two 95% intervals ``[lo, hi]`` are apart; None when either is unknown."""
-    try:
-        return bool(a[1] < b[0] or b[1] < a[0])
-    except (TypeError, IndexError, KeyError):
-        return None
-
-
-def changed(row: dict[str, Any]) -> bool:
-    """Whether a comparison row changed: by its paired test where it has one; results without
-    per-item outcomes (older ones): when the before and after 95% intervals are apart, else
-    (no intervals either) by more than 0.05."""
-    p = row.get("paired")
-    if p:
-        return bool(p["changed"])
-    apart = _apart(row.get("before_ci"), row.get("after_ci"))
-    return apart if apart is not None else abs(row["delta"]) >= 0.05
-
-
 def print_run(results: dict[str, Any]) -> None:
     """A run's results.json as a table: each probe before, after, delta (coloured only where the
     paired test says it changed), the paired test, retention; then one sentence on what it
-    learnt, lost, gained and kept (``comparison.verdict``), the items lost, weight drift and
+    learnt, lost, gained and kept (``metrics.verdicts.verdict``), the items lost, weight drift and
     training facts."""
     table = Table(title=f"retain run: {results.get('strategy', '?')} on {results['model']['name']}")
     for col in ("probe.metric", "before", "after", "delta", "paired test", "retention", "n"):
@@ -219,8 +201,6 @@ def print_run(results: dict[str, Any]) -> None:
                       retention_cell(c), str(c.get("n", "")))
     console.print(table)
     console.print(RETENTION_WORDS, markup=False, highlight=False, style="dim")
-    from retain.experiments.comparison import verdicts  # a lazy import: comparison imports this module
-
     label = str(results.get("strategy", "?"))
     console.print(f"{label}: {verdicts([label], [results])[label]}", markup=False, highlight=False)
     for c in rows:

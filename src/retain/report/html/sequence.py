@@ -1,12 +1,8 @@
-"""The page of a task-sequence folder (``retain sequence``): ``sequences.json`` and the heatmaps
-next to it, rendered by ``retain report DIR`` with the helpers, CSS and escaping of the run and
-comparison pages (``retain.report.html``). Labels, task names, metric names and the title come
-from the file: each one is escaped before it reaches the page.
-
+"""The page of a task-sequence folder (``retain sequence``): ``sequences.json`` and its heatmaps.
 The answer first: which run ranks first by ACC of the primary metric, whether sequential full
 fine-tuning forgets the earlier tasks beyond the noise and which runs do not, and the rule; then
-the ranking, each run's accuracy matrices with ACC, BWT, FWT and forgetting and its retained
-capabilities task by task, and the configuration.
+the ranking, each run's accuracy matrices (ACC, BWT, FWT, forgetting) and retained capabilities
+task by task, and the configuration. Every label and name from the file is escaped.
 """
 
 from __future__ import annotations
@@ -14,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from retain.report.html import (_arrow, _ci, _duration, _img, _note, _section, _table, esc,
-                                num, read_checked_json)
+from retain.report.html.helpers import (
+    arrow, as_dict, as_list, ci, duration, esc, facts, img, note, num, read_checked_json,
+    read_png, section, table)
 from retain.report.tables import paired_cell
 
 SEQUENCE_SECTIONS = ("summary", "ranking", "runs", "config")  # stable ids, in page order
@@ -62,24 +59,17 @@ def sequence_figures(d: Path, summary: dict) -> dict[str, bytes]:
     """The heatmaps ``sequences.json`` names (``matrix-<slug>.png`` next to it): file name ->
     PNG bytes. A name with a folder in it, or a file that is gone or not a PNG, is left out."""
     figs = {}
-    for name in _d(summary.get("figures")).values():
+    for name in as_dict(summary.get("figures")).values():
         name = str(name)
         path = d / name
-        if Path(name).name == name and path.suffix == ".png" and path.is_file():
-            data = path.read_bytes()
-            if data.startswith(b"\x89PNG\r\n\x1a\n"):
-                figs[name] = data
+        data = read_png(path) if Path(name).name == name and path.suffix == ".png" else None
+        if data is not None:
+            figs[name] = data
     return figs
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-def _d(x: Any) -> dict:
-    return x if isinstance(x, dict) else {}
-
-
-def _l(x: Any) -> list:
-    return x if isinstance(x, list) else []
 
 
 def _label(x: Any) -> str:
@@ -88,8 +78,8 @@ def _label(x: Any) -> str:
 
 def _score(s: Any) -> str:
     """A score of ``aggregate``: its mean with its 95% interval over seeds."""
-    s = _d(s)
-    return f"{num(s.get('mean'))} {_ci(s.get('ci'))}".strip()
+    s = as_dict(s)
+    return f"{num(s.get('mean'))} {ci(s.get('ci'))}".strip()
 
 
 def _ordered(summary: dict) -> list[dict]:
@@ -100,7 +90,7 @@ def _ordered(summary: dict) -> list[dict]:
 
 
 def _primary(summary: dict, entry: dict) -> dict:
-    return _d(entry["matrices"].get(summary["metric"]))
+    return as_dict(entry["matrices"].get(summary["metric"]))
 
 
 def _higher_is_better(summary: dict) -> bool:
@@ -133,8 +123,8 @@ def section_summary(summary: dict) -> str:
     if ranking:
         first = ranking[0]
         text = (f"<b>{esc(_label(first.get('label')))}</b> ranks first by ACC of {esc(metric)} "
-                f"({num(first.get('acc'))} {_ci(first.get('acc_ci'))})")
-        behind = [_d(_d(r.get("vs_best")).get("acc")).get("larger_than_noise") for r in ranking[1:]]
+                f"({num(first.get('acc'))} {ci(first.get('acc_ci'))})")
+        behind = [as_dict(as_dict(r.get("vs_best")).get("acc")).get("larger_than_noise") for r in ranking[1:]]
         close = [r for r, b in zip(ranking[1:], behind) if b is False]
         if close:
             text += f"; within the noise of it: {_names(close)}"
@@ -144,11 +134,11 @@ def section_summary(summary: dict) -> str:
             text += "; every other run is behind it beyond noise"
         parts.append(f"<p>{text}.</p>")
     else:
-        parts.append(_note(f"no run has a complete matrix of {metric}: nothing to rank"))
+        parts.append(note(f"no run has a complete matrix of {metric}: nothing to rank"))
     for r in ranking:
         if _label(r.get("label")).lower().startswith("full"):
             parts.append(f"<p>Sequential full fine-tuning (<b>{esc(_label(r.get('label')))}</b>) "
-                         f"{_forgets_words(r)} (BWT {num(r.get('bwt'))} {_ci(r.get('bwt_ci'))})."
+                         f"{_forgets_words(r)} (BWT {num(r.get('bwt'))} {ci(r.get('bwt_ci'))})."
                          f"</p>")
     groups = [("Forget the earlier tasks beyond noise", True),
               ("Do not forget them beyond noise", False),
@@ -162,17 +152,17 @@ def section_summary(summary: dict) -> str:
         parts.append(f"<p>{' '.join(said)}</p>")
     rule = RULE.format(metric=metric, direction="higher" if hib else "lower")
     parts.append(f'<p class="rule"><b>Ranking</b>: {esc(rule)}</p>')
-    return _section("summary", "Summary", "".join(parts))
+    return section("summary", "Summary", "".join(parts))
 
 
 def _vs_best(vs: Any) -> str:
-    vs = _d(vs)
+    vs = as_dict(vs)
     if not vs:
         return "best"
     lines = []
     for key in ("acc", "bwt"):
-        p = _d(vs.get(key))
-        lines.append(f"{SCORES[key][0]} {num(p.get('mean_diff'))} {_ci(p.get('ci'))} "
+        p = as_dict(vs.get(key))
+        lines.append(f"{SCORES[key][0]} {num(p.get('mean_diff'))} {ci(p.get('ci'))} "
                      f"({NOISE.get(p.get('larger_than_noise'), 'one seed')})")
     return f'<span class="dim">{esc(_label(vs.get("label")))} − this:</span><br>' + "<br>".join(
         lines)
@@ -188,44 +178,44 @@ def section_ranking(summary: dict) -> str:
     for r in ranking:
         m = _primary(summary, entries.get(_label(r.get("label")), {"matrices": {}}))
         rows.append([esc(r.get("rank")), f"<b>{esc(_label(r.get('label')))}</b>",
-                     f"{num(r.get('acc'))} {_ci(r.get('acc_ci'))}",
-                     f"{num(r.get('bwt'))} {_ci(r.get('bwt_ci'))}", _score(m.get("fwt")),
+                     f"{num(r.get('acc'))} {ci(r.get('acc_ci'))}",
+                     f"{num(r.get('bwt'))} {ci(r.get('bwt_ci'))}", _score(m.get("fwt")),
                      _score(m.get("forgetting")), forgets.get(r.get("forgets"), "–"),
                      _vs_best(r.get("vs_best")), esc(r.get("seeds"))])
-    arrow = _arrow(_higher_is_better(summary))
-    note = _note(f"ACC, BWT, FWT and forgetting of {summary['metric']}, means over seeds with "
-                 f"their 95% intervals; forgets: the BWT interval lies below 0 (one seed: a paired "
-                 f"test on the items shows an earlier task lost); vs the best: the best run's "
-                 f"score minus this one's over the seeds both ran")
-    return _section("ranking", "Ranking", note + _table(
-        ["rank", "run", f"ACC {arrow} [95% CI]", "BWT [95% CI]", "FWT", "forgetting",
+    up = arrow(_higher_is_better(summary))
+    said = note(f"ACC, BWT, FWT and forgetting of {summary['metric']}, means over seeds with "
+                f"their 95% intervals; forgets: the BWT interval lies below 0 (one seed: a paired "
+                f"test on the items shows an earlier task lost); vs the best: the best run's "
+                f"score minus this one's over the seeds both ran")
+    return section("ranking", "Ranking", said + table(
+        ["rank", "run", f"ACC {up} [95% CI]", "BWT [95% CI]", "FWT", "forgetting",
          "forgets?", "vs the best", "seeds"], rows, "caps"))
 
 
 def _matrix_table(tasks: list[str], m: dict) -> str:
     """Rows: the base, then after each task; columns: the tasks; the task just trained in bold."""
     rows = []
-    for i, row in enumerate(_l(m.get("R"))):
+    for i, row in enumerate(as_list(m.get("R"))):
         name = "base" if i == 0 else f"after {esc(tasks[i - 1]) if i - 1 < len(tasks) else i}"
         rows.append([name] + [f"<b>{num(v)}</b>" if j == i - 1 else num(v)
-                              for j, v in enumerate(_l(row))])
-    return _table(["", *(esc(t) for t in tasks)], rows, "caps")
+                              for j, v in enumerate(as_list(row))])
+    return table(["", *(esc(t) for t in tasks)], rows, "caps")
 
 
 def _scores_table(m: dict) -> str:
     """ACC, BWT, FWT and forgetting side by side: the mean with its interval, then per seed."""
-    scores = [_d(m.get(key)) for key in SCORES]
-    seeds = [", ".join(f"{esc(k)}: {num(v)}" for k, v in _d(s.get("per_seed")).items()) or "–"
+    scores = [as_dict(m.get(key)) for key in SCORES]
+    seeds = [", ".join(f"{esc(k)}: {num(v)}" for k, v in as_dict(s.get("per_seed")).items()) or "–"
              for s in scores]
-    return _table(["", *(name for name, _ in SCORES.values())],
+    return table(["", *(name for name, _ in SCORES.values())],
                   [["mean [95% CI]", *map(_score, scores)], ["per seed", *seeds]], "caps")
 
 
 def _paired_table(m: dict) -> str:
     """One seed: each earlier task, its score after its own training against the end."""
     rows = []
-    for p in _l(m.get("paired")):
-        p = _d(p)
+    for p in as_list(m.get("paired")):
+        p = as_dict(p)
         try:
             cell = esc(paired_cell(p)) if p.get("test") else "–"
         except (KeyError, TypeError, ValueError):
@@ -236,53 +226,53 @@ def _paired_table(m: dict) -> str:
         return ""
     return ('<p class="dim">each earlier task, the end of its own training against the end of '
             'the sequence (paired test on the same items):</p>' +
-            _table(["task", "paired test", ""], rows))
+            table(["task", "paired test", ""], rows))
 
 
 def _retained_table(tasks: list[str], retained: dict) -> str:
     if not retained:
-        return _note("no retained capability probed")
-    finals = any(_d(_d(r).get("final")).get("ci") for r in retained.values())
-    paired = any(_d(r).get("paired") for r in retained.values())  # one seed: the paired test
+        return note("no retained capability probed")
+    finals = any(as_dict(as_dict(r).get("final")).get("ci") for r in retained.values())
+    paired = any(as_dict(r).get("paired") for r in retained.values())  # one seed: the paired test
     head = ["capability", "base", *(f"after {esc(t)}" for t in tasks)] + (
         ["end: 95% CI over seeds"] if finals else []) + (
         ["paired test (base → end)"] if paired else [])
     rows = []
     for key, r in retained.items():
-        r = _d(r)
+        r = as_dict(r)
         try:
             test = esc(paired_cell(r.get("paired")))
         except (KeyError, TypeError, ValueError):
             test = "–"
-        rows.append([f"{esc(key)} {_arrow(r.get('higher_is_better', True))}",
-                     *(num(v) for v in _l(r.get("values")))]
-                    + ([_ci(_d(r.get("final")).get("ci")) or "–"] if finals else [])
+        rows.append([f"{esc(key)} {arrow(r.get('higher_is_better', True))}",
+                     *(num(v) for v in as_list(r.get("values")))]
+                    + ([ci(as_dict(r.get("final")).get("ci")) or "–"] if finals else [])
                     + ([test] if paired else []))
-    return _table(head, rows, "caps")
+    return table(head, rows, "caps")
 
 
 def _run_block(summary: dict, entry: dict, figs: dict[str, bytes], i: int) -> str:
     label, metric, tasks = _label(entry["label"]), summary["metric"], [
-        _label(t) for t in _l(entry.get("tasks")) or summary["tasks"]]
-    seeds = _l(entry.get("seeds"))
-    name = _label(_d(summary.get("figures")).get(label))
+        _label(t) for t in as_list(entry.get("tasks")) or summary["tasks"]]
+    seeds = as_list(entry.get("seeds"))
+    name = _label(as_dict(summary.get("figures")).get(label))
     out = [f'<h3 id="run-{i}">{esc(label)} <span class="dim">{len(seeds)} seed(s): '
            f'{esc(", ".join(map(str, seeds)))}</span></h3>']
-    out.append(_img(figs[name], name, f"accuracy matrix of {label}", where="") if name in figs
-               else _note("no heatmap of this run's matrix in the folder"))
+    out.append(img(figs[name], name, f"accuracy matrix of {label}", where="") if name in figs
+               else note("no heatmap of this run's matrix in the folder"))
     mats = entry["matrices"]
     for m_name in [metric] + sorted(k for k in mats if k != metric):
-        m = _d(mats.get(m_name))
+        m = as_dict(mats.get(m_name))
         if not m:
             continue
-        out.append(f"<h4>{esc(m_name)} {_arrow(m.get('higher_is_better', True))}"
+        out.append(f"<h4>{esc(m_name)} {arrow(m.get('higher_is_better', True))}"
                    f"{' (the primary metric)' if m_name == metric else ''}</h4>")
         out.append(_matrix_table(tasks, m))
-        out.append(_scores_table(m) if "acc" in m else _note(
+        out.append(_scores_table(m) if "acc" in m else note(
             f"the matrix of {m_name} has gaps: no ACC, BWT, FWT or forgetting"))
         out.append(_paired_table(m))
     out.append("<h4>Retained capabilities across the sequence</h4>")
-    out.append(_retained_table(tasks, _d(entry.get("retained"))))
+    out.append(_retained_table(tasks, as_dict(entry.get("retained"))))
     return "".join(out)
 
 
@@ -291,34 +281,33 @@ def section_runs(summary: dict, figs: dict[str, bytes]) -> str:
     entries = _ordered(summary)
     nav = " ".join(f'<a href="#run-{i}">{esc(_label(e["label"]))}</a>'
                    for i, e in enumerate(entries, 1))
-    note = _note("R[i][j]: task j's score after training through task i (a mean over seeds); "
-                 "row base: the model before the first task; in bold, each task right after "
-                 "its own training. " + "; ".join(f"{name}: {meaning}" for name, meaning in
-                                                 SCORES.values()) + ".")
+    said = note("R[i][j]: task j's score after training through task i (a mean over seeds); "
+                "row base: the model before the first task; in bold, each task right after "
+                "its own training. " + "; ".join(f"{name}: {meaning}" for name, meaning in
+                                                SCORES.values()) + ".")
     blocks = "".join(_run_block(summary, e, figs, i) for i, e in enumerate(entries, 1))
-    return _section("runs", "Run by run: the accuracy matrices",
-                    f"<nav>{nav}</nav>{note}{blocks}")
+    return section("runs", "Run by run: the accuracy matrices",
+                   f"<nav>{nav}</nav>{said}{blocks}")
 
 
 def section_config(summary: dict) -> str:
-    facts = [("title", esc(summary.get("title"))),
-             ("tasks", " → ".join(esc(t) for t in summary["tasks"])),
-             ("primary metric", esc(summary["metric"])),
-             ("seeds", esc(", ".join(map(str, _l(summary.get("seeds")))) or "–")),
-             ("memory (examples of earlier tasks kept)", num(summary.get("memory"))),
-             ("wall time", _duration(summary.get("wall_s")))]
-    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+    settings = facts([("title", esc(summary.get("title"))),
+                      ("tasks", " → ".join(esc(t) for t in summary["tasks"])),
+                      ("primary metric", esc(summary["metric"])),
+                      ("seeds", esc(", ".join(map(str, as_list(summary.get("seeds")))) or "–")),
+                      ("memory (examples of earlier tasks kept)", num(summary.get("memory"))),
+                      ("wall time", duration(summary.get("wall_s")))])
     rows = []
-    for rec in _l(summary.get("sequences")):
-        rec = _d(rec)
-        runs = [Path(str(p)) for p in _l(rec.get("runs")) if p]
+    for rec in as_list(summary.get("sequences")):
+        rec = as_dict(rec)
+        runs = [Path(str(p)) for p in as_list(rec.get("runs")) if p]
         folder = f"<code>{esc(runs[0].parent.name)}/</code>" if runs else "–"
         rows.append([esc(rec.get("label")), esc(rec.get("seed")), folder,
                      ", ".join(f"<code>{esc(p.name)}/</code>" for p in runs) or "–",
-                     _duration(rec.get("wall_s"))])
-    seqs = _table(["run", "seed", "folder", "task runs (each a run folder)", "wall time"], rows) \
+                     duration(rec.get("wall_s"))])
+    seqs = table(["run", "seed", "folder", "task runs (each a run folder)", "wall time"], rows) \
         if rows else ""
-    return _section("config", "Configuration", f'<table class="facts">{table}</table>{seqs}')
+    return section("config", "Configuration", settings + seqs)
 
 
 def sequence_sections(summary: dict, figs: dict[str, bytes]) -> list[str]:

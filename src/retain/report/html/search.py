@@ -1,30 +1,21 @@
-"""The page of a merge-search folder (``retain merge --search``): ``search.json`` and the
-``curve.png`` next to it, rendered by ``retain report DIR`` with the helpers, CSS and escaping of
-the other pages (``retain.report.html``). Paths, score names, the method and the pick's reason
-come from the file: each one is escaped before it reaches the page.
-
-The answer first: the coefficient picked and why, the method, the base and the fine-tunes, and
-the new domain and retained mean at the base, the fine-tune and the pick; then the curve, every
-point of the grid, the greedy soup (when several fine-tunes were souped first) and the settings.
-Scores in the file are oriented so that higher is better; a new domain scored by its
-cross-entropy (``domain_metric`` "ce", stored as minus the cross-entropy) is shown as the
-cross-entropy itself, in nats per token, lower is better. A search that split its probes
-(``split``, ``reported``) shows the base, the fine-tune and the pick on the held-out reporting
-part in the summary, and says that the grid is scored on the selection part the pick was made on.
+"""The page of a merge-search folder (``retain merge --search``): ``search.json`` and its
+``curve.png``. The answer first (the coefficient picked and why; the base, the fine-tune and the
+pick scored on the held-out reporting part when the search split its probes), then the curve,
+every point of the grid, the greedy soup and the settings. A new domain scored by cross-entropy
+(stored as minus it, so higher is better) is shown as the cross-entropy, lower is better.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from retain.report.html import (_arrow, _breakable, _img, _note, _section, _table, esc, num,
-                                read_checked_json)
+from retain.report.html.helpers import (
+    arrow, as_dict, as_list, breakable, esc, facts, img, is_number, note, num, read_checked_json,
+    read_png, section, table)
 
 SEARCH_SECTIONS = ("summary", "curve", "points", "soup", "settings")  # stable ids, page order
 SEARCH_FILE = "search.json"  # = retain.merging.search_cli.SEARCH_FILE (a test checks)
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SOUP_OBJECTIVE = "(new-domain score + mean retained score) / 2"  # search_cli's objective
 
 
@@ -48,7 +39,7 @@ def _problem(s: Any) -> str | None:
         return "domain_metric is neither accuracy nor ce"
     if any(not isinstance(k, str) for k in s["retained"]):
         return "a retained score name is not a name"
-    if any(not isinstance(p, dict) or not _number(p.get("coefficient"))
+    if any(not isinstance(p, dict) or not is_number(p.get("coefficient"))
            or not isinstance(p.get("scores"), dict) for p in s["points"]):
         return "a point lacks its coefficient or scores"
     if "soup" in s and not isinstance(s["soup"], dict):
@@ -62,23 +53,13 @@ def search_figures(d: Path, search: dict) -> dict[str, bytes]:
     name = search.get("chart")
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".png"):
         return {}
-    path = d / name
-    data = path.read_bytes() if path.is_file() else b""
-    return {name: data} if data.startswith(PNG_MAGIC) else {}
+    data = read_png(d / name)
+    return {name: data} if data is not None else {}
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-def _d(x: Any) -> dict:
-    return x if isinstance(x, dict) else {}
 
-
-def _l(x: Any) -> list:
-    return x if isinstance(x, list) else []
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _ce(search: dict) -> bool:
@@ -86,34 +67,34 @@ def _ce(search: dict) -> bool:
 
 
 def _share(x: Any) -> str:
-    return f"{x:.0%}" if _number(x) else "–"
+    return f"{x:.0%}" if is_number(x) else "–"
 
 
 def _coef(x: Any) -> str:
-    return f"{x:g}" if _number(x) else esc(x)
+    return f"{x:g}" if is_number(x) else esc(x)
 
 
 def _domain_value(search: dict, scores: Any) -> str:
     """The new domain's score in ``scores``: the cross-entropy itself (positive) for a CE
     domain, whose score in the file is its negative."""
-    v = _d(scores).get(search["domain"])
-    return num(-v if _ce(search) and _number(v) else v)
+    v = as_dict(scores).get(search["domain"])
+    return num(-v if _ce(search) and is_number(v) else v)
 
 
 def _domain_head(search: dict) -> str:
     if _ce(search):
-        return f"{_breakable(search['domain'])} (cross-entropy, nats per token) {_arrow(False)}"
-    return f"{_breakable(search['domain'])} {_arrow(True)}"
+        return f"{breakable(search['domain'])} (cross-entropy, nats per token) {arrow(False)}"
+    return f"{breakable(search['domain'])} {arrow(True)}"
 
 
 def _retained_mean(search: dict, scores: Any) -> float | None:
-    vals = [_d(scores).get(k) for k in search["retained"]]
-    return sum(vals) / len(vals) if vals and all(map(_number, vals)) else None
+    vals = [as_dict(scores).get(k) for k in search["retained"]]
+    return sum(vals) / len(vals) if vals and all(map(is_number, vals)) else None
 
 
 def _picked(search: dict, p: dict) -> bool:
     c = search["pick"].get("coefficient")
-    return _number(c) and p.get("coefficient") == c
+    return is_number(c) and p.get("coefficient") == c
 
 
 def _finetune_label(search: dict) -> str:
@@ -138,9 +119,9 @@ def section_summary(search: dict) -> str:
     """The answer in sentences: the pick and why, the method, the models, the scores it keeps."""
     pick, param = search["pick"], search["param"]
     reason = esc(pick.get("reason") or "no reason given")
-    if _number(pick.get("coefficient")):
+    if is_number(pick.get("coefficient")):
         share = pick.get("gain_share")
-        share = f" ({share:.0%} of the new-domain gain)" if _number(share) else ""
+        share = f" ({share:.0%} of the new-domain gain)" if is_number(share) else ""
         where = " (on the selection part)" if search.get("split") else ""
         parts = [f"<p>Picked: <b>{esc(param)} = {_coef(pick['coefficient'])}</b>{share}: "
                  f"{reason}{where}.</p>"]
@@ -151,7 +132,7 @@ def section_summary(search: dict) -> str:
                  f"fine-tune(s) {_paths(search['finetunes'])}"
                  f"{'; combined by greedy soup first' if 'soup' in search else ''}.</p>")
     point = next((p for p in search["points"] if _picked(search, p)), None)
-    reported = _d(search.get("reported"))
+    reported = as_dict(search.get("reported"))
     if reported:  # held-out numbers: the reporting part, not the items the pick was made on
         parts.append(_reported(search, reported))
     else:  # a search written before the split: the one set of items it had
@@ -164,7 +145,7 @@ def section_summary(search: dict) -> str:
                          f'{_coef(point["coefficient"])})</span>',
                          _domain_value(search, point["scores"]),
                          num(_retained_mean(search, point["scores"]))])
-        parts.append(_table(["", _domain_head(search), f"retained mean {_arrow(True)}"], rows,
+        parts.append(table(["", _domain_head(search), f"retained mean {arrow(True)}"], rows,
                             "caps"))
     rule = (f"The pick: among the points whose new-domain gain over the base is at least "
             f"{_share(search.get('min_gain_share'))} of the fine-tune's gain, the one with the "
@@ -173,13 +154,13 @@ def section_summary(search: dict) -> str:
         rule += (" The new domain is scored by its cross-entropy: its gain is the fall of the "
                  "cross-entropy in nats per token.")
     parts.append(f'<p class="rule">{esc(rule)}</p>')
-    return _section("summary", "Summary", "".join(parts))
+    return section("summary", "Summary", "".join(parts))
 
 
 def _sizes(search: dict, part: str) -> str:
     """Items per probe in one part of the split: "40" or "14–100" ("–" without a split)."""
-    vals = sorted({v.get(part) for v in _d(search.get("split")).values()
-                   if isinstance(v, dict) and _number(v.get(part))})
+    vals = sorted({v.get(part) for v in as_dict(search.get("split")).values()
+                   if isinstance(v, dict) and is_number(v.get(part))})
     return "–" if not vals else f"{vals[0]:g}" if len(vals) == 1 else f"{vals[0]:g}–{vals[-1]:g}"
 
 
@@ -187,7 +168,7 @@ def _reported(search: dict, reported: dict) -> str:
     """The base, the fine-tune and the pick scored on the reporting part."""
     rows = []
     for name, label in (("base", "base"), ("finetune", _finetune_label(search)), ("pick", None)):
-        r = _d(reported.get(name))
+        r = as_dict(reported.get(name))
         if not r:
             continue
         if label is None:
@@ -196,21 +177,21 @@ def _reported(search: dict, reported: dict) -> str:
         share = _share(r.get("gain_share")) if name == "pick" else "–"
         rows.append([label, _domain_value(search, r.get("scores")),
                      num(_retained_mean(search, r.get("scores"))), share])
-    note = _note(f"reported on held-out items: the reporting part of each probe "
-                 f"({_sizes(search, 'reporting')} items), which shares no item with the selection "
-                 f"part ({_sizes(search, 'selection')} items) the grid, the soup and the pick were "
-                 "scored on")
-    return note + _table(["", _domain_head(search), f"retained mean {_arrow(True)}",
-                          "share of the fine-tune's gain"], rows, "caps")
+    held_out = note(f"reported on held-out items: the reporting part of each probe "
+                    f"({_sizes(search, 'reporting')} items), which shares no item with the "
+                    f"selection part ({_sizes(search, 'selection')} items) the grid, the soup "
+                    "and the pick were scored on")
+    return held_out + table(["", _domain_head(search), f"retained mean {arrow(True)}",
+                             "share of the fine-tune's gain"], rows, "caps")
 
 
 def section_curve(search: dict, figs: dict[str, bytes]) -> str:
     name = search.get("chart")
     if name in figs:
-        body = _img(figs[name], name, f"{search['method']} search curve", where="")
+        body = img(figs[name], name, f"{search['method']} search curve", where="")
     else:
-        body = _note(f"no curve image ({name or 'none named'}) in the folder")
-    return _section("curve", "The curve", body)
+        body = note(f"no curve image ({name or 'none named'}) in the folder")
+    return section("curve", "The curve", body)
 
 
 def section_points(search: dict) -> str:
@@ -224,13 +205,13 @@ def section_points(search: dict) -> str:
         s = p["scores"]
         rows.append([coef, _domain_value(search, s), num(p.get("retained_mean")),
                      *(num(s.get(k)) for k in retained)])
-    head = [esc(search["param"]), _domain_head(search), f"retained mean {_arrow(True)}",
-            *(f"{_breakable(k)} {_arrow(True)}" for k in retained)]
+    head = [esc(search["param"]), _domain_head(search), f"retained mean {arrow(True)}",
+            *(f"{breakable(k)} {arrow(True)}" for k in retained)]
     where = (f"scored on the selection part ({_sizes(search, 'selection')} items per probe), "
              "the items the pick was made on; " if search.get("split") else "")
-    note = _note(f"{where}retained scores are oriented so that higher is better (an over-refusal "
-                 "rate as 1 − the rate); the retained mean is their mean; ★ the picked coefficient")
-    return _section("points", "Every point of the grid", note + _table(head, rows, "caps"))
+    said = note(f"{where}retained scores are oriented so that higher is better (an over-refusal "
+                "rate as 1 − the rate); the retained mean is their mean; ★ the picked coefficient")
+    return section("points", "Every point of the grid", said + table(head, rows, "caps"))
 
 
 def section_soup(search: dict) -> str:
@@ -242,41 +223,40 @@ def section_soup(search: dict) -> str:
         ok = isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(fts)
         return f"<code>{esc(fts[i])}</code>" if ok else esc(i)
 
-    selected = set(map(str, _l(soup.get("selected"))))
+    selected = set(map(str, as_list(soup.get("selected"))))
     own = [[f"<code>{esc(f)}</code>", num(v), "yes" if str(f) in selected else "no"]
-           for f, v in zip(fts, _l(soup.get("individual")))]
+           for f, v in zip(fts, as_list(soup.get("individual")))]
     steps = [[str(n), name(h[0]), num(h[1]), "kept" if h[2] else "dropped"]
-             for n, h in enumerate(_l(soup.get("history")), 1)
+             for n, h in enumerate(as_list(soup.get("history")), 1)
              if isinstance(h, list) and len(h) == 3]
     body = [f"<p>Greedy soup (Wortsman et al., 2022): the fine-tunes added one at a time, best "
             f"first, each kept only if the soup's objective does not fall. Kept: "
-            f"{_paths(_l(soup.get('selected')))}; the soup's objective "
+            f"{_paths(as_list(soup.get('selected')))}; the soup's objective "
             f"{num(soup.get('objective'))}.</p>",
-            _note(f"objective: {SOUP_OBJECTIVE}" + (", the new-domain score being minus the "
+            note(f"objective: {SOUP_OBJECTIVE}" + (", the new-domain score being minus the "
                                                    "cross-entropy" if _ce(search) else ""))]
     if own:
-        body.append(_table(["fine-tune", "its own objective", "in the soup"], own, "caps"))
+        body.append(table(["fine-tune", "its own objective", "in the soup"], own, "caps"))
     if steps:
-        body.append(_table(["step", "fine-tune tried", "soup objective", ""], steps, "caps"))
-    return _section("soup", "Greedy soup", "".join(body))
+        body.append(table(["step", "fine-tune tried", "soup objective", ""], steps, "caps"))
+    return section("soup", "Greedy soup", "".join(body))
 
 
 def section_settings(search: dict) -> str:
     probe_n = search.get("probe_n")
-    facts = [("method, parameter", f"{esc(search['method'])}, {esc(search['param'])}"),
-             ("new domain", f"<code>{esc(search['domain'])}</code> <span class=\"dim\">"
-                            f"{esc(search.get('domain_score'))}</span>"),
-             ("domain_metric", esc(search.get("domain_metric", "accuracy"))),
-             ("retained", _paths(search["retained"])),
-             ("min_gain_share", f"{num(search.get('min_gain_share'))} "
-                                f"({_share(search.get('min_gain_share'))})"),
-             ("probe_n", "all items" if probe_n is None else esc(probe_n)),
-             ("seed", esc(search.get("seed")))]
+    rows = [("method, parameter", f"{esc(search['method'])}, {esc(search['param'])}"),
+            ("new domain", f"<code>{esc(search['domain'])}</code> <span class=\"dim\">"
+                           f"{esc(search.get('domain_score'))}</span>"),
+            ("domain_metric", esc(search.get("domain_metric", "accuracy"))),
+            ("retained", _paths(search["retained"])),
+            ("min_gain_share", f"{num(search.get('min_gain_share'))} "
+                               f"({_share(search.get('min_gain_share'))})"),
+            ("probe_n", "all items" if probe_n is None else esc(probe_n)),
+            ("seed", esc(search.get("seed")))]
     if search.get("split"):
-        facts.append(("split", f"selection {_sizes(search, 'selection')}, reporting "
-                               f"{_sizes(search, 'reporting')} items per probe (disjoint)"))
-    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
-    return _section("settings", "Settings", f'<table class="facts">{table}</table>')
+        rows.append(("split", f"selection {_sizes(search, 'selection')}, reporting "
+                              f"{_sizes(search, 'reporting')} items per probe (disjoint)"))
+    return section("settings", "Settings", facts(rows))
 
 
 def search_title(search: dict) -> str:
