@@ -22,7 +22,7 @@ from retain.metrics.verdicts import (  # noqa: F401 (mean_ci: also sequence_metr
     seed_deltas, verdict)
 from retain.report import tables
 from retain.report.plots import (
-    PROPORTION_METRICS, oriented, pareto_front, plot_capabilities, plot_deltas, plot_tradeoff,
+    PROPORTION_METRICS, pareto_front, plot_capabilities, plot_deltas, plot_tradeoff,
     tradeoff_points)
 from retain.report.results import SUMMARY_COLUMNS, write_json_atomic, write_text_atomic
 

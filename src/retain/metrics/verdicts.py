@@ -68,7 +68,8 @@ def mean_rows(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["strategy"], r["probe"], r["metric"]), []).append(r)
     out = []
     for group in groups.values():
-        mean = {k: sum(float(g[k]) for g in group) / len(group) for k in ("before", "after", "delta")}
+        mean = {k: sum(float(g[k]) for g in group) / len(group)
+                for k in ("before", "after", "delta")}
         one = len(group) == 1  # a mean has no paired test or interval of its own
         out.append({**group[0], **mean, "seed": None, "seeds": len(group),
                     **({} if one else {"paired": None, "before_ci": None, "after_ci": None})})

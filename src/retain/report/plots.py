@@ -51,7 +51,8 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 
 
 def save_chart(fig, path: Path) -> Path:
-    """Save ``fig`` as a PNG at ``path`` (atomically: a temporary file renamed), close it; the path."""
+    """Save ``fig`` as a PNG at ``path`` atomically (a temporary file, renamed), close it;
+    the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
     os.close(fd)

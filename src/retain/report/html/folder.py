@@ -71,9 +71,9 @@ def strategy_name(results: dict[str, Any]) -> str | None:
 def _load_run(d: Path, label: str | None = None) -> Run:
     results = read_results(d)
     cfg = d / CONFIG_FILE
+    text = cfg.read_text(encoding="utf-8", errors="replace") if cfg.is_file() else None
     return Run(label=label or strategy_name(results) or d.name, dir=d, results=results,
-               metrics=read_metrics(d / METRICS_FILE),
-               config_text=cfg.read_text(encoding="utf-8", errors="replace") if cfg.is_file() else None)
+               metrics=read_metrics(d / METRICS_FILE), config_text=text)
 
 
 def load_folder(d: Path) -> Folder:

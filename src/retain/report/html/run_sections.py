@@ -124,7 +124,8 @@ def verdict_list(runs: list[Run], ranking: dict[str, Any]) -> str:
     rows = strategy_rows(runs)
     judged, means = judge(rows), mean_rows(rows)  # the cliff: on the mean over seeds
     items = []
-    for s in sorted(strategies(runs), key=lambda s: ranked.index(s) if s in ranked else len(ranked)):
+    order = sorted(strategies(runs), key=lambda s: ranked.index(s) if s in ranked else len(ranked))
+    for s in order:
         lost = cliff_count(means, s)
         flag = (f' <span class="loss">fell off the cliff: {esc(", ".join(lost))}</span>'
                 if lost else "")

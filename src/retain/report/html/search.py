@@ -59,9 +59,6 @@ def search_figures(d: Path, search: dict) -> dict[str, bytes]:
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-
-
-
 def _ce(search: dict) -> bool:
     return search.get("domain_metric", "accuracy") == "ce"
 
@@ -146,7 +143,7 @@ def section_summary(search: dict) -> str:
                          _domain_value(search, point["scores"]),
                          num(_retained_mean(search, point["scores"]))])
         parts.append(table(["", _domain_head(search), f"retained mean {arrow(True)}"], rows,
-                            "caps"))
+                           "caps"))
     rule = (f"The pick: among the points whose new-domain gain over the base is at least "
             f"{_share(search.get('min_gain_share'))} of the fine-tune's gain, the one with the "
             f"highest mean retained score (ties: more gain).")

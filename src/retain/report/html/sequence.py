@@ -70,8 +70,6 @@ def sequence_figures(d: Path, summary: dict) -> dict[str, bytes]:
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-
-
 def _label(x: Any) -> str:
     return "" if x is None else str(x)
 
@@ -124,7 +122,8 @@ def section_summary(summary: dict) -> str:
         first = ranking[0]
         text = (f"<b>{esc(_label(first.get('label')))}</b> ranks first by ACC of {esc(metric)} "
                 f"({num(first.get('acc'))} {ci(first.get('acc_ci'))})")
-        behind = [as_dict(as_dict(r.get("vs_best")).get("acc")).get("larger_than_noise") for r in ranking[1:]]
+        behind = [as_dict(as_dict(r.get("vs_best")).get("acc")).get("larger_than_noise")
+                  for r in ranking[1:]]
         close = [r for r, b in zip(ranking[1:], behind) if b is False]
         if close:
             text += f"; within the noise of it: {_names(close)}"
@@ -208,7 +207,7 @@ def _scores_table(m: dict) -> str:
     seeds = [", ".join(f"{esc(k)}: {num(v)}" for k, v in as_dict(s.get("per_seed")).items()) or "–"
              for s in scores]
     return table(["", *(name for name, _ in SCORES.values())],
-                  [["mean [95% CI]", *map(_score, scores)], ["per seed", *seeds]], "caps")
+                 [["mean [95% CI]", *map(_score, scores)], ["per seed", *seeds]], "caps")
 
 
 def _paired_table(m: dict) -> str:
@@ -284,7 +283,7 @@ def section_runs(summary: dict, figs: dict[str, bytes]) -> str:
     said = note("R[i][j]: task j's score after training through task i (a mean over seeds); "
                 "row base: the model before the first task; in bold, each task right after "
                 "its own training. " + "; ".join(f"{name}: {meaning}" for name, meaning in
-                                                SCORES.values()) + ".")
+                                                 SCORES.values()) + ".")
     blocks = "".join(_run_block(summary, e, figs, i) for i, e in enumerate(entries, 1))
     return section("runs", "Run by run: the accuracy matrices",
                    f"<nav>{nav}</nav>{said}{blocks}")
