@@ -205,7 +205,7 @@ def plot_capabilities(rows: list[dict], strategies: list[str], path: Path, title
 def plot_deltas(judged: dict[str, dict[str, dict]], strategies: list[str], path: Path,
                 title: str = "") -> Path:
     """A heatmap, one row per strategy and one column per probe metric (retained first, the new
-    domain last), of the change after training (``comparison.judge``). The colour is the change
+    domain last), of the change after training (``verdicts.judge``). The colour is the change
     oriented so that green is better and red worse, clipped at +-1 (proportions span 0-1; a
     cross-entropy change in nats saturates past it); the number is the delta as measured. A
     cell whose change is not real (no paired change, or an interval over seeds that holds 0)
