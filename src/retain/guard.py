@@ -161,19 +161,6 @@ def select_probes(probes: list, limits: list[Limit]) -> list:
     return [p for k, p in keys.items() if k in wanted]
 
 
-def guard_probes(config: GuardConfig | None, specs: list[str], probes: list,
-                 seed: int) -> tuple[list, list]:
-    """(the probes of a check: ``specs`` at ``config.n`` items, those the limits need; the same
-    at full size, from the run's ``probes``, for the final check); ([], []) without a guard."""
-    if config is None:
-        return [], []
-    from retain.probes import load_probes
-
-    limits = config.parsed()
-    return (select_probes(load_probes(specs, n=config.n, seed=seed), limits),
-            select_probes(probes, limits))
-
-
 def score_probes(model, tokenizer, probes: list, *, base_model=None, batch_size: int = 32) -> list:
     """Score the guard's subset (``list[ProbeResult]``), quietly: it runs inside the training bar."""
     from retain.probes import evaluate

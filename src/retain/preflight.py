@@ -48,7 +48,7 @@ class Plan:
     inputs: dict | None = None  # the inputs' fingerprint (train/inputs.py), kept in checkpoints
 
 
-def _writable(out: Path) -> None:
+def check_writable(out: Path) -> None:
     """The nearest existing folder at or above ``out`` must take a new file (tried for real:
     permission bits do not tell for root or read-only mounts)."""
     probe = out
@@ -70,7 +70,7 @@ def out_mode(config) -> tuple[str, Path | None]:
     """("new" | "clean" | "resume", checkpoint) for the run folder, or a UserError saying why
     it cannot be used. A folder whose results say "failed" may be rerun without ``overwrite``."""
     out = Path(config.out)
-    _writable(out)
+    check_writable(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"out {out} exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):

@@ -126,8 +126,8 @@ class RetainCallback(TrainerCallback):
                  seed: int = 0, batch_size: int = 32, overwrite: bool = False,
                  data: str | None = None, drift: bool = True,
                  domain_probes: Sequence[str] = ()):
-        from retain.guard import guard_probes
-        from retain.preflight import _writable
+        from retain.preflight import check_writable
+        from retain.probe_set import guard_parts
         from retain.probes import load_probes
 
         if every < 0:
@@ -136,14 +136,14 @@ class RetainCallback(TrainerCallback):
         self.specs, self.n, self.every, self.seed = list(probes), n, every, seed
         self.batch_size, self.data, self.drift = batch_size, data, drift
         self.domain_probe_files = list(domain_probes)
-        self.retained = load_probes(self.specs, n=n, seed=seed)
+        self.guard_config = _guard_config(guard)  # the guard watches the retained probes
+        # guarded probes: the guard chooses on a selection part, results report the rest
+        self.retained, self.guard_probes, self.guard_verify, self.split = guard_parts(
+            self.guard_config, self.specs, load_probes(self.specs, n=n, seed=seed), n, seed)
         self.probes = self.retained + self._domain_probes()  # domain: once the kit has split
         self._domain_known = strategies is None or strategies.heldout is not None
-        self.guard_config = _guard_config(guard)  # the guard watches the retained probes
-        self.guard_probes, self.guard_verify = guard_probes(self.guard_config, self.specs,
-                                                            self.retained, seed)
         self.out = Path(out)
-        _writable(self.out)
+        check_writable(self.out)
         if (self.out / rr.RESULTS_FILE).exists() and not overwrite:
             raise UserError(f"run folder {self.out} is not empty; pass overwrite=True to replace "
                             f"it, or choose another out")
@@ -256,17 +256,19 @@ class RetainCallback(TrainerCallback):
         self.before = self._probe(model, "before", state.global_step)
         if self.guard_config is not None:
             every = guard_every(self.guard_config, self.every, state.max_steps)
-            self.guard = self._new_guard(every)
+            self.guard = self._new_guard(every, state.max_steps)
             self.guard.start(model)  # refuses limits the model fails already
             self.guard.keep(state.global_step, model)
 
-    def _new_guard(self, every: int):
+    def _new_guard(self, every: int, max_steps: int):
         from retain.guard import Guard
 
+        verify = self.guard_config.verify
         return Guard(self.guard_config, every,
                      score=lambda m: self._score(m, self.guard_probes), log=self._log,
                      say=None if self._main else (lambda line: None),
-                     verify=lambda m: self._score(m, self.guard_verify))
+                     verify=lambda m: self._score(m, self.guard_verify),
+                     looks=max_steps // every + verify)  # the run-wide test's looks
 
     def _resume(self, args, state, model, control) -> None:
         """A run resumed from the Trainer checkpoint of ``state.global_step``: the before-results,
@@ -326,7 +328,7 @@ class RetainCallback(TrainerCallback):
         self.before = [ProbeResult(**r) for r in saved["before"]]
         if self.guard_config is not None:
             self.guard = self._new_guard(guard_every(self.guard_config, self.every,
-                                                     state.max_steps))
+                                                     state.max_steps), state.max_steps)
             self.guard.load_state_dict(saved["guard"])
             if self.guard.stopped:  # the run had ended here: the Trainer's one more step is void
                 self._end_step = step
@@ -450,6 +452,8 @@ class RetainCallback(TrainerCallback):
         }
         if self.guard is not None:
             results["guard"] = self.guard.summary()
+        if self.split:  # guarded probes: what the guard chose on, apart from what is reported
+            results["probe_split"] = self.split
         self.results = results
         if self._main:
             rr.write_summary_csv(self.out / rr.SUMMARY_FILE, results)
