@@ -8,7 +8,7 @@ The Python API that the ``retain`` command line wraps:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from retain.version import __version__
 
 
 def __getattr__(name: str):

@@ -170,7 +170,7 @@ def apply_override(data: dict[str, Any], override: str) -> dict[str, Any]:
     return data
 
 
-def _read_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file {p} does not exist")
@@ -187,7 +187,7 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | tuple
                     **flags: Any) -> RunConfig:
     """A ``RunConfig`` from a YAML file (or the defaults when None), then keyword ``flags`` (the
     CLI's options, whole values), then ``a.b=c`` overrides: file < flags < overrides."""
-    data = _read_yaml(path) if path is not None else {}
+    data = read_yaml(path) if path is not None else {}
     data.update({k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
     data = copy.deepcopy(data)  # overrides edit nested values: never the caller's
     if "strategies" in data or any(o.startswith("strategies.") for o in overrides):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import retain
+from retain.version import __version__
 from retain.errors import UserError
+from retain.strategies.fisher import model_fisher
 
 
 def check_inputs(model: str, out: Path, n: int, overwrite: bool) -> None:
@@ -48,19 +49,6 @@ def _check_names(model: str, fisher: dict) -> None:
                             "retain merge would accept")
 
 
-def model_fisher(net, examples: list[dict], *, n: int, estimator: str = "empirical",
-                 seed: int = 0, chunk_size: int = 8) -> dict:
-    """``net``'s diagonal Fisher over every floating-point parameter (whatever was frozen for
-    training) on ``n`` of ``examples`` (seeded): what a Fisher merge weighs a model by."""
-    from retain.strategies.fisher import estimate_fisher
-
-    for p in net.parameters():
-        if p.is_floating_point():
-            p.requires_grad_(True)
-    return estimate_fisher(net, examples, estimator, n_samples=n, seed=seed,
-                           batch_size=chunk_size, chunk_size=chunk_size)
-
-
 def write_fisher(model: str, data: str, out: str | Path, *, n: int = 64,
                  estimator: str = "empirical", seq_len: int = 256, seed: int = 0,
                  device: str = "auto", dtype: str = "auto", chunk_size: int = 8,
@@ -87,7 +75,7 @@ def write_fisher(model: str, data: str, out: str | Path, *, n: int = 64,
     meta = {"kind": "fisher", "model": model, "data": data, "estimator": estimator,
             "n": min(n, len(examples)), "seed": seed, "seq_len": seq_len,
             "dtype": str(next(net.parameters()).dtype).removeprefix("torch."),
-            "retain_version": retain.__version__}
+            "retain_version": __version__}
     if out.exists() and not overwrite:  # appeared while estimating
         raise UserError(f"{out} exists; pass --overwrite to replace it")
     return save_importance(out, fisher, meta)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-import retain
+from retain.version import __version__
 from retain.errors import UserError
 
 
@@ -88,7 +88,7 @@ def write_gram(model: str, data: str, out: str | Path, *, n: int = 64, seq_len: 
         raise UserError(f"{model} has no untied linear layer to take a Gram matrix of")
     meta = {"kind": "gram", "model": model, "data": data, "n": str(min(n, len(examples))),
             "tokens": str(tokens), "seed": str(seed), "seq_len": str(seq_len),
-            "normalized": "mean over tokens", "retain_version": retain.__version__}
+            "normalized": "mean over tokens", "retain_version": __version__}
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
     return save_float32_atomic(out, grams, meta)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-import retain
+from retain.version import __version__
 from retain.config import RunConfig, to_yaml
 from retain.errors import UserError
 from retain.report import results as rr
@@ -39,15 +39,14 @@ def _save_model(model, tokenizer, out: Path) -> None:
 def _save_fisher(model, data: list[dict], config: RunConfig, out: Path) -> Path:
     """The final model's diagonal Fisher on 64 of its training examples (empirical, seeded),
     over every floating parameter, as ``retain fisher`` writes it: ``model/fisher.safetensors``."""
-    from retain.fisher_cli import model_fisher
-    from retain.strategies.fisher import save_importance
+    from retain.strategies.fisher import model_fisher, save_importance
 
     n = min(64, len(data))
     fisher = model_fisher(model, data, n=n, seed=config.seed)
     return save_importance(out / rr.MODEL_DIR / "fisher.safetensors", fisher, {
         "kind": "fisher", "model": str(out / rr.MODEL_DIR), "data": config.data,
         "estimator": "empirical", "n": n, "seed": config.seed, "seq_len": config.seq_len,
-        "retain_version": retain.__version__})
+        "retain_version": __version__})
 
 
 def _records(path: Path) -> list[str]:

@@ -9,6 +9,7 @@ import torch
 from peft.utils import merge_utils
 
 from retain.errors import UserError
+import retain.merging.base as merging_base
 from retain.merging import MERGE_METHODS, interpolate, merge_state_dicts
 from retain.merging.dare import drop_and_rescale, generator_for
 from retain.merging.fisher import fisher_average
@@ -230,7 +231,7 @@ def test_chunked_merge_equals_whole_tensor_merge(method, opts, monkeypatch):
     if method == "wise_ft":
         models = models[:1]
         use_base = base
-    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 50)  # "w" in 9 chunks of 4 rows, "b" in 1
+    monkeypatch.setattr(merging_base, "CHUNK_ELEMENTS", 50)  # "w" in 9 chunks of 4 rows, "b" in 1
     assert len(engine.row_chunks((37, 11))) == 10
     chunked = merge_state_dicts(method, use_base, models, stats=stats, **opts)
     o = spec.options(**opts)

@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from retain.errors import UserError
+import retain.merging.base as merging_base
 from retain.merging import MERGE_METHODS, merge_state_dicts
 from retain.merging.della import keep_probabilities, magprune
 from retain.merging.dare import generator_for
@@ -228,7 +229,7 @@ def test_model_stock_angle_is_the_whole_tensors_when_chunked(monkeypatch):
     models = [{"w": base + shared + torch.randn(37, 11, generator=g)} for _ in range(3)]
     spec = MERGE_METHODS["model_stock"]
     whole = spec.apply(TensorSet("w", base, [m["w"] for m in models], [1.0] * 3), spec.options())
-    monkeypatch.setattr(engine, "CHUNK_ELEMENTS", 50)
+    monkeypatch.setattr(merging_base, "CHUNK_ELEMENTS", 50)
     chunked = merge_state_dicts("model_stock", {"w": base}, models)["w"]
     assert torch.allclose(chunked, whole, atol=1e-6)
     assert not torch.allclose(whole, base) and not torch.allclose(

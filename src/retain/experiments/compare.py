@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from retain.config import RunConfig, _read_yaml, apply_override, parse_config, run_identity
+from retain.config import RunConfig, read_yaml, apply_override, parse_config, run_identity
 from retain.experiments.comparison import DEFAULT_RANK, MIN_GAIN_SHARE
 from retain.errors import UserError
 
@@ -332,7 +332,7 @@ def run_planned(planned: list[Planned], *, overwrite: bool = False, echo=print,
 def load_compare_file(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The compare file as ``{base, extra, overrides, seeds, out, title, rank_by}``;
     ``overrides`` (``a.b=c``) apply to every run."""
-    return compare_data(_read_yaml(path) if path is not None else {}, overrides)
+    return compare_data(read_yaml(path) if path is not None else {}, overrides)
 
 
 def compare_data(data: dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -357,7 +357,7 @@ def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | 
     ``extra``: more keys for ``comparison.json``."""
     from retain.experiments.comparison import RANK_SCORES, write_comparison
 
-    f = compare_data(_read_yaml(path) if data is None else data, overrides)
+    f = compare_data(read_yaml(path) if data is None else data, overrides)
     if "runs" not in f["extra"]:
         raise UserError(f"{path}: a compare file needs runs: [{{label: ..., strategies: [...]}}]")
     if f["rank_by"] not in RANK_SCORES:

@@ -73,7 +73,7 @@ def run_scores(rows: list[dict], domain: set[str]) -> dict[tuple[str, Any], dict
     return scores
 
 
-def _paired(a: dict[Any, float], b: dict[Any, float]) -> dict[str, Any]:
+def paired_over_seeds(a: dict[Any, float], b: dict[Any, float]) -> dict[str, Any]:
     """a - b over the seeds both ran (same seed: same data order and probe items), with its
     95% t-interval; larger than the noise when the interval excludes 0 (a paired t-test at 5%)."""
     seeds = [s for s in a if s in b]
@@ -141,10 +141,10 @@ def ranking(rows: list[dict], domain: set[str], by: str = DEFAULT_RANK,
         if i + 1 < len(order):  # by_rule: a tier apart, placed by the rule whatever the gap
             nxt = order[i + 1]
             e["vs_next"] = {"strategy": nxt, "on": on(k), "by_rule": tier(k) != tier(nxt),
-                            **_paired(per[k][on(k)], per[nxt][on(k)])}
+                            **paired_over_seeds(per[k][on(k)], per[nxt][on(k)])}
         if i > 0:
             e["vs_best"] = {"strategy": order[0], "on": score,
-                            **_paired(per[order[0]][score], per[k][score])}
+                            **paired_over_seeds(per[order[0]][score], per[k][score])}
         ranked.append(e)
     return ranked
 

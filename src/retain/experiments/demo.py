@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from retain.config import _read_yaml
+from retain.config import read_yaml
 from retain.errors import UserError
 from retain.experiments.compare import entry_label, run_compare
 
@@ -32,7 +32,7 @@ def _pick(runs: list, labels: Sequence[str], where: str) -> list:
 
 def demo_data(quick: bool = False) -> dict[str, Any]:
     """``demo.yaml`` as a compare file's data: with ``quick``, its ``quick:`` runs and keys."""
-    data = _read_yaml(DEMO_FILE)
+    data = read_yaml(DEMO_FILE)
     fast = dict(data.pop("quick", None) or {})
     if quick:
         data["runs"] = _pick(data["runs"], fast.pop("runs", []), "quick.runs")

@@ -39,13 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from retain.config import RunConfig, _read_yaml, apply_override, parse_config
+from retain.config import RunConfig, read_yaml, apply_override, parse_config
 from retain.errors import UserError
 from retain.experiments.compare import Planned, entry_label, inspect, read_entries, read_seeds, slug
+from retain.experiments.sequence_metrics import SUMMARY_FILE  # where the writer keeps it
 
 SEQUENCE_KEYS = ("tasks", "runs", "seeds", "out", "title", "memory", "keep_models")
 SEQUENCE_FILE = "sequence.json"  # one sequence (a label and a seed): its matrices
-SUMMARY_FILE = "sequences.json"  # the folder: every sequence, and the means over seeds
 DEFAULT_MEMORY = 256
 
 
@@ -244,7 +244,7 @@ def plan_chains(f: dict, tasks: list[Task], out: Path) -> list[Chain]:
 
 def load_sequence_file(path: str | Path | None, overrides: Sequence[str] = (),
                        data: dict | None = None) -> dict[str, Any]:
-    raw = dict(data) if data is not None else _read_yaml(path)
+    raw = dict(data) if data is not None else read_yaml(path)
     base = {k: v for k, v in raw.items() if k not in SEQUENCE_KEYS}
     if "data" in base:
         raise UserError("data is not a key of a sequence file: list the tasks' data under tasks")

@@ -17,6 +17,8 @@ from retain.metrics.paired import paired_test
 
 SCORES = ("acc", "bwt", "fwt", "forgetting")
 
+SUMMARY_FILE = "sequences.json"  # the folder: every sequence, and the means over seeds
+
 
 def _rows(results: list[dict]) -> list[dict[str, dict]]:
     """Probe results keyed ``probe.metric``: the base (task 0's before), then after each task."""
@@ -122,7 +124,7 @@ def rank(entries: list[dict], metric: str) -> list[dict[str, Any]]:
     """Labels ranked by mean ACC of ``metric`` (best first), each with its BWT, and the paired
     differences to the best in ACC and in BWT over the seeds both ran (``larger_than_noise``: the
     95% interval excludes 0; None with fewer than two shared seeds), as ``retain compare`` rules."""
-    from retain.experiments.comparison import _paired
+    from retain.experiments.comparison import paired_over_seeds
 
     scored = [e for e in entries if "acc" in e["matrices"].get(metric, {})]
     hib = scored[0]["matrices"][metric]["higher_is_better"] if scored else True
@@ -137,8 +139,8 @@ def rank(entries: list[dict], metric: str) -> list[dict[str, Any]]:
         if i > 0:
             best = order[0]["matrices"][metric]
             row["vs_best"] = {"label": order[0]["label"],
-                              "acc": _paired(best["acc"]["per_seed"], m["acc"]["per_seed"]),
-                              "bwt": _paired(best["bwt"]["per_seed"], m["bwt"]["per_seed"])}
+                              "acc": paired_over_seeds(best["acc"]["per_seed"], m["acc"]["per_seed"]),
+                              "bwt": paired_over_seeds(best["bwt"]["per_seed"], m["bwt"]["per_seed"])}
         out.append(row)
     return out
 
@@ -169,7 +171,6 @@ def write_sequences(out, records: list[dict], *, title: str, show: bool = True,
     from pathlib import Path
 
     from retain.experiments.compare import slug
-    from retain.experiments.sequence import SUMMARY_FILE
     from retain.report.results import write_json_atomic
 
     out = Path(out)

@@ -295,10 +295,10 @@ def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequ
     return ``{}``)."""
     from retain.experiments.comparison import write_comparison
     from retain.experiments.compare import compare_data, fan_out, plan, read_entries
-    from retain.config import _read_yaml
+    from retain.config import read_yaml
     from retain.report.results import write_json_atomic
 
-    data = _read_yaml(path) if path is not None else {}
+    data = read_yaml(path) if path is not None else {}
     grid = read_grid(data.pop("grid", None))
     for s in sets:
         key, values = parse_set(s)

@@ -8,6 +8,7 @@ large tensors into row chunks so memory stays small. A method that needs a whole
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any, Callable, Iterable, Literal
 
 import torch
@@ -97,3 +98,17 @@ def task_vectors(ts: TensorSet) -> list[torch.Tensor]:
     """tau_i = theta_i - theta_base, one per model (Ilharco et al. 2023)."""
     assert ts.base is not None, "task vectors need the base"
     return [m - ts.base for m in ts.models]
+
+
+CHUNK_ELEMENTS = 1 << 19  # rows per chunk are chosen so one input chunk holds at most this many
+
+
+def row_chunks(shape: tuple[int, ...]) -> list[tuple[int, int] | None]:
+    """Row ranges (dim 0) that cut a tensor into chunks of at most CHUNK_ELEMENTS entries (a
+    row is never split); [None] when the tensor is small enough to take whole. Fixed, so
+    streaming and in-memory merges cut identically (DARE's masks are drawn per chunk)."""
+    numel = math.prod(shape)
+    if len(shape) == 0 or numel <= CHUNK_ELEMENTS:
+        return [None]
+    step = max(1, CHUNK_ELEMENTS // max(1, numel // shape[0]))
+    return [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]

@@ -12,9 +12,9 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-import retain
+from retain.version import __version__
 from retain.errors import UserError
-from retain.merging.base import MergeMethod, MergeOptions, TensorSet
+from retain.merging.base import MergeMethod, MergeOptions, TensorSet, row_chunks
 from retain.merging.fisher import check_fishers
 from retain.merging.output import (Entry, ShardWriter, atomic_folder, copy_support_files,
                                    parse_size, write_card)
@@ -88,20 +88,6 @@ def _resolve(method: MergeMethod, opts: MergeOptions, n: int, weights, densities
         if not 0 < d <= 1:
             raise UserError(f"density must be in (0, 1], got {d}")
     return weights, densities
-
-
-CHUNK_ELEMENTS = 1 << 19  # rows per chunk are chosen so one input chunk holds at most this many
-
-
-def row_chunks(shape: tuple[int, ...]) -> list[tuple[int, int] | None]:
-    """Row ranges (dim 0) that cut a tensor into chunks of at most CHUNK_ELEMENTS entries (a
-    row is never split); [None] when the tensor is small enough to take whole. Fixed, so
-    streaming and in-memory merges cut identically (DARE's masks are drawn per chunk)."""
-    numel = math.prod(shape)
-    if len(shape) == 0 or numel <= CHUNK_ELEMENTS:
-        return [None]
-    step = max(1, CHUNK_ELEMENTS // max(1, numel // shape[0]))
-    return [(r, min(r + step, shape[0])) for r in range(0, shape[0], step)]
 
 
 def _check_stats(name: str, shape: tuple[int, ...], kind: str, stats: list) -> bool:
@@ -274,7 +260,7 @@ def merge(method: str, models: Sequence[str | Path], out: str | Path, *,
     entries_by_name = {e.name: e for e in entries}
     with atomic_folder(out, overwrite) as tmp:
         writer = ShardWriter(tmp, entries, shard_bytes,
-                             {"merge_method": spec.name, "retain_version": retain.__version__})
+                             {"merge_method": spec.name, "retain_version": __version__})
         try:
             done = 0
             for name, t in merge_tensors(spec, opts, template, base_src, srcs, w, d, stats,
@@ -295,5 +281,5 @@ def merge(method: str, models: Sequence[str | Path], out: str | Path, *,
         write_card(tmp, out=str(out), method=spec.name, citation=spec.citation,
                    base=str(base) if base is not None else None, models=per_model,
                    options=opts.model_dump(mode="json", exclude_defaults=True),
-                   version=retain.__version__, dtype=dtype)
+                   version=__version__, dtype=dtype)
     return out

@@ -34,7 +34,7 @@ import torch
 from pydantic import Field
 
 from retain.errors import UserError
-from retain.merging.base import MergeOptions, TensorSet
+from retain.merging.base import MergeOptions, TensorSet, row_chunks
 
 FISHER_HINT = ("estimate each model's own Fisher on its own data: "
                "retain fisher MODEL --data DATA --out FILE")
@@ -79,7 +79,6 @@ def check_fishers(template, stats: Sequence, normalize: str) -> list[float]:
     shape, or hold negative or non-finite entries) and sources identical to each other; return
     each source's divisor (its mean over the covered entries, or 1 with ``normalize="none"``).
     ``template``: a TensorSource; ``stats``: StatsFile / StatsDict objects, one per model."""
-    from retain.merging.engine import row_chunks  # engine imports the registry, which imports us
 
     names = sorted(n for n in template.names() if template.dtype(n).is_floating_point)
     for s in stats:

@@ -19,7 +19,7 @@ from retain.data import IGNORE, encode_record
 from retain.probes import engine
 from retain.probes.base import Outcome, Probe, ProbeResult, ScoredFromOutcomes, check_outcome_count
 from retain.probes.jsonl import load_jsonl_probe
-from retain.probes.kinds import GenerationProbe, _result
+from retain.probes.kinds import GenerationProbe, probe_result
 from retain.probes.stats import bootstrap_ratio_interval
 
 DOMAIN = "domain"  # the capability that domain_gain counts
@@ -87,7 +87,7 @@ class LabeledCEProbe(ScoredFromOutcomes):
         examples = [{"prompt": p, "expected": x, "answer": None, "ok": None,
                      "value": s / max(c, 1), "sum": s, "count": c}
                     for (p, x), s, c in zip(self.shown, sums, counts)]
-        return _result(self, value, len(outcomes), ci, examples)
+        return probe_result(self, value, len(outcomes), ci, examples)
 
 
 def _qa(shape: str, payload: Any) -> tuple[str, str] | None:

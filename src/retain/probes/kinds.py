@@ -39,7 +39,7 @@ def _trim(x: Any) -> Any:
     return x[:ITEM_TEXT_CHARS] if isinstance(x, str) else x
 
 
-def _result(probe, value: float, n: int, ci: tuple[float, float], examples: list) -> ProbeResult:
+def probe_result(probe, value: float, n: int, ci: tuple[float, float], examples: list) -> ProbeResult:
     """The result; ``examples`` holds one record per item, in item order: the first few are
     shown as examples, all of them (trimmed) are kept as ``items`` for paired tests."""
     items = [{k: _trim(e[k]) for k in _ITEM_KEYS if k in e} for e in examples]
@@ -105,7 +105,7 @@ class GenerationProbe(ScoredFromOutcomes):
         examples = [{"prompt": it.prompt, "expected": it.answer, "answer": o["answer"],
                      "ok": o["passed"] == self.higher_is_better}
                     for it, o in zip(self.items, outcomes)]
-        return _result(self, k / n if n else 0.0, n, wilson_interval(k, n), examples)
+        return probe_result(self, k / n if n else 0.0, n, wilson_interval(k, n), examples)
 
 
 @dataclass
@@ -148,7 +148,7 @@ class ChoiceProbe(ScoredFromOutcomes):
                      "answer": it.choices[o["pred"]], "ok": ok}
                     for it, o, ok in zip(self.items, outcomes, passed)]
         k, n = sum(passed), len(passed)
-        return _result(self, k / n if n else 0.0, n, wilson_interval(k, n), examples)
+        return probe_result(self, k / n if n else 0.0, n, wilson_interval(k, n), examples)
 
 
 def _text_ids(model, tokenizer, texts: list[str]) -> list[list[int]]:
@@ -174,7 +174,7 @@ def _per_text_mean_result(probe, texts: list[str], outcomes: list[Outcome],
     examples = [{"prompt": t, "expected": None, "answer": None, "ok": None,
                  "value": s / max(c, 1), "sum": s, "count": c}
                 for t, s, c in zip(texts, sums, counts)]
-    return _result(probe, value, len(texts), ci, examples)
+    return probe_result(probe, value, len(texts), ci, examples)
 
 
 @dataclass

@@ -40,7 +40,7 @@ SUMMARY_COLUMNS = ("strategy", "probe", "metric", "before", "after", "delta", "h
 
 def retain_version() -> str:
     """The installed retain's version, as results.json and the report record it."""
-    from retain import __version__  # lazy: the package's __init__ is above this module
+    from retain.version import __version__
 
     return __version__
 

@@ -311,3 +311,14 @@ def load_importance(path: str | Path) -> tuple[Importance, dict[str, Any]]:
         except json.JSONDecodeError:
             meta[k] = v  # written by another tool: keep the string
     return load_file(str(path)), meta
+
+
+def model_fisher(net, examples: list[dict], *, n: int, estimator: str = "empirical",
+                 seed: int = 0, chunk_size: int = 8) -> dict:
+    """``net``'s diagonal Fisher over every floating-point parameter (whatever was frozen for
+    training) on ``n`` of ``examples`` (seeded): what a Fisher merge weighs a model by."""
+    for p in net.parameters():
+        if p.is_floating_point():
+            p.requires_grad_(True)
+    return estimate_fisher(net, examples, estimator, n_samples=n, seed=seed,
+                           batch_size=chunk_size, chunk_size=chunk_size)
