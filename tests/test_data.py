@@ -7,12 +7,13 @@ import json
 
 import pytest
 
+from retain import formats
 from retain import data
 from retain.builtin import tasks
 from retain.builtin.build import CHAT_MIX, build_tokenizer, render
 from retain.errors import UserError
 
-IGNORE = data.IGNORE
+IGNORE = formats.IGNORE
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +34,14 @@ def write_jsonl(tmp_path, lines, name="d.jsonl"):
 
 
 def test_text_takes_loss_everywhere_and_ends_with_eos(tok):
-    ex = data.encode_text(tok, "abc", seq_len=64)
+    ex = formats.encode_text(tok, "abc", seq_len=64)
     assert ex["input_ids"] == [tok.bos_token_id] + tok("abc", add_special_tokens=False).input_ids \
         + [tok.eos_token_id]
     assert ex["labels"] == ex["input_ids"]
 
 
 def test_prompt_completion_loss_on_completion_only(tok):
-    ex = data.encode_prompt_completion(tok, "What is 2 + 2?", "4", seq_len=64)
+    ex = formats.encode_prompt_completion(tok, "What is 2 + 2?", "4", seq_len=64)
     assert tok.decode(ex["input_ids"]) == "<s><|user|>What is 2 + 2?<|assistant|>4<|end|>"
     assert trained_text(tok, ex).strip("_") == "4<|end|>"
 
@@ -48,22 +49,22 @@ def test_prompt_completion_loss_on_completion_only(tok):
 def test_messages_loss_on_assistant_turns_only(tok):
     msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
             {"role": "user", "content": "again"}, {"role": "assistant", "content": "ok"}]
-    ex = data.encode_messages(tok, msgs, seq_len=128)
+    ex = formats.encode_messages(tok, msgs, seq_len=128)
     assert trained_text(tok, ex) == "_" * 5 + "yo<|end|>" + "_" * 7 + "ok<|end|>"
-    assert data.encode_messages(tok, msgs, 128, loss_on="all")["labels"] == ex["input_ids"]
+    assert formats.encode_messages(tok, msgs, 128, loss_on="all")["labels"] == ex["input_ids"]
 
 
 def test_no_chat_template_falls_back_to_the_plain_format(tok):
     plain = build_tokenizer()
     plain.chat_template = None
-    ex = data.encode_prompt_completion(plain, "hi", "yo", seq_len=64)
+    ex = formats.encode_prompt_completion(plain, "hi", "yo", seq_len=64)
     assert tok.decode(ex["input_ids"]) == "<s>User: hi\nAssistant: yo<|end|>"
     assert trained_text(plain, ex).strip("_") == " yo<|end|>"
 
 
 def test_truncation_and_nothing_left_to_learn(tok):
-    assert len(data.encode_text(tok, "x" * 100, seq_len=16)["input_ids"]) == 16
-    assert data.encode_prompt_completion(tok, "p" * 40, "c", seq_len=16) is None
+    assert len(formats.encode_text(tok, "x" * 100, seq_len=16)["input_ids"]) == 16
+    assert formats.encode_prompt_completion(tok, "p" * 40, "c", seq_len=16) is None
 
 
 def test_jsonl_all_shapes(tmp_path, tok):

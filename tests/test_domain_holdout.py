@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from retain import formats
 from retain import data
 from retain.builtin import tasks
 from retain.errors import UserError
@@ -106,7 +107,7 @@ def test_ce_on_prompt_completion_scores_the_completion_only(tiny):
         "mine", "domain", "ce_nats_per_token", False)
     seqs, starts = [], []
     for _, (prompt, answer) in recs:
-        head = engine.encode(tok, engine.format_prompt(tok, prompt))
+        head = formats.encode(tok, formats.format_prompt(tok, prompt))
         seqs.append(head + tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
         starts.append(len(head))
     res = ce.score(model, tok, batch_size=2)

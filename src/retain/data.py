@@ -18,99 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from retain.errors import UserError
+from retain.formats import encode_messages, encode_record, encode_text
 from retain.jsonl import iter_jsonl
 
-IGNORE = -100  # label of a position that takes no loss (PyTorch's cross-entropy ignore_index)
 BUILTIN_DOMAINS = ("legal", "support", "recipes")
 DEFAULT_BUILTIN_N = 2000  # examples drawn from a built-in domain when not told
 _ROLES = ("system", "user", "assistant")
-
-
-# ---------------------------------------------------------------- one example
-def _example(ids: list[int], labels: list[int], seq_len: int) -> dict | None:
-    """Truncate to ``seq_len``; None when no position is left to learn from (label 0 is never
-    predicted: the loss shifts labels by one)."""
-    ids, labels = ids[:seq_len], labels[:seq_len]
-    if all(lab == IGNORE for lab in labels[1:]):
-        return None
-    return {"input_ids": ids, "labels": labels}
-
-
-def _eos(tokenizer) -> list[int]:
-    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-
-
-def encode_text(tokenizer, text: str, seq_len: int) -> dict | None:
-    """Raw text: BOS (or EOS for BOS-less tokenizers like GPT-2's) + text + EOS, loss everywhere."""
-    from retain.probes.engine import encode_scored_text
-
-    ids = encode_scored_text(tokenizer, text)
-    if not ids or ids[-1] != tokenizer.eos_token_id:
-        ids += _eos(tokenizer)
-    return _example(ids, list(ids), seq_len)
-
-
-def _plain_segments(messages: list[dict]) -> list[tuple[str, bool]]:
-    """(text, is_assistant) segments in the ``User: ...\\nAssistant:`` format, for tokenizers
-    without a chat template (the format ``retain.probes.format_prompt`` falls back to)."""
-    from retain.probes.engine import PLAIN_FORMAT
-
-    segs = []
-    for m in messages:
-        if m["role"] == "user":
-            sep = "\n" if segs and not segs[-1][0].endswith("\n") else ""
-            segs.append((sep + PLAIN_FORMAT.format(prompt=m["content"]), False))
-        elif m["role"] == "assistant":
-            c = m["content"]
-            segs.append((c if c[:1].isspace() else " " + c, True))
-        else:
-            segs.append((m["content"] + "\n", False))
-    return segs
-
-
-def encode_messages(tokenizer, messages: list[dict], seq_len: int, *,
-                    loss_on: str = "assistant") -> dict | None:
-    """A chat, through the tokenizer's chat template. ``loss_on="assistant"`` takes the loss on
-    assistant turns only (found by rendering each prefix of the chat; if the template does not
-    render prefixes consistently, the loss falls back to every token); ``"all"`` on every token."""
-    from retain.probes.engine import encode
-
-    if not getattr(tokenizer, "chat_template", None):
-        ids: list[int] = []
-        labels: list[int] = []
-        for text, is_assistant in _plain_segments(messages):
-            seg = list(tokenizer(text, add_special_tokens=not ids)["input_ids"])
-            if is_assistant:
-                seg += _eos(tokenizer)
-            ids += seg
-            labels += seg if (is_assistant or loss_on == "all") else [IGNORE] * len(seg)
-        return _example(ids, labels, seq_len)
-
-    def render(msgs: list[dict], gen: bool = False) -> list[int]:
-        if not msgs:
-            return []
-        return encode(tokenizer, tokenizer.apply_chat_template(
-            msgs, tokenize=False, add_generation_prompt=gen))
-
-    ids = render(messages)
-    if loss_on == "all":
-        return _example(ids, list(ids), seq_len)
-    labels = [IGNORE] * len(ids)
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        start, stop = render(messages[:i], gen=True), render(messages[: i + 1])
-        if ids[: len(start)] != start or ids[: len(stop)] != stop or len(start) > len(stop):
-            return _example(ids, list(ids), seq_len)  # template not prefix-consistent
-        labels[len(start): len(stop)] = ids[len(start): len(stop)]
-    return _example(ids, labels, seq_len)
-
-
-def encode_prompt_completion(tokenizer, prompt: str, completion: str, seq_len: int) -> dict | None:
-    """A prompt formatted as ``retain.probes.format_prompt`` does (chat template, or the plain
-    ``User:/Assistant:`` format) and its completion; loss on the completion only."""
-    return encode_messages(tokenizer, [{"role": "user", "content": prompt},
-                                       {"role": "assistant", "content": completion}], seq_len)
 
 
 # ---------------------------------------------------------------- JSONL files
@@ -157,14 +70,6 @@ def read_jsonl(path: str | Path) -> list[tuple[str, Any]]:
     if not records:
         raise UserError(f"{path}: no examples (the file is empty)")
     return records
-
-
-def encode_record(tokenizer, shape: str, payload: Any, seq_len: int) -> dict | None:
-    if shape == "text":
-        return encode_text(tokenizer, payload, seq_len)
-    if shape == "prompt_completion":
-        return encode_prompt_completion(tokenizer, *payload, seq_len)
-    return encode_messages(tokenizer, payload, seq_len)
 
 
 def _finish(examples: list[dict | None], what: str, seq_len: int) -> list[dict]:

@@ -75,7 +75,7 @@ def write_gram(model: str, data: str, out: str | Path, *, n: int = 64, seq_len: 
     from retain.data import load_train_data
     from retain.fisher_cli import check_inputs
     from retain.models import load_model, load_tokenizer
-    from retain.probes.engine import pad_token_id
+    from retain.formats import pad_token_id
     from retain.strategies.fisher import save_float32_atomic
 
     out = Path(out)

@@ -130,7 +130,8 @@ def _run(config: RunConfig, plan, before: list | None, main: bool, failure: dict
     from retain.metrics.outcome import outcome
     from retain.models import copy_state, count_params, load_model, load_state
     from retain.probes import evaluate, sandbox
-    from retain.probes.engine import max_positions, pad_token_id
+    from retain.formats import pad_token_id
+    from retain.probes.engine import max_positions
     from retain.report.trackers import log_metrics, make_trackers, start_trackers
     from retain.strategies import RunContext, describe, strategy_label
     from retain.train import Checkpointer, TrainConfig, train

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from retain import formats
 from retain.probes import GenerationProbe, engine, format_prompt, load_probes
 from retain.probes.checkers import check
 from retain.probes.jsonl import fewshot_prompt, load_jsonl_probe
@@ -68,7 +69,7 @@ def test_scored_end_to_end_with_runaway_answers(tmp_path, tok):
     ]))
     said = ["The answer is A, since an oak is a tree.\nQ: A) dog B) pen: an animal?\nA: A",
             "A) sun\nUser: thanks!", "The answer is A.\nQ: A) gold B) salt: a metal?\nA: B"]
-    answers = {tok.decode(engine.encode(tok, format_prompt(tok, it.prompt))): a
+    answers = {tok.decode(formats.encode(tok, format_prompt(tok, it.prompt))): a
                for it, a in zip(probe.items, said)}
     out = probe.outcomes(EchoModel(tok, answers), tok, range(3))
     assert [o["answer"] for o in out] == ["The answer is A, since an oak is a tree.", "A) sun",

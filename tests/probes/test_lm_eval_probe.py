@@ -32,7 +32,7 @@ def _mc_docs(tok) -> list[dict]:
     copies of a question with no right answer whose label rotates: the model picks the same
     colour each time, so at least two of those four are wrong."""
     from retain.builtin.tasks import items
-    from retain.probes.engine import format_prompt
+    from retain.formats import format_prompt
 
     docs = []
     for i, it in enumerate(items("math", "probe", N_MC - 4, 0)):
@@ -48,7 +48,7 @@ def _mc_docs(tok) -> list[dict]:
 
 def _gen_docs(tok) -> list[dict]:
     from retain.builtin.tasks import items
-    from retain.probes.engine import format_prompt
+    from retain.formats import format_prompt
 
     return [{"q": format_prompt(tok, it.prompt), "a": it.answer}
             for task in ("multilingual", "instructions", "math")

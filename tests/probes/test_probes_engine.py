@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from retain import formats
 from retain.builtin.tasks import Item
 from retain.probes import SUITES, GenerationProbe, KLToBaseProbe, PerplexityProbe, format_prompt
 from retain.probes import engine
-from retain.probes.engine import PLAIN_FORMAT, encode, encode_scored_text
+from retain.formats import PLAIN_FORMAT, encode, encode_scored_text
 
 from probe_models import make_model
 
@@ -88,7 +89,7 @@ def test_format_prompt(tok, tok_no_pad):
 
 
 def test_pad_falls_back_to_eos(tok_no_pad):
-    assert engine.pad_token_id(tok_no_pad) == tok_no_pad.eos_token_id
+    assert formats.pad_token_id(tok_no_pad) == tok_no_pad.eos_token_id
 
 
 def test_budget_is_sized_from_answers(tok):
@@ -267,7 +268,7 @@ def test_slot_decoding_equals_batched_generate_on_the_builtin_model():
     got = engine.generate(model, tok, prompts, max_new_tokens=40, batch_size=6)
     slot_steps, steps[:] = sum(steps), []
     with engine.inference_mode(model):
-        rows = engine._generate_batches(model, prompts, engine.pad_token_id(tok),
+        rows = engine._generate_batches(model, prompts, formats.pad_token_id(tok),
                                         engine.eos_token_ids(model, tok), 40, 6)
     hook.remove()
     want = []

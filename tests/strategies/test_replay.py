@@ -92,7 +92,7 @@ def model(tok):
 
 
 def test_self_replay_examples_are_the_base_models_generations(tok, model, tmp_path):
-    from retain.probes.engine import encode, format_prompt
+    from retain.formats import encode, format_prompt
 
     prompts = ["What is 2 + 3?", "Say hello.", "What does len('abc') return in Python?",
                "Translate 'the red cat' into French.", "Hi"]

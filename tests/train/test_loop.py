@@ -10,7 +10,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from retain.builtin.build import build_tokenizer
-from retain.data import IGNORE, load_train_data
+from retain.data import load_train_data
+from retain.formats import IGNORE
 from retain.strategies.base import Strategy
 from retain.train import TrainConfig, batch_indices, collate, lr_factor, train
 from retain.train.callbacks import Callback, EveryN

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from retain.data import IGNORE
+from retain.formats import IGNORE
 from retain.strategies.base import Strategy
 from retain.train import Checkpointer, TrainConfig, TrainingFailed, train
 from retain.train import checkpoint as ckpt

@@ -39,7 +39,8 @@ def tokenized_rows(rows: Any, tokenizer, *, seq_len: int = 512) -> list[dict]:
     from TRL's ``completion_mask``, else every token); other rows are records of the three
     shapes of retain's data files (``text``, ``prompt``+``completion``, ``messages``) and are
     tokenized as ``retain run`` tokenizes them (chat template, loss on the answer)."""
-    from retain.data import encode_record, parse_record
+    from retain.data import parse_record
+    from retain.formats import encode_record
 
     out = []
     for i, row in enumerate(rows):
@@ -181,7 +182,7 @@ class RetainStrategies:
         """How many of the held-out rows' examples are among ``sequences`` (token id lists, e.g.
         a Trainer dataset's ``input_ids``) other than as one of the kit's own training examples
         (truncated to ``seq_len``, two different rows can give the same one)."""
-        from retain.data import encode_record
+        from retain.formats import encode_record
 
         if not self.heldout:
             return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from retain.errors import UserError
 from retain.probes.base import Outcome, Probe, ProbeResult
-from retain.probes.engine import format_prompt
+from retain.formats import format_prompt
 from retain.probes.jsonl import load_jsonl_probe
 from retain.probes.kinds import (ChoiceItem, ChoiceProbe, GenerationProbe, KLToBaseProbe,
                                  PerplexityProbe)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from retain.builtin.tasks import Item
-from retain.data import IGNORE, encode_record
+from retain.formats import IGNORE, encode_record
 from retain.probes import engine
 from retain.probes.base import Outcome, Probe, ProbeResult, ScoredFromOutcomes, check_outcome_count
 from retain.probes.jsonl import load_jsonl_probe

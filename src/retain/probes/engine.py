@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from transformers import GenerationConfig
 
-PLAIN_FORMAT = "User: {prompt}\nAssistant:"  # for tokenizers without a chat template
+from retain.formats import pad_token_id
+
 # Where an answer ends though the model goes on: a model without a chat template runs on into
 # the next turn of the plain format ("\nUser: ..."), and past a few-shot answer into the next
 # question ("\nQ: ...", the few-shot format of ``probes.jsonl``). Cutting the decoded text there
@@ -31,47 +32,7 @@ THINKING_FLOOR_TOKENS = 1024
 
 
 # ---------------------------------------------------------------- prompts and tokens
-def format_prompt(tokenizer, prompt: str, chat: bool = True) -> str:
-    """The text a model sees for ``prompt``: the tokenizer's chat template (with the generation
-    prompt) when it has one, else ``"User: {prompt}\\nAssistant:"``; raw text when not ``chat``.
-
-    Encode the result with ``encode`` (it avoids a doubled BOS when the template writes one)."""
-    if not chat:
-        return prompt
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-    return PLAIN_FORMAT.format(prompt=prompt)
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    """Token ids of ``text`` with the tokenizer's own special tokens, minus a doubled leading
-    BOS (chat templates often write the BOS themselves)."""
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
-    bos = tokenizer.bos_token_id
-    if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
-        ids = ids[1:]
-    return ids
-
-
-def encode_scored_text(tokenizer, text: str) -> list[int]:
-    """Ids of a text to score: like ``encode`` but always opening with a BOS (or EOS, as GPT-2
-    tokenizers have no BOS of their own), so that every token of the text has a context."""
-    ids = encode(tokenizer, text)
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if start is not None and (not ids or ids[0] != start):
-        ids = [start] + ids
-    return ids
-
-
-def pad_token_id(tokenizer) -> int:
-    """The pad id; tokenizers without one (GPT-2) pad with EOS (the attention mask hides it)."""
-    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
-        if tid is not None:
-            return int(tid)
-    return 0
-
-
+# format_prompt, encode, encode_scored_text, pad_token_id, PLAIN_FORMAT: in retain.formats
 def eos_token_ids(model, tokenizer) -> list[int]:
     """Every id that ends an answer: the tokenizer's EOS and the model's generation EOS ids."""
     ids: list[int] = []

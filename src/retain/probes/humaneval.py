@@ -31,6 +31,7 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from retain.errors import UserError
+from retain import formats
 from retain.probes import engine
 from retain.probes.base import Outcome, ProbeResult, ScoredFromOutcomes, check_outcome_count
 from retain.probes.sandbox import Limits, RunResult, check_isolation, run_many
@@ -144,7 +145,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[Sequence[int]], *,
     """Greedy continuations of token-id prompts, each cut at its first stop sequence (or EOS).
     A batch stops as soon as every row has met a stop sequence (``engine.generate`` has no stop
     sequences, and would run every batch to the full budget)."""
-    pad_id = engine.pad_token_id(tokenizer)
+    pad_id = formats.pad_token_id(tokenizer)
     eos_ids = engine.eos_token_ids(model, tokenizer)
     limit = engine.max_positions(model)
     if limit is not None:
@@ -210,7 +211,7 @@ class HumanEvalProbe(ScoredFromOutcomes):
         if not problems:
             return []
         check_isolation(self.limits)  # sandbox: require refuses before the model writes code
-        prompts = [engine.encode(tokenizer, engine.format_prompt(tokenizer, p.prompt, self.chat))
+        prompts = [formats.encode(tokenizer, formats.format_prompt(tokenizer, p.prompt, self.chat))
                    for p in problems]
         # Chat answers end at EOS: their code block may well contain "\ndef " or "\n#".
         stops = () if self.chat else STOP_SEQUENCES

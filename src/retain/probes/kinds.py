@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 from retain.builtin.tasks import Item
+from retain import formats
 from retain.probes import engine
 from retain.probes.base import Outcome, ProbeResult, ScoredFromOutcomes, check_outcome_count
 from retain.probes.checkers import check
@@ -87,7 +88,7 @@ class GenerationProbe(ScoredFromOutcomes):
                  base_model=None) -> list[Outcome]:
         """``{"answer": str, "passed": bool}`` per item at ``indices``."""
         items = [self.items[i] for i in indices]
-        prompts = [engine.encode(tokenizer, engine.format_prompt(tokenizer, it.prompt, self.chat))
+        prompts = [formats.encode(tokenizer, formats.format_prompt(tokenizer, it.prompt, self.chat))
                    for it in items]
         # The budget comes from every item's answer, not this share's: a share's answers are
         # then those that one process scoring every item would give.
@@ -128,7 +129,7 @@ class ChoiceProbe(ScoredFromOutcomes):
                       batch_size: int = 32) -> list[list[float]]:
         """Per item at ``indices``, each choice's summed log-likelihood (nats) given the prompt."""
         items = [self.items[i] for i in indices]
-        contexts = [engine.encode(tokenizer, engine.format_prompt(tokenizer, it.prompt, self.chat))
+        contexts = [formats.encode(tokenizer, formats.format_prompt(tokenizer, it.prompt, self.chat))
                     for it in items]
         conts = [[list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in it.choices]
                  for it in items]
@@ -154,7 +155,7 @@ class ChoiceProbe(ScoredFromOutcomes):
 def _text_ids(model, tokenizer, texts: list[str]) -> list[list[int]]:
     """Scored ids of each text, cut to the model's context length."""
     limit = engine.max_positions(model)
-    seqs = [engine.encode_scored_text(tokenizer, t) for t in texts]
+    seqs = [formats.encode_scored_text(tokenizer, t) for t in texts]
     return [s[:limit] if limit else s for s in seqs]
 
 

@@ -162,7 +162,8 @@ class SelfReplay(Strategy):
 
         from peft import PeftModel
 
-        from retain.probes.engine import encode, eos_token_ids, format_prompt
+        from retain.formats import encode, format_prompt
+        from retain.probes.engine import eos_token_ids
 
         if self._resume is not None:  # a resumed run: the pool of its first part
             self.pool, self._gen_info = self._resume["pool"], self._resume["gen_info"]

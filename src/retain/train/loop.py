@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from retain.data import IGNORE
+from retain.formats import IGNORE
 from retain.models import load_state
 from retain.strategies.base import call_penalty
 from retain.train.callbacks import Callback, Decision, LoopState, as_decision
