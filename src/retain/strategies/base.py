@@ -1,14 +1,9 @@
 """The strategy interface: how a mitigation method plugs into a run without touching the loop.
 
-A strategy may (1) change the model before training (``prepare``: LoRA wraps it, EWC estimates
-its Fisher), (2) change the training examples (``train_data``: replay mixes in old data),
-(3) add a penalty to each step's loss (``penalty``: EWC, L2-SP, distillation; a penalty of the
-weights alone may instead add its gradient directly, ``penalty_grad``), and
-(4) change the model after training (``finalize``: merge with the base, merge-and-unload LoRA).
-What ``prepare`` computed goes into checkpoints through ``state_dict``/``load_state_dict``.
-
-A run lists strategies; their hooks run in list order for ``prepare``/``train_data``/``penalty``
-(penalties are summed) and in list order for ``finalize``. ``tests/strategies`` checks this order.
+A strategy may change the model before training (``prepare``), the training examples
+(``train_data``), each step's loss (``penalty``, or ``penalty_grad``) and the model after training
+(``finalize``); hooks run in list order (``tests/strategies`` checks it). Checkpoints keep what
+``prepare`` computed (``state_dict``); a task sequence carries options on (``options_for_task``).
 """
 
 from __future__ import annotations
@@ -44,7 +39,11 @@ class RunContext:
 
 
 class Strategy:
-    """Default hooks do nothing; a strategy overrides the ones it needs."""
+    """Default hooks do nothing; a strategy overrides the ones it needs: ``prepare`` (LoRA wraps
+    the model, EWC estimates its Fisher), ``train_data`` (replay mixes in old data), ``penalty``
+    (EWC, L2-SP, distillation; a penalty of the weights alone may instead add its gradient
+    directly, ``penalty_grad``), ``finalize`` (merge with the base, merge-and-unload LoRA).
+    ``prepare``/``train_data``/``penalty`` (summed) and ``finalize`` each run in list order."""
 
     name: ClassVar[str]
     family: ClassVar[str]  # "baseline" | "regularization" | "peft" | "replay" | "merging"
@@ -88,6 +87,16 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Called before ``prepare`` when a run resumes; ``prepare`` then reuses ``state``."""
+
+    # Task sequences (``retain sequence``): what a strategy carries from one task's run to the
+    # next (online EWC: the previous task's Fisher), as options of the next task's run.
+    @classmethod
+    def options_for_task(cls, options: dict[str, Any], previous_run: Path | None,
+                         start_model: str) -> dict[str, Any]:
+        """This strategy's options (its spec, ``name`` included) for one task of a sequence, given
+        the previous task's run folder (None for the first task) and the sequence's starting
+        model. Returns a new dict, or ``options`` unchanged (the default)."""
+        return options
 
 
 def call_penalty(strategy: Strategy, model: torch.nn.Module, batch: dict[str, torch.Tensor],

@@ -1,19 +1,20 @@
 """L2-SP: an L2 pull of the trainable weights toward the starting point (the base weights),
-instead of toward zero as plain weight decay does."""
+instead of toward zero as plain weight decay does: the anchored quadratic (``anchored.py``), w = 1."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
-from retain.strategies.base import RunContext, Strategy, StrategyConfig
-from retain.strategies.ewc import AnchoredQuadratic
-from retain.strategies.fisher import trainable_parameters
+from retain.strategies.anchored import AnchoredQuadraticStrategy
+from retain.strategies.base import RunContext, StrategyConfig
+from retain.strategies.fisher import Importance, trainable_parameters
 
 
-class L2SP(Strategy):
+class L2SP(AnchoredQuadraticStrategy):
     """L2-SP (Li, Grandvalet & Davoine 2018, "Explicit Inductive Bias for Transfer Learning with
     Convolutional Networks", https://arxiv.org/abs/1802.01483).
 
@@ -37,42 +38,40 @@ class L2SP(Strategy):
         # original base in a task sequence ("tiny", a folder or a hub id; None: the start)
         anchor_model: str | None = None
 
-    def __init__(self, config: StrategyConfig | None = None):
-        super().__init__(config)
-        self.anchor: dict[str, torch.Tensor] = {}  # name -> theta_0 (CPU; base_state tensors are shared, not copied)
-        self._quad: AnchoredQuadratic | None = None
+    @classmethod
+    def options_for_task(cls, options: dict[str, Any], previous_run: Path | None,
+                         start_model: str) -> dict[str, Any]:
+        """Along a sequence, ``anchor_model: base`` means the sequence's starting model (without
+        it, each task anchors to its own starting point)."""
+        if options.get("anchor_model") != "base":
+            return options
+        return {**options, "anchor_model": start_model}
 
-    def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
-        from_base, self._quad = 0, None
+    def strength(self) -> float:
+        return self.config.alpha
+
+    def importance_of(self, model: torch.nn.Module, ctx: RunContext) -> tuple[None, dict]:
+        return None, {}  # w = 1 everywhere; nothing to checkpoint (the anchor is the base)
+
+    def anchor_for(self, model: torch.nn.Module, ctx: RunContext, info: dict) -> Importance:
+        """theta_0: the base weight of the same name and shape (from ``anchor_model`` when set),
+        else the value at prepare time."""
+        anchor, from_base = {}, 0
         base_state = ctx.base_state
         if self.config.anchor_model is not None:
             from retain.models import copy_state, load_model
 
-            anchor, _ = load_model(self.config.anchor_model, dtype="float32", device="cpu")
-            base_state = copy_state(anchor)
-            del anchor
+            anchor_model, _ = load_model(self.config.anchor_model, dtype="float32", device="cpu")
+            base_state = copy_state(anchor_model)
+            del anchor_model
         for name, p in trainable_parameters(model).items():
             base = base_state.get(name)
             if base is not None and tuple(base.shape) == tuple(p.shape):
-                self.anchor[name] = base
+                anchor[name] = base  # base_state tensors are shared, not copied
                 from_base += 1
             else:
-                self.anchor[name] = p.detach().to("cpu", copy=True)
-        ctx.info[self.name] = {"alpha": self.config.alpha, "anchored_to_base": from_base,
-                               "anchor_model": self.config.anchor_model,
-                               "anchored_to_init": len(self.anchor) - from_base, "penalty_has_half": True}
-        return model
-
-    fused_penalty: ClassVar[bool] = True
-
-    def _quadratic(self) -> AnchoredQuadratic:
-        if self._quad is None:
-            self._quad = AnchoredQuadratic(None, self.anchor)
-        return self._quad
-
-    def penalty(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
-                outputs=None) -> torch.Tensor | None:
-        return 0.5 * self.config.alpha * self._quadratic()(model)
-
-    def penalty_grad(self, model: torch.nn.Module) -> torch.Tensor | None:
-        return self._quadratic().add_grad(model, 0.5 * self.config.alpha)
+                anchor[name] = p.detach().to("cpu", copy=True)
+        info.update({"alpha": self.config.alpha, "anchored_to_base": from_base,
+                     "anchor_model": self.config.anchor_model,
+                     "anchored_to_init": len(anchor) - from_base, "penalty_has_half": True})
+        return anchor
