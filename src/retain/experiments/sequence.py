@@ -208,14 +208,15 @@ def _task_config(base: dict, entry: dict, overrides: Sequence[str], tasks: list[
         ref = data.get("reference", "builtin:retained")
         data["reference"] = (list(ref) if isinstance(ref, list) else [ref]) + [
             str(chain_dir / f"memory-{i - 1}.jsonl")]
+    from retain.strategies import STRATEGIES
+
+    previous = chain_dir / _task_dir(i - 1, tasks[i - 1]) if i > 0 else None
     strategies = []
     for s in data.get("strategies") or [{"name": "full"}]:
         s = {"name": s} if isinstance(s, str) else dict(s)
-        if s.get("name") == "ewc" and i > 0 and not s.get("fisher_path"):  # online EWC
-            s["previous_fisher_path"] = str(chain_dir / _task_dir(i - 1, tasks[i - 1])
-                                            / "fisher.safetensors")
-        if s.get("name") == "l2sp" and s.get("anchor_model") == "base":
-            s["anchor_model"] = start_model
+        cls = STRATEGIES.get(s["name"]) if isinstance(s.get("name"), str) else None
+        if cls is not None:  # what it carries between tasks (online EWC's Fisher, L2-SP's anchor)
+            s = cls.options_for_task(s, previous, start_model)
         strategies.append(s)
     data["strategies"] = strategies
     return parse_config(data)
