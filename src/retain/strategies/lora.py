@@ -1,7 +1,5 @@
-"""LoRA: train a low-rank update ``B @ A * (alpha / r)`` beside each frozen weight, through ``peft``.
-
-The base weights stay bit-identical during training; ``finalize`` merges the update into them
-(``merge_and_unload``) so the run's output is a plain model of the original architecture.
+"""LoRA: train a low-rank update ``B @ A * (alpha / r)`` beside each frozen weight, through ``peft``
+(``peft_base.PeftStrategy`` wraps, reports, and at finalize merges the update into the weights).
 Hu et al., 2021, "LoRA: Low-Rank Adaptation of Large Language Models",
 https://arxiv.org/abs/2106.09685 (DoRA: Liu et al., 2024, https://arxiv.org/abs/2402.09353;
 rsLoRA's alpha / sqrt(r) scaling: Kalajdzievski, 2023, https://arxiv.org/abs/2312.03732).
@@ -9,12 +7,13 @@ rsLoRA's alpha / sqrt(r) scaling: Kalajdzievski, 2023, https://arxiv.org/abs/231
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
-from retain.strategies.base import RunContext, Strategy, StrategyConfig
+from retain.strategies.base import RunContext, StrategyConfig
+from retain.strategies.peft_base import PeftStrategy, Seeding
 
 
 class LoRAConfig(StrategyConfig):
@@ -28,30 +27,20 @@ class LoRAConfig(StrategyConfig):
     use_rslora: bool = False
 
 
-class LoRA(Strategy):
+class LoRA(PeftStrategy):
+    """The base weights stay bit-identical during training; ``finalize`` merges the update into
+    them (``merge_and_unload``) so the run's output is a plain model of the original architecture."""
+
     name: ClassVar[str] = "lora"
-    family: ClassVar[str] = "peft"
     citation: ClassVar[str] = ("Hu et al., 2021, \"LoRA: Low-Rank Adaptation of Large Language "
                                "Models\", https://arxiv.org/abs/2106.09685")
     Config: ClassVar[type[StrategyConfig]] = LoRAConfig
+    seeding: ClassVar[Seeding] = "global"  # A's random init, from the run's RNG reseeded
 
-    def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
-        from peft import LoraConfig, get_peft_model
+    def peft_config(self, model: torch.nn.Module, ctx: RunContext) -> Any:
+        from peft import LoraConfig
 
         c = self.config
-        peft_config = LoraConfig(task_type="CAUSAL_LM", r=c.r, lora_alpha=c.alpha,
-                                 lora_dropout=c.dropout, target_modules=c.target_modules,
-                                 use_dora=c.use_dora, use_rslora=c.use_rslora)
-        torch.manual_seed(ctx.seed)  # A's random init
-        model = get_peft_model(model, peft_config)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        ctx.info["lora"] = {"trainable_params": trainable,
-                            "target_modules": sorted(model.peft_config["default"].target_modules)}
-        return model
-
-    def finalize(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
-        from peft import PeftModel
-
-        if isinstance(model, PeftModel):
-            model = model.merge_and_unload()  # W <- W + B@A*scale; a plain transformers model
-        return model
+        return LoraConfig(task_type="CAUSAL_LM", r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout,
+                          target_modules=c.target_modules, use_dora=c.use_dora,
+                          use_rslora=c.use_rslora)
