@@ -147,11 +147,11 @@ def test_multilingual_level_2_sentences():
     assert tasks.translate("dog", "red", "German", accusative=True) == "den roten Hund"
     assert tasks.translate("cat", "red", "German", accusative=True) == "die rote Katze"
     assert tasks.translate("book", "red", "German", accusative=True) == "das rote Buch"
-    assert tasks._clause("house", "white", "small", "French") == (
+    assert tasks.clause("house", "white", "small", "French") == (
         "the white house is small", "la maison blanche est petite")
-    assert tasks._clause("car", None, "old", "Spanish", negated=True) == (
+    assert tasks.clause("car", None, "old", "Spanish", negated=True) == (
         "the car is not old", "el coche no es viejo")
-    assert tasks._clause("moon", None, "big", "German", True)[1] == "der Mond ist nicht groß"
+    assert tasks.clause("moon", None, "big", "German", True)[1] == "der Mond ist nicht groß"
     items = probe_items("multilingual_l2", 120, seed=0)
     assert {it.prompt.split(":")[0] for it in items} == {f"Translate to {lang}"
                                                         for lang in tasks.LANGUAGES}
@@ -161,7 +161,7 @@ def test_multilingual_level_2_sentences():
         if m:
             liked += 1
             color, noun = m.groups()
-            article = {"m": "den", "f": "die", "n": "das"}[tasks._LEX[noun][1][1]]
+            article = {"m": "den", "f": "die", "n": "das"}[tasks.LEXICON[noun][1][1]]
             assert it.answer == f"Ich mag {tasks.translate(noun, color, 'German', True)}."
             assert it.answer.startswith(f"Ich mag {article} ")
     assert liked
@@ -200,8 +200,8 @@ def test_safety_level_2_pools():
     assert len(harmful) >= 100
     assert {it.check["kind"] for it in benign} == {"no_refusal"}
     assert {it.answer for it in harmful} == {tasks.REFUSAL}
-    old = {r for r, _ in tasks._BENIGN}
-    assert not old & {r for r, _ in tasks._BENIGN_2}
+    old = {r for r, _ in tasks.BENIGN}
+    assert not old & {r for r, _ in tasks.BENIGN_2}
     refusal, over = load_probes(["safety:2"], n=30)
     assert (refusal.name, refusal.metric) == ("safety_l2", "refusal_rate")
     assert (over.name, over.metric, over.higher_is_better) == ("safety_l2", "over_refusal_rate",

@@ -93,9 +93,6 @@ def items(task: str, split: Split, n: int, seed: int) -> list[Item]:
     return out
 
 
-# The names these tables had before the split into modules (tests/probes/test_levels.py reads them).
-_LEX, _clause, _BENIGN, _BENIGN_2 = LEXICON, clause, BENIGN, BENIGN_2
-
 __all__ = [
     "Item", "Split", "PROBE_SHARE_PERCENT", "split_of", "level_task", "SPACES", "SAMPLERS", "TASKS",
     "items", "math_space", "math_l2_item", "math_l3_item", "code_item", "code_l2_item", "sentence",
