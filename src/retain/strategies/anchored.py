@@ -1,11 +1,8 @@
-"""The anchored quadratic shared by EWC, online EWC, MAS and L2-SP: a pull of the trainable weights
-toward an anchor, weighted per parameter by an importance.
-
-``AnchoredQuadratic`` is the sum itself (differentiable, or its gradient added in place);
-``AnchoredQuadraticStrategy`` is the strategy around it, with each method supplying only how it
-gets its importance (EWC: the Fisher; MAS: output sensitivity; L2-SP: 1) and, if not the
-prepare-time weights, its anchor.
-"""
+"""The anchored quadratic of EWC, online EWC, MAS and L2-SP: a pull of the trainable weights toward
+an anchor, weighted per parameter by an importance. ``AnchoredQuadratic`` is the sum (differentiable,
+or its gradient added in place); ``AnchoredQuadraticStrategy`` is the strategy around it, each method
+supplying only how it gets its importance (EWC: the Fisher; MAS: output sensitivity; L2-SP: 1) and,
+if not the prepare-time weights, its anchor."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """The strategy interface: how a mitigation method plugs into a run without touching the loop.
-
 A strategy may change the model before training (``prepare``), the training examples
 (``train_data``), each step's loss (``penalty``, or ``penalty_grad``) and the model after training
 (``finalize``); hooks run in list order (``tests/strategies`` checks it). Checkpoints keep what
-``prepare`` computed (``state_dict``); a task sequence carries options on (``options_for_task``).
-"""
+``prepare`` computed (``state_dict``); a task sequence carries options on (``options_for_task``)."""
 
 from __future__ import annotations
 
