@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from retain.experiments import compare as compare_mod
+from retain.experiments import runner as runner_mod
 from retain.experiments.comparison import rank_rule, ranking, write_comparison
 from retain.metrics.verdicts import judge, mean_ci, t_quantile_95, verdict
 from retain.errors import UserError
@@ -37,7 +38,7 @@ def _file(tmp_path, model_dir, **kw):
 @pytest.fixture
 def counted(monkeypatch):
     calls = {"run": [], "probe_base": 0}
-    real_run, real_probe = run_mod.run, compare_mod.probe_base
+    real_run, real_probe = run_mod.run, runner_mod.probe_base
 
     def run(cfg, **kw):
         calls["run"].append(str(cfg.out))
@@ -48,7 +49,7 @@ def counted(monkeypatch):
         return real_probe(cfg)
 
     monkeypatch.setattr(run_mod, "run", run)
-    monkeypatch.setattr(compare_mod, "probe_base", probe_base)
+    monkeypatch.setattr(runner_mod, "probe_base", probe_base)
     return calls
 
 
@@ -113,21 +114,21 @@ def test_compare_continues_an_interrupted_run_from_its_checkpoint(tmp_path, mode
 
 def test_plan_and_its_errors(tmp_path):
     f = compare_mod.load_compare_file(_file(tmp_path, "m", steps=7), ["batch_size=3"])
-    entries = compare_mod.read_entries(f["extra"]["runs"])
-    planned = compare_mod.plan(f["base"], entries, f["seeds"], f["out"], f["overrides"])
+    entries = runner_mod.read_entries(f["extra"]["runs"])
+    planned = runner_mod.plan(f["base"], entries, f["seeds"], f["out"], f["overrides"])
     assert [(p.label, p.seed, p.config.lr, p.config.steps, p.config.batch_size) for p in planned] == [
         ("full", 0, 1e-3, 7, 3), ("full", 1, 1e-3, 7, 3), ("lora r=2", 0, 1e-3, 7, 3),
         ("lora r=2", 1, 1e-3, 7, 3)]
     assert planned[3].config.strategies[0]["r"] == 2
     assert str(planned[2].config.out).endswith("cmp/lora-r-2-seed0")
     with pytest.raises(UserError, match="same folder name 'a-b'"):
-        compare_mod.read_entries([{"label": "a b"}, {"label": "a-b"}])
+        runner_mod.read_entries([{"label": "a b"}, {"label": "a-b"}])
     with pytest.raises(UserError, match=r"runs\[0\]: 'seed' is set by compare"):
-        compare_mod.read_entries([{"label": "x", "seed": 3}])
+        runner_mod.read_entries([{"label": "x", "seed": 3}])
     with pytest.raises(UserError, match="seeds: give a list of integers"):
-        compare_mod.read_seeds(["a"], 0)
+        runner_mod.read_seeds(["a"], 0)
     with pytest.raises(UserError, match="run 'x': config: unknown key 'lrr'"):
-        compare_mod.plan({}, [{"label": "x", "lrr": 1}], [0], tmp_path)
+        runner_mod.plan({}, [{"label": "x", "lrr": 1}], [0], tmp_path)
 
 
 # -- the statistics, on synthetic results --------------------------------------------------
@@ -383,10 +384,10 @@ def test_run_refuses_before_results_of_another_probe_set(tmp_path, model_dir):
     cfg = parse_config({"model": str(model_dir), "data": str(data), "probes": ["math"],
                         "probe_n": 2, "steps": 1, "batch_size": 2, "seq_len": 32,
                         "progress": False, "out": str(tmp_path / "r")})
-    retained_only = compare_mod.probe_base(cfg.model_copy(update={"data": "builtin:legal"}))
+    retained_only = runner_mod.probe_base(cfg.model_copy(update={"data": "builtin:legal"}))
     with pytest.raises(ValueError, match="probe set"):
         run_mod.run(cfg, before=retained_only)
-    assert {r.key for r in compare_mod.probe_base(cfg)} == {
+    assert {r.key for r in runner_mod.probe_base(cfg)} == {
         "math.accuracy", "contracts.ce_nats_per_token"}
 
 
@@ -395,4 +396,4 @@ def test_plan_refuses_overrides_it_would_drop(tmp_path):
     out=/seed= override was dropped silently."""
     for bad, needle in [("out=elsewhere", "--out"), ("seed=3", "seeds"), ("runs=[]", "file")]:
         with pytest.raises(UserError, match=needle):
-            compare_mod.plan({}, [{"label": "a"}], [0], tmp_path, [bad])
+            runner_mod.plan({}, [{"label": "a"}], [0], tmp_path, [bad])

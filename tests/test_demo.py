@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import retain
-from retain.experiments import compare, demo
+from retain.experiments import compare, demo, runner
 
 SMALL = {"steps": 2, "probe_n": 4, "probes": ["math", "safety", "legal"], "progress": False,
          "batch_size": 2, "seq_len": 64}
@@ -18,7 +18,7 @@ SRC = Path(retain.__file__).parent
 
 def _planned(data, out):
     f = compare.compare_data(data)
-    return compare.plan(f["base"], compare.read_entries(f["extra"]["runs"]), f["seeds"], out)
+    return runner.plan(f["base"], runner.read_entries(f["extra"]["runs"]), f["seeds"], out)
 
 
 def test_demo_writes_a_complete_comparison_folder(tmp_path):
@@ -33,7 +33,7 @@ def test_demo_writes_a_complete_comparison_folder(tmp_path):
     assert {r["strategy"] for r in rows} == set(labels)
     keys = {(r["probe"], r["metric"]) for r in rows}
     assert ("safety", "refusal_rate") in keys and ("legal", "accuracy") in keys
-    dirs = [tmp_path / f"{compare.slug(label)}-seed0" for label in labels]  # compare's names
+    dirs = [tmp_path / f"{runner.slug(label)}-seed0" for label in labels]  # compare's names
     assert [d.name for d in dirs] == ["full-lr-1e-3-seed0", "lora-r-8-seed0"]
     a, b = (json.loads((d / "results.json").read_text()) for d in dirs)
     assert a["status"] == b["status"] == "complete"
@@ -81,4 +81,4 @@ def test_nothing_in_experiments_imports_the_demo():
 def test_slug_is_defined_once():
     defs = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
             if re.search(r"^\s*def slug\(", p.read_text(encoding="utf-8"), re.M)]
-    assert defs == ["experiments/compare.py"]
+    assert defs == ["experiments/runner.py"]

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from retain.cli import main
-from retain.experiments.compare import read_only
+from retain.experiments.runner import read_only
 from retain.errors import UserError
 
 

@@ -29,7 +29,7 @@ def _fail(msg: str) -> None:
 
 def _run_overrides(args: List[str], file_keys: tuple, command: str) -> List[str]:
     """The ``a.b=c`` arguments of compare, sweep or sequence (see ``check_overrides``)."""
-    from retain.experiments.compare import check_overrides
+    from retain.experiments.runner import check_overrides
 
     return check_overrides(args, file_keys, command)
 
@@ -199,7 +199,8 @@ def compare_cmd(
     Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
     job per --only K, then --collect (docs/fan-out.md).
     """
-    from retain.experiments.compare import COMPARE_KEYS, run_compare
+    from retain.experiments.compare import run_compare
+    from retain.experiments.runner import COMPARE_KEYS
 
     run_compare(config, _run_overrides(ctx.args, COMPARE_KEYS, "compare"), out=out,
                 overwrite=overwrite, listing=listing, only=only or [], collect=collect)
@@ -223,7 +224,7 @@ def sweep_cmd(
     Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
     job per --only K, then --collect (docs/fan-out.md).
     """
-    from retain.experiments.compare import COMPARE_KEYS
+    from retain.experiments.runner import COMPARE_KEYS
     from retain.experiments.sweep import run_sweep
 
     overrides = list(ctx.args)

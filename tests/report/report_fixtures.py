@@ -229,7 +229,7 @@ def make_demo_comparison(d: Path, extra: int = 1) -> Path:
     "lora r=8"), each a complete run folder whose comparison rows are the demo table's, its
     comparison.json written by ``write_comparison`` (so with a ranking)."""
     from retain.experiments.comparison import write_comparison
-    from retain.experiments.compare import slug
+    from retain.experiments.runner import slug
 
     labels = [k for k in DEMO_TABLE if k != "before"]
     labels += [f"lora r={16 * (i + 1)} on attention and MLP, alpha {32 * (i + 1)} ({PLANTED})"

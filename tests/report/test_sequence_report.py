@@ -15,7 +15,7 @@ import pytest
 
 from retain.errors import UserError
 from retain.experiments import sequence as seq
-from retain.experiments.compare import slug
+from retain.experiments.runner import slug
 from retain.experiments.sequence_metrics import summarize, write_sequences
 from retain.report import html as rh
 from retain.report.html import sequence as sh

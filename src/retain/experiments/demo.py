@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 from retain.config import read_yaml
 from retain.errors import UserError
-from retain.experiments.compare import entry_label, run_compare
+from retain.experiments.compare import run_compare
+from retain.experiments.runner import entry_label
 
 DEMO_FILE = Path(__file__).with_name("demo.yaml")
 

@@ -170,7 +170,7 @@ def write_sequences(out, records: list[dict], *, title: str, show: bool = True,
     accuracy matrix per label (``matrix-<label>.png``) in ``out``; prints the tables."""
     from pathlib import Path
 
-    from retain.experiments.compare import slug
+    from retain.experiments.runner import slug
     from retain.report.results import write_json_atomic
 
     out = Path(out)

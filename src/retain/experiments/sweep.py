@@ -79,7 +79,7 @@ def _fmt(v: Any) -> str:
 def expand(entries: list[dict[str, Any]], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """One compare entry per (entry, grid point): the point as ``set`` overrides, and a label
     ``"<entry> lr=0.001 steps=50"``. An entry's own ``grid`` replaces axes of the common one."""
-    from retain.experiments.compare import entry_label
+    from retain.experiments.runner import entry_label
 
     out = []
     for e in entries:
@@ -291,10 +291,11 @@ def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequ
               listing: bool = False, only: Sequence[str | int] = (), collect: bool = False) -> dict:
     """Run (or resume) the sweep of ``path`` (or of the defaults) with ``--set`` axes added, and
     write the sweep folder; returns ``sweep.json``'s content. ``listing``, ``only`` and
-    ``collect`` as ``retain.experiments.compare.fan_out`` says (the first two write nothing,
+    ``collect`` as ``retain.experiments.runner.fan_out`` says (the first two write nothing,
     return ``{}``)."""
     from retain.experiments.comparison import write_comparison
-    from retain.experiments.compare import compare_data, fan_out, plan, read_entries
+    from retain.experiments.compare import compare_data
+    from retain.experiments.runner import fan_out, plan, read_entries
     from retain.config import read_yaml
     from retain.report.results import write_json_atomic
 
