@@ -41,7 +41,7 @@ from typing import Any, Sequence
 
 from retain.config import RunConfig, read_yaml, apply_override, parse_config
 from retain.errors import UserError
-from retain.experiments.compare import Planned, entry_label, inspect, read_entries, read_seeds, slug
+from retain.experiments.runner import Planned, entry_label, inspect, read_entries, read_seeds, slug
 from retain.experiments.sequence_metrics import SUMMARY_FILE  # where the writer keeps it
 
 SEQUENCE_KEYS = ("tasks", "runs", "seeds", "out", "title", "memory", "keep_models")
@@ -323,7 +323,7 @@ def run_sequence(path: str | Path | None, overrides: Sequence[str] = (), *, out:
     On a scheduler, as ``retain compare``: ``listing`` prints the sequences (index, label,
     seed, folder, state), ``only`` runs those alone (no summary), ``collect`` writes the summary
     from complete sequences only, refusing while one is not (the first two return ``{}``)."""
-    from retain.experiments.compare import check_fan_out, read_only
+    from retain.experiments.runner import check_fan_out, read_only
 
     from retain.experiments.sequence_metrics import summarize, write_sequences
 
