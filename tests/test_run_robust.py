@@ -74,8 +74,11 @@ def test_unwritable_out_is_one_line(tmp_path):
 def test_a_late_user_mistake_leaves_nothing(model_dir, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(UserError, match="already fails before training"):
-        run(quick(model_dir, out, guard={"limits": ["math.accuracy>=1.5"]}))
+        run(quick(model_dir, out, guard={"limits": ["math.accuracy>=0.9"]}))  # random: 0.0
     assert not out.exists()  # created by this run, so removed whole
+    with pytest.raises(UserError, match="no model can meet it"):  # refused when read
+        run(quick(model_dir, out, guard={"limits": ["math.accuracy>=1.5"]}))
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------- failures
