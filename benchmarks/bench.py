@@ -63,6 +63,9 @@ def main() -> int:
     ap.add_argument("--peers", type=Path, default=peers.DEFAULT_DIR,
                     help="the peers' venv (installed when missing)")
     ap.add_argument("--no-peers", action="store_true", help="skip lm-eval and mergekit")
+    ap.add_argument("--update", action="store_true",
+                    help="measure the --only sections again and replace them in the existing "
+                         "results (the others are kept, and the page says which were redone)")
     args = ap.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in SECTIONS]
@@ -94,6 +97,16 @@ def main() -> int:
         print(f"[{name}] {res['wall_s']:.0f} s", flush=True)
     report["load_avg_end"] = list(__import__("os").getloadavg())
     report["wall_s"] = time.perf_counter() - t0
+    if args.update and out.with_suffix(".json").is_file():  # keep the other sections' record
+        old = json.loads(out.with_suffix(".json").read_text())
+        for name in only:
+            old["sections"][name] = report["sections"][name]
+            old.setdefault("remeasured", {})[name] = {
+                "started": started, "load_avg": host["load_avg"],
+                "wall_s": report["sections"][name].get("wall_s", 0.0), "cpu": host["cpu"],
+                "versions": {**report["versions"], **{f"peers {k}": v for k, v in
+                                                      report["peer_versions"].items()}}}
+        report = old
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), report)  # every repetition's raw value
     out.write_text(results_md.render(report))

@@ -105,6 +105,7 @@ def main(args: SectionArgs) -> dict:
     import torch
 
     from retain.models import load_model
+    from retain import formats
     from retain.probes import engine
     from retain.probes.kinds import ChoiceProbe
     from retain.models import _resolve_source  # a name like "tiny" -> the model's folder
@@ -115,7 +116,7 @@ def main(args: SectionArgs) -> dict:
     mcs = {f"{k}-shot": ChoiceProbe("mc", mc_items(n_mc, shots=k), "math") for k in (0, 5)}
     n_mc = len(mcs["0-shot"])  # the math task's distinct held-out items may be fewer than asked
     gens = gen_probes(n_gen)
-    fmt = lambda p, prompt: engine.format_prompt(tok, prompt, p.chat)  # noqa: E731
+    fmt = lambda p, prompt: formats.format_prompt(tok, prompt, p.chat)  # noqa: E731
 
     # retain, in this process: each multiple-choice set at 16 prompts a batch and at 4 (16
     # choices: lm-eval's rows a forward), then the generation
@@ -130,13 +131,13 @@ def main(args: SectionArgs) -> dict:
         t = time.perf_counter()
         answers = []
         for p in gens:
-            prompts = [engine.encode(tok, fmt(p, it.prompt)) for it in p.items]
+            prompts = [formats.encode(tok, fmt(p, it.prompt)) for it in p.items]
             answers += engine.generate(model, tok, prompts, max_new_tokens=p.budget(tok),
                                        batch_size=BATCH)
         ours_gen.append(time.perf_counter() - t)
 
     probe_pass = measure_probe_pass(model, tok, 24 if args.quick else 100)
-    ctx_tokens = {name: round(sum(len(engine.encode(tok, fmt(mc, it.prompt))) for it in mc.items)
+    ctx_tokens = {name: round(sum(len(formats.encode(tok, fmt(mc, it.prompt))) for it in mc.items)
                               / len(mc)) for name, mc in mcs.items()}
     config = {"batch_size": BATCH, "dtype": "float32", "mc_items": n_mc,
               "mean_context_tokens": ctx_tokens, "add_bos_token": False, "probe_pass": probe_pass}

@@ -53,7 +53,7 @@ class _Stamps:
 def retain_run(tok, data, ref, steps: int, spec: dict | None) -> tuple[float, dict]:
     """tokens/s of retain's loop with the strategy ``spec`` (None: plain full fine-tuning)."""
     from retain.models import copy_state, load_model
-    from retain.probes.engine import pad_token_id
+    from retain.formats import pad_token_id
     from retain.strategies import RunContext, build_strategies
     from retain.train import TrainConfig, train
     from retain.train.callbacks import Callback
@@ -88,7 +88,7 @@ def trainer_run(tok, data, steps: int) -> float:
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from retain.models import load_model
-    from retain.probes.engine import pad_token_id
+    from retain.formats import pad_token_id
     from retain.train.loop import collate
 
     torch.manual_seed(0)

@@ -178,6 +178,14 @@ def render(report: dict) -> str:
         "with their range in brackets; a ratio is taken per repetition against the baseline "
         "measured in the same round (retain, then the baseline), then summarised the same way.",
         "",
+    ]
+    for name, when in (report.get("remeasured") or {}).items():  # bench.py --update
+        lines += [f"The {name} section was measured again on {when['started']} (load average "
+                  f"{when['load_avg'][0]:.2f} at its start, {when['wall_s']:.0f} s, on "
+                  f"{when.get('cpu', 'the same machine')}, 2 cores, "
+                  + ", ".join(f"{k} {v}" for k, v in (when.get("versions") or {}).items() if v)
+                  + "); the other sections are from the run below.", ""]
+    lines += [
         "## Machine and packages",
         "",
         f"- {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB memory, GPU: {m['gpu'] or 'none'};"

@@ -25,7 +25,7 @@ import torch
 from retain.config import load_config
 from retain.data import load_reference_data, load_train_data
 from retain.models import load_model
-from retain.probes.engine import pad_token_id
+from retain.formats import pad_token_id
 from retain.run import run
 from retain.train import TrainConfig, train
 from retain.train import loop as loop_mod
