@@ -282,12 +282,9 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     step, stopped = start, bool(c.get("stopped"))
     t0 = time.perf_counter()
     try:
-        global_batches = batch_indices(len(data), config.batch_size * accum * world, config.steps,
-                                       config.seed)
+        global_batches = [] if stopped else batch_indices(  # stopped: nothing left to train
+            len(data), config.batch_size * accum * world, config.steps, config.seed)
         for step, idx in enumerate(global_batches, 1):
-            if stopped:
-                step = start
-                break
             if step <= start:
                 continue  # resumed: these batches were trained on before the checkpoint
             state.step = step
