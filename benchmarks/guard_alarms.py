@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-import retain.guard as guard_mod
+import retain.train.callbacks.guard as guard_cb
 from retain.config import load_config
 from retain.guard import Guard, GuardConfig
 from retain.probes.base import ProbeResult
@@ -46,17 +46,21 @@ BASE = ["model=tiny", "data=builtin:legal", "batch_size=8", "seq_len=128", "prog
 def recorded_run(out: Path, lr: str, seed: int) -> tuple[list, list, dict]:
     """Train once; (the check scorings in order, the final-check scorings in order, results)."""
     calls: list[tuple[int, list]] = []
-    real = guard_mod.score_probes
+    real = guard_cb.guard_scorer
 
-    def spy(model, tok, probes, **kw):
-        res = real(model, tok, probes, **kw)
-        calls.append((len(probes[0]) if probes else 0, [r.to_dict() for r in res]))
-        return res
-    guard_mod.score_probes = spy
+    def spy(probing, probes):
+        score = real(probing, probes)
+
+        def scored(model):
+            res = score(model)
+            calls.append((len(probes[0]) if probes else 0, [r.to_dict() for r in res]))
+            return res
+        return scored
+    guard_cb.guard_scorer = spy
     try:
         res = run(load_config(None, BASE + [f"out={out}", f"lr={lr}", f"seed={seed}"]))
     finally:
-        guard_mod.score_probes = real
+        guard_cb.guard_scorer = real
     n_check = res["guard"]["n"]
     checks = [r for n, r in calls if n == n_check]
     finals = [r for n, r in calls if n != n_check]

@@ -19,6 +19,7 @@ from retain.probes import load_probes
 from retain.probes.base import ProbeResult
 from retain.report import results as rr
 from retain.run import run
+from retain.train.callbacks import guard as guard_cb
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -165,7 +166,8 @@ def planted(monkeypatch):
         return [ProbeResult(p.name, p.metric, value, len(p.items), 0, 1, True, p.capability,
                             p.kind) for p in probes]
 
-    monkeypatch.setattr(guard_mod, "score_probes", score)
+    monkeypatch.setattr(guard_cb, "guard_scorer",
+                        lambda probing, probes: lambda model: score(model, None, probes))
     return seen, state
 
 

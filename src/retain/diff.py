@@ -93,7 +93,7 @@ def run_diff(base: str, model: str, *, probes: list[str] | None = None, n: int |
     ``results.json`` content."""
     from retain.metrics import compare, gain, weight_drift
     from retain.models import copy_state, count_params, load_model, load_tokenizer
-    from retain.preflight import clean_out_dir
+    from retain.train.callbacks.recorder import clean_out_dir
     from retain.probes import evaluate, load_probes
 
     specs = list(probes or ["retained"])

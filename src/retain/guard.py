@@ -16,8 +16,8 @@ the weights the run ends with are then scored on the run's full-size probes: if 
 the last good checkpoint is restored and scored too, and a limit that still fails is reported
 (``final_check`` in results), never hidden. All of this happens before the strategies finalize
 and the after-probes run. A limit that already fails on the model before training is refused:
-there is no checkpoint to fall back to. In the loop the guard is a callback (``GuardCallback``)
-whose decisions the loop carries out.
+there is no checkpoint to fall back to. In the loop the guard is a callback
+(``retain.train.callbacks.guard``) whose decisions the loop carries out.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from retain.errors import UserError
 from retain.metrics.forgetting import PROPORTION_METRICS, oriented
-from retain.train.callbacks import Callback, Decision
+from retain.train.callbacks.base import Decision
 
 MAX_FORGETTING = "max_forgetting"
 _LIMIT = re.compile(r"^\s*([A-Za-z_][\w\-]*(?:\.[A-Za-z_]\w*)?)\s*(>=|<=|==|=|>|<)\s*(\S+)\s*$")
@@ -159,14 +159,6 @@ def select_probes(probes: list, limits: list[Limit]) -> list:
                             "metric (accuracy, refusal_rate, ...) among the run's probes")
         wanted |= set(retained)
     return [p for k, p in keys.items() if k in wanted]
-
-
-def score_probes(model, tokenizer, probes: list, *, base_model=None, batch_size: int = 32) -> list:
-    """Score the guard's subset (``list[ProbeResult]``), quietly: it runs inside the training bar."""
-    from retain.probes import evaluate
-
-    return evaluate(model, tokenizer, probes, base_model=base_model, batch_size=batch_size,
-                    progress=False)
 
 
 class Guard:
@@ -489,66 +481,6 @@ class Guard:
                 "events": self.events, "rolled_back_to_step": self.rolled_back_to_step,
                 "backoffs": self.backoffs, "lr_scale": self.lr_scale, "checks": self.checks,
                 "verify": self.verify is not None, "final_check": self.final_check}
-
-
-def guard_callback(config, probes: list, tokenizer, model, *, verify_probes: list | None = None,
-                   base_model=None, log=None, main: bool = True, context=None,
-                   resumed: bool = False) -> "GuardCallback":
-    """The guard of a run ``config`` (a ``RunConfig`` with ``guard``) as a training callback:
-    it scores ``probes`` (the guard's subset) inside ``context()`` (e.g. autocast), and the
-    weights the run ends with on ``verify_probes`` (the same probes at full size); unless the
-    run is ``resumed``, ``model`` is checked now, before training."""
-    import contextlib
-
-    context = context or contextlib.nullcontext
-
-    def scorer(which: list):
-        def score(m) -> list:
-            with context():
-                return score_probes(m, tokenizer, which, base_model=base_model,
-                                    batch_size=config.probe_batch_size)
-        return score
-    every = guard_every(config.guard, config.probe_every, config.steps)
-    verify = scorer(verify_probes) if verify_probes and config.guard.verify else None
-    guard = Guard(config.guard, every, score=scorer(probes), log=log,
-                  say=None if main else (lambda line: None), verify=verify,
-                  looks=config.steps // every + (verify is not None))
-    if not resumed:
-        guard.start(model)
-    return GuardCallback(guard)
-
-
-class GuardCallback(Callback):
-    """The guard in the training loop: step 0's weights kept at train begin, a check every
-    ``guard.every`` steps (its decision carried out by the loop), the final check and the
-    rollback at train end; its state in checkpoints, its summary in ``results["guard"]``."""
-
-    name = "guard"
-
-    def __init__(self, guard: Guard):
-        self.guard, self._resumed = guard, False
-
-    def on_train_begin(self, state) -> None:
-        if not self._resumed:
-            self.guard.keep(0, state.model)  # the model as the strategies prepared it
-
-    def on_step_end(self, state) -> Decision | None:
-        if state.step % self.guard.every == 0:
-            return self.guard.decide(state.step, state.model)
-        return None
-
-    def on_train_end(self, state) -> None:
-        self.guard.finish(state.step, state.model)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.guard.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.guard.load_state_dict(state)
-        self._resumed = True
-
-    def summary(self) -> dict[str, Any]:
-        return self.guard.summary()
 
 
 def _say(line: str) -> None:

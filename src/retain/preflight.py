@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,18 +105,6 @@ def out_mode(config) -> tuple[str, Path | None]:
     hint = ("--resume to continue it from its last checkpoint, " if ckpt.latest(out) else "")
     raise UserError(f"run folder {out} is not empty; {hint}--overwrite to replace it, or "
                     "choose another out")
-
-
-def clean_out_dir(out: Path) -> None:
-    """Remove what a run writes (results.json first: a crash now cannot leave old results
-    looking current), keeping anything else the user put there."""
-    (out / rr.RESULTS_FILE).unlink(missing_ok=True)
-    for name in rr.RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for name in (rr.MODEL_DIR, ckpt.DIR):
-        shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("fisher.safetensors", "mas_importance.safetensors"):
-        (out / name).unlink(missing_ok=True)
 
 
 def preflight(config) -> Plan:

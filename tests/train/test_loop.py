@@ -125,3 +125,25 @@ def test_a_callback_that_says_stop_stops_training(tok, legal):
                 config=TrainConfig(lr=1e-3, steps=10, batch_size=2, log_every=3))
     assert res.steps == 4 and res.stopped_early
     assert [r["step"] for r in logs] == [3, 4]  # the partial window is logged at the stop
+
+
+def test_apply_decision_restores_scales_and_stops_on_any_optimizer_and_scheduler():
+    """The one function that carries out a callback's Decision, for the loop and a Trainer: a
+    restore loads the kept tensors and drops AdamW's moments; a rate scale reaches the schedule's
+    peak (also through accelerate's scheduler wrapper) and the next step's rate."""
+    from types import SimpleNamespace
+
+    from retain.train.callbacks import Decision, apply_decision
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    assert opt.state
+    kept = {"weight": torch.zeros(2, 2)}
+    assert not apply_decision(Decision(restore=kept, lr_scale=0.5), model, opt,
+                              SimpleNamespace(scheduler=sched))
+    assert torch.equal(model.weight.detach(), torch.zeros(2, 2)) and not opt.state
+    assert sched.base_lrs == [5e-3] and opt.param_groups[0]["lr"] == 5e-3
+    assert apply_decision(Decision(stop=True), model, opt, sched)

@@ -9,7 +9,6 @@ import os
 import socket
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -120,18 +119,15 @@ def test_each_process_seeds_its_own_dropout(reports):
     assert [r["follow"]["seed"] for r in reports] == [7, 8]  # the main process: the run's seed
 
 
-def test_run_folder_is_ready_before_any_process_goes_on(tmp_path, monkeypatch):
+def test_run_folder_is_ready_before_any_process_goes_on(tmp_path):
     """Every process waits before the main process touches the folder (their preflights have
     seen it as it was) and again once config.yaml is written."""
-    import retain.train.loop
     from retain.config import load_config
-    from retain.run import _run_folder
+    from retain.train.callbacks.recorder import Recorder
 
     out = tmp_path / "run"
     seen = []
-    state = SimpleNamespace(wait_for_everyone=lambda: seen.append(
-        (out / "config.yaml").exists()))
-    monkeypatch.setattr(retain.train.loop, "process_state", lambda: state)
     config = load_config(None, [f"out={out}"])
-    with _run_folder(config, SimpleNamespace(out_mode="new"), True, {}):
+    barrier = lambda: seen.append((out / "config.yaml").exists())  # noqa: E731
+    with Recorder(out).recording(config.model_dump(mode="json"), 0, mode="new", barrier=barrier):
         assert seen == [False, True]

@@ -118,6 +118,10 @@ class RetainCallback(TrainerCallback):
     Every process of a multi-process run scores its share of the items; one writes.
     Input mistakes raise ``UserError`` here, before training. The Trainer's
     ``resume_from_checkpoint`` continues the callback's run from the checkpoint (module doc).
+
+    The work is retain's own callbacks (``retain.train.callbacks``: the recorder, the probes,
+    the guard), the ones ``retain run`` trains with; this class maps the Trainer's events onto
+    them and carries out their decisions on the Trainer's model, optimizer and scheduler.
     """
 
     def __init__(self, tokenizer, *, probes: Sequence[str] = ("retained",), n: int | None = None,
@@ -129,36 +133,53 @@ class RetainCallback(TrainerCallback):
         from retain.preflight import check_writable
         from retain.probe_set import guard_parts
         from retain.probes import load_probes
+        from retain.train.callbacks.probes import ProbeCallback
+        from retain.train.callbacks.recorder import Recorder
 
         if every < 0:
             raise UserError(f"every={every}: give 0 (never) or a number of steps")
         self.tokenizer, self.kit, self.trainer = tokenizer, strategies, trainer
         self.specs, self.n, self.every, self.seed = list(probes), n, every, seed
-        self.batch_size, self.data, self.drift = batch_size, data, drift
+        self.data, self.drift = data, drift
         self.domain_probe_files = list(domain_probes)
         self.guard_config = _guard_config(guard)  # the guard watches the retained probes
         # guarded probes: the guard chooses on a selection part, results report the rest
         self.retained, self.guard_probes, self.guard_verify, self.split = guard_parts(
             self.guard_config, self.specs, load_probes(self.specs, n=n, seed=seed), n, seed)
-        self.probes = self.retained + self._domain_probes()  # domain: once the kit has split
-        self._domain_known = strategies is None or strategies.heldout is not None
         self.out = Path(out)
         check_writable(self.out)
         if (self.out / rr.RESULTS_FILE).exists() and not overwrite:
             raise UserError(f"run folder {self.out} is not empty; pass overwrite=True to replace "
                             f"it, or choose another out")
         self.overwrite = overwrite
-        self.guard = None
+        self.recorder = Recorder(self.out)
+        # the domain's probes are added once the kit has split its rows (at train begin)
+        self.probing = ProbeCallback(tokenizer, self.retained + self._domain_probes(),
+                                     every=every, batch_size=batch_size, log=self.recorder.log)
+        self._domain_known = strategies is None or strategies.heldout is not None
+        self.callbacks: list = []  # recorder, probes, guard: made at train begin
         self.results: dict[str, Any] | None = None
         self.model: torch.nn.Module | None = None
-        self._main = True
         self._end_step: int | None = None  # resumed after the guard stopped: the run ends here
         self._base_trainable: dict[str, torch.Tensor] | None = None  # for BASE_FILE
 
+    @property
+    def probes(self) -> list:
+        return self.probing.probes
+
+    @property
+    def guard(self):
+        """The run's ``retain.guard.Guard`` (None: no limits)."""
+        return next((cb.guard for cb in self.callbacks if cb.name == "guard"), None)
+
     # -- helpers ------------------------------------------------------------------------------
-    def _log(self, record: dict) -> None:
-        if self._main:
-            rr.append_jsonl(self.out / rr.METRICS_FILE, record)
+    def _loop_state(self, state, model, optimizer=None, scheduler=None):
+        from retain.train.callbacks import LoopState
+
+        return LoopState(step=state.global_step if self._end_step is None else self._end_step,
+                         max_steps=state.max_steps, model=model, optimizer=optimizer,
+                         scheduler=scheduler, scaler=None, main=self.recorder.main,
+                         accelerator=self.trainer.accelerator if self.trainer else None)
 
     def _to_trainer(self, values: dict[str, float], control) -> None:
         """Into the Trainer's logs (its history, console and trackers), when we know it. A log
@@ -169,26 +190,8 @@ class RetainCallback(TrainerCallback):
             self.trainer.log(values)
             control.should_log = should_log
 
-    def _context(self, model):
-        from retain.train.precision import autocast
-
-        args = self.trainer.args if self.trainer is not None else None
-        mixed = "bf16" if args is not None and args.bf16 else (
-            "fp16" if args is not None and args.fp16 else "no")
-        return autocast(next(model.parameters()).device, mixed)
-
-    def _score(self, model, probes: list) -> list:
-        from retain.probes import evaluate
-
-        with self._context(model):
-            return evaluate(model, self.tokenizer, probes, base_model=self._base_model,
-                            batch_size=self.batch_size, progress=False)
-
-    def _probe(self, model, stage: str, step: int) -> list:
-        res = self._score(model, self.probes)
-        self._log({"event": "probe", "stage": stage, "step": step,
-                   "results": {r.key: r.value for r in res}})
-        return res
+    def _mixed(self, args) -> str:
+        return "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
 
     def _domain_probes(self) -> list:
         """The new domain's probes (``retain.probe_set.domain_probes``, as ``retain run`` makes
@@ -227,7 +230,7 @@ class RetainCallback(TrainerCallback):
         plain = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._base_state = copy_state(plain) if self.drift else {}
         needs_base = any(getattr(p, "needs_base", False) for p in self.probes + self.guard_probes)
-        self._base_model = copy.deepcopy(model).eval() if needs_base else None
+        self.probing.base_model = copy.deepcopy(model).eval() if needs_base else None
         self._base_trainable = None
         if self.drift or needs_base:
             plain_name = {id(p): n for n, p in plain.named_parameters()}
@@ -240,46 +243,29 @@ class RetainCallback(TrainerCallback):
 
     def _start(self, args, state, model) -> None:
         """A fresh run: the run folder, the base, the before-probes, the guard's first check."""
-        from retain.guard import guard_every
-        from retain.preflight import clean_out_dir
-
-        if self._main:
-            if not self.overwrite and any((self.out / f).exists() for f in rr.RUN_FILES):
-                raise UserError(f"run folder {self.out} holds an unfinished run; resume it with "
-                                f"trainer.train(resume_from_checkpoint=...), or pass "
-                                f"overwrite=True to start over")
-            clean_out_dir(self.out) if self.out.is_dir() else None
+        if self.recorder.main and not self.overwrite and any(
+                (self.out / f).exists() for f in rr.RUN_FILES):
+            raise UserError(f"run folder {self.out} holds an unfinished run; resume it with "
+                            f"trainer.train(resume_from_checkpoint=...), or pass "
+                            f"overwrite=True to start over")
+        if self.recorder.main:
             (self.out / BASE_FILE).unlink(missing_ok=True)
-            self.out.mkdir(parents=True, exist_ok=True)
-            rr.write_text_atomic(self.out / rr.CONFIG_FILE, _yaml(self._config(args, state, model)))
+        self.recorder.create(self._config(args, state, model), clean=self.out.is_dir())
         self._snapshot_base(model)
-        self.before = self._probe(model, "before", state.global_step)
-        if self.guard_config is not None:
-            every = guard_every(self.guard_config, self.every, state.max_steps)
-            self.guard = self._new_guard(every, state.max_steps)
-            self.guard.start(model)  # refuses limits the model fails already
-            self.guard.keep(state.global_step, model)
-
-    def _new_guard(self, every: int, max_steps: int):
-        from retain.guard import Guard
-
-        verify = self.guard_config.verify
-        return Guard(self.guard_config, every,
-                     score=lambda m: self._score(m, self.guard_probes), log=self._log,
-                     say=None if self._main else (lambda line: None),
-                     verify=lambda m: self._score(m, self.guard_verify),
-                     looks=max_steps // every + verify)  # the run-wide test's looks
+        self.probing.measure_before(model, state.global_step)
+        for cb in self.callbacks:
+            if cb.name == "guard":  # refuses limits the model fails already
+                cb.start(model)
 
     def _resume(self, args, state, model, control) -> None:
-        """A run resumed from the Trainer checkpoint of ``state.global_step``: the before-results,
-        the guard and ``metrics.jsonl`` as they were when it was written; the base from the run
-        folder. Refused in one line when the checkpoint holds no state of this callback."""
+        """A run resumed from the Trainer checkpoint of ``state.global_step``: the callbacks'
+        state (the before-results, the guard, the length of ``metrics.jsonl``) as it was when
+        the checkpoint was written, the base from the run folder. Refused in one line when the
+        checkpoint holds no state of this callback, or of another run."""
         from safetensors.torch import load_file
 
-        from retain.guard import guard_every
         from retain.models import load_state
-        from retain.probes.base import ProbeResult
-        from retain.train.checkpoint import join_tree
+        from retain.train.callbacks.checkpointer import load_run_state
 
         step = state.global_step
         folder = Path(args.output_dir) / f"checkpoint-{step}"
@@ -290,17 +276,10 @@ class RetainCallback(TrainerCallback):
                             f"checkpoint of a run this callback recorded, or start over")
         js = json.loads(where.read_text(encoding="utf-8"))
         tensors = load_file(folder / f"{STATE_FILE}.safetensors") if js["tensors"] else {}
-        saved = join_tree(tensors, js["state"])
-        keys = sorted(f"{p.name}.{p.metric}" for p in self.probes)
-        if saved["probes"] != keys:
-            raise UserError(f"resuming at step {step}: the checkpoint's run probed "
-                            f"{', '.join(saved['probes'])}, this callback probes "
-                            f"{', '.join(keys)}; give the same probes, n, data and kit")
-        if (saved["guard"] is None) != (self.guard_config is None):
-            raise UserError(f"resuming at step {step}: the checkpoint's run "
-                            f"{'had' if saved['guard'] is not None else 'had no'} guard; give "
-                            f"the same guard")
-        base = None
+        try:
+            load_run_state(tensors, js["state"], self.callbacks)
+        except UserError as e:
+            raise UserError(f"resuming at step {step}: {e}") from None
         if self.drift or any(getattr(p, "needs_base", False)
                              for p in self.probes + self.guard_probes):
             if not (self.out / BASE_FILE).is_file():
@@ -308,36 +287,25 @@ class RetainCallback(TrainerCallback):
                                 f"{BASE_FILE} (the base weights the run is measured against); "
                                 f"give the out of the run that wrote the checkpoint")
             base = load_file(self.out / BASE_FILE)
-        if base is not None:  # the base: loaded into the model for a moment, then snapshot
             now = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
                    if p.requires_grad}
             if set(base) != set(now):
                 raise UserError(f"resuming at step {step}: the model's trainable parameters are "
                                 f"not those of the run in {self.out}")
-            load_state(model, base)
+            load_state(model, base)  # the base: in the model for a moment, then snapshot
             self._snapshot_base(model)
             load_state(model, now)
         else:
-            self._base_state, self._base_model = {}, None
+            self._base_state, self.probing.base_model = {}, None
         self._base_trainable = None  # BASE_FILE is there already
-        if self._main:
-            lines = [line for line in (self.out / rr.METRICS_FILE).read_text(
-                encoding="utf-8").splitlines(keepends=True) if line.strip()]
-            rr.write_text_atomic(self.out / rr.METRICS_FILE,
-                                 "".join(lines[:saved["metrics_lines"]]))
-        self.before = [ProbeResult(**r) for r in saved["before"]]
-        if self.guard_config is not None:
-            self.guard = self._new_guard(guard_every(self.guard_config, self.every,
-                                                     state.max_steps), state.max_steps)
-            self.guard.load_state_dict(saved["guard"])
-            if self.guard.stopped:  # the run had ended here: the Trainer's one more step is void
-                self._end_step = step
-                control.should_training_stop = True
+        if self.guard is not None and self.guard.stopped:  # the run had ended here: the
+            self._end_step = step  # Trainer's one more step is void
+            control.should_training_stop = True
 
     def _save_state(self, args, state) -> None:
-        """This callback's state into the Trainer's checkpoint folder of ``state.global_step``
+        """The callbacks' state into the Trainer's checkpoint folder of ``state.global_step``
         (and, the first time, the base of the trainable parameters into the run folder)."""
-        from retain.train.checkpoint import split_tree
+        from retain.train.callbacks.checkpointer import run_state
 
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not folder.is_dir():
@@ -345,13 +313,7 @@ class RetainCallback(TrainerCallback):
         if self._base_trainable is not None:
             _save_safetensors(self.out / BASE_FILE, self._base_trainable)
             self._base_trainable = None
-        lines = sum(1 for line in (self.out / rr.METRICS_FILE).read_text(
-            encoding="utf-8").splitlines() if line.strip())
-        tree = {"step": state.global_step, "metrics_lines": lines,
-                "probes": sorted(f"{p.name}.{p.metric}" for p in self.probes),
-                "before": [r.to_dict() for r in self.before],
-                "guard": self.guard.state_dict() if self.guard is not None else None}
-        tensors, js = split_tree(tree)
+        tensors, js = run_state(self.callbacks)
         if tensors:
             _save_safetensors(folder / f"{STATE_FILE}.safetensors", tensors)
         rr.write_text_atomic(folder / f"{STATE_FILE}.json",
@@ -359,105 +321,96 @@ class RetainCallback(TrainerCallback):
 
     # -- the Trainer's events -------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from retain.train.callbacks.guard import guard_callback
+        from retain.train.precision import autocast
+
         self._t0 = time.perf_counter()
-        self._main = state.is_world_process_zero
+        self.recorder.main = state.is_world_process_zero
         if not self._domain_known:  # the kit split its rows after this callback was made
-            self.probes = self.retained + self._domain_probes()
+            self.probing.probes = self.probing.during = self.retained + self._domain_probes()
             self._domain_known = True
         self._refuse_training_on_heldout()
+        device, mixed = next(model.parameters()).device, self._mixed(args)
+        self.probing.context = lambda: autocast(device, mixed)
+        self.callbacks = [self.recorder, self.probing]
+        if self.guard_config is not None:
+            self.callbacks.append(guard_callback(
+                self.guard_config, self.probing, self.guard_probes, self.guard_verify,
+                probe_every=self.every, steps=state.max_steps, log=self.recorder.log,
+                main=self.recorder.main))
         if state.global_step > 0:  # the Trainer resumed from a checkpoint
             self._resume(args, state, model, control)
         else:
             self._start(args, state, model)
+        self._trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        for cb in self.callbacks:
+            cb.on_train_begin(self._loop_state(state, model))
 
     def on_save(self, args, state, control, **kwargs):
-        if self._main and self._end_step is None:
+        if self.recorder.main and self._end_step is None:
             self._save_state(args, state)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         logs = logs or {}
-        if self._end_step is not None:
-            return
-        if "loss" in logs:  # the Trainer's training log: the run's loss curve
-            self._log({"event": "train", "step": state.global_step, "loss": logs["loss"],
-                       "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")})
+        if self._end_step is None and "loss" in logs:  # the Trainer's training log
+            record = {"event": "train", "step": state.global_step, "loss": logs["loss"],
+                      "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
+            for cb in self.callbacks:
+                cb.on_log(self._loop_state(state, model), record)
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None,
                     **kwargs):
-        from retain.models import load_state
+        from retain.train.callbacks import apply_decision, as_decision
 
         step = state.global_step
         if self._end_step is not None:  # resumed after the guard stopped: nothing more to do
             control.should_training_stop = True
             return control
-        if self.every and step % self.every == 0:
-            res = self._probe(model, "during", step)
-            self._to_trainer({f"retain/{r.key}": r.value for r in res}, control)
-        if self.guard is None or step % self.guard.every:
-            return control
-        d = self.guard.decide(step, model)
-        check = self.guard.checks[-1]
-        self._to_trainer({f"retain/guard/{k}": v for k, v in check["values"].items()}
-                         | {"retain/guard/passed": float(check["passed"])}, control)
-        if d.restore is not None:
-            load_state(model, d.restore)
-            if optimizer is not None:
-                optimizer.state.clear()  # AdamW's moments belonged to the weights left behind
-        if d.lr_scale is not None:
-            sched = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's wrapper
-            if sched is not None and hasattr(sched, "base_lrs"):
-                sched.base_lrs = [lr * d.lr_scale for lr in sched.base_lrs]
-            for g in (optimizer.param_groups if optimizer is not None else []):
-                g["lr"] *= d.lr_scale
-        if d.stop:
-            control.should_training_stop = True
+        loop = self._loop_state(state, model, optimizer, lr_scheduler)
+        for cb in self.callbacks:
+            if apply_decision(as_decision(cb.on_step_end(loop)), model, optimizer, lr_scheduler):
+                control.should_training_stop = True
+        if self.probing.last and self.probing.last[0] == step:  # probed now
+            self._to_trainer({f"retain/{r.key}": r.value for r in self.probing.last[1]}, control)
+        guard = self.guard
+        if guard is not None and guard.checks and guard.checks[-1]["step"] == step:
+            check = guard.checks[-1]
+            self._to_trainer({f"retain/guard/{k}": v for k, v in check["values"].items()}
+                             | {"retain/guard/passed": float(check["passed"])}, control)
         return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        from retain.metrics.outcome import outcome
-        from retain.models import count_params
-        from retain.strategies import describe
+        from retain.train.callbacks.recorder import model_info, results
 
-        step = state.global_step if self._end_step is None else self._end_step
-        if self.guard is not None:
-            self.guard.finish(step, model)  # the final check; rolls back when it fails
+        loop = self._loop_state(state, model)
+        step = loop.step
+        for cb in self.callbacks:  # the guard's final check (and rollback when it fails)
+            cb.on_train_end(loop)
         if self.kit is not None and not self.kit.finalized:
             model = self.kit.finalize(model)
         model.eval()
-        after = self._probe(model, "after", step)
+        after = self.probing.after(model, step)
         self.model = model
-        strategies = self.kit.strategies if self.kit is not None else []
         losses = [h for h in state.log_history if "loss" in h and h.get("step", step + 1) <= step]
         p = next(model.parameters())
-        results = {
-            **rr.header("complete", self.seed, self._config(args, state, model)),
-            "strategy": "+".join(s.name for s in strategies) or "full",
-            "strategies": describe(strategies),
-            "strategy_info": self.kit.info if self.kit is not None else {},
-            "model": {"name": _model_name(model), "architecture": type(model).__name__,
-                      "params": count_params(model),
-                      "trainable_params": count_params(model, trainable_only=True),
-                      "dtype": str(p.dtype).removeprefix("torch."), "device": str(p.device),
-                      "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no"},
-            "data": {"spec": self.data or "the Trainer's train_dataset",
-                     **(self.kit.data_info if self.kit is not None else {})},
-            "training": {"steps": step, "stopped_early": step < state.max_steps,
-                         "lr": args.learning_rate, "batch_size": args.per_device_train_batch_size,
-                         "grad_accum": args.gradient_accumulation_steps,
-                         "processes": args.world_size, "trainer": _trainer_name(self.trainer),
-                         "final_loss": losses[-1]["loss"] if losses else None,
-                         "loss_curve": [[h["step"], h["loss"]] for h in losses]},
-            **outcome(self.before, after, self._base_state, model),
-            "wall_s": time.perf_counter() - self._t0,
-        }
-        if self.guard is not None:
-            results["guard"] = self.guard.summary()
-        if self.split:  # guarded probes: what the guard chose on, apart from what is reported
-            results["probe_split"] = self.split
-        self.results = results
-        if self._main:
-            rr.write_summary_csv(self.out / rr.SUMMARY_FILE, results)
-            rr.write_json_atomic(self.out / rr.RESULTS_FILE, results)
+        extra = {"probe_split": self.split} if self.split else {}
+        self.results = results(
+            config=self._config(args, state, model), seed=self.seed,
+            strategies=self.kit.strategies if self.kit is not None else [],
+            strategy_info=self.kit.info if self.kit is not None else {}, model=model,
+            model_info=model_info(model, name=_model_name(model), trainable=self._trainable,
+                                  dtype=p.dtype, device=p.device, mixed=self._mixed(args)),
+            data={"spec": self.data or "the Trainer's train_dataset",
+                  **(self.kit.data_info if self.kit is not None else {})},
+            training={"steps": step, "stopped_early": step < state.max_steps,
+                      "lr": args.learning_rate, "batch_size": args.per_device_train_batch_size,
+                      "grad_accum": args.gradient_accumulation_steps,
+                      "processes": args.world_size, "trainer": _trainer_name(self.trainer),
+                      "final_loss": losses[-1]["loss"] if losses else None,
+                      "loss_curve": [[h["step"], h["loss"]] for h in losses]},
+            before=self.probing.before, after=after, base_state=self._base_state,
+            callbacks=self.callbacks, wall_s=time.perf_counter() - self._t0, **extra)
+        self.recorder.write(self.results)
         return control
 
     def _config(self, args, state, model) -> dict[str, Any]:
@@ -491,10 +444,3 @@ def _model_name(model) -> str:
 
 def _trainer_name(trainer) -> str:
     return type(trainer).__name__ if trainer is not None else "transformers.Trainer"
-
-
-def _yaml(data: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-

@@ -5,8 +5,8 @@ Each optimizer step: a seeded global batch (every process takes its micro-batche
 normalized by the loss tokens of the whole global batch plus the strategies' penalties, backward
 under mixed precision (``precision.py``), a finiteness check, gradient clipping, AdamW over the
 trainable parameters only, a linear warm-up then cosine (or constant) learning rate. A log record
-every ``log_every`` steps, then the callbacks (probes, the guard, checkpoints: ``callbacks.py``);
-a progress bar shows the loss and tokens/s.
+every ``log_every`` steps, then the callbacks (the progress bar, probes, the guard, checkpoints:
+``callbacks/``), whose decisions the loop carries out (``apply_decision``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from retain.formats import IGNORE
-from retain.models import load_state
 from retain.strategies.base import call_penalty
-from retain.train.callbacks import Callback, Decision, LoopState, as_decision
+from retain.train.callbacks.base import (Callback, Decision, LoopState, apply_decision,
+                                         as_decision)
+from retain.train.callbacks.progress import ProgressBar
 from retain.train.checkpoint import Checkpoint, set_rng_state
 from retain.train.precision import autocast, grad_scaler
 
@@ -133,17 +134,6 @@ def loss_token_counts(data: Sequence[dict]) -> list[int]:
     return [sum(1 for lab in e["labels"][1:] if lab != IGNORE) for e in data]
 
 
-def _progress_bar(total: int):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    return Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}"),
-                    TextColumn("{task.fields[tps]:,.0f} tok/s"), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-
-
 def main_decision(d: Decision, acc, device: torch.device, step: int, cb) -> Decision:
     """The main process's decision, which every process carries out (one all-gather of each
     process's stop / restore / lr_scale). A restore loads each process's own kept weights (the
@@ -240,11 +230,8 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
         set_rng_state(resume.rng["tensors"], resume.rng["json"])
     state = LoopState(step=start, max_steps=config.steps, model=inner, optimizer=opt,
                       scheduler=sched, scaler=scaler, accelerator=acc, counters=c)
-    bar = _progress_bar(config.steps) if progress and acc.is_main_process else None
-    task = bar.add_task("", total=config.steps, completed=start, loss=float("nan"),
-                        tps=0.0) if bar else None
-    if bar:
-        bar.start()
+    bar = ProgressBar() if progress else None  # first: it advances before a step's probes
+    callbacks = [bar, *callbacks] if bar else list(callbacks)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -264,8 +251,6 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
             on_log(rec)
         for cb in callbacks:
             cb.on_log(state, rec)
-        if bar:
-            bar.update(task, loss=rec["loss"], tps=rec["tokens_per_s"])
 
     def pause(fn):  # run fn with the training clock stopped
         nonlocal t0
@@ -348,22 +333,13 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
             c["window_n"] += 1
             if step % config.log_every == 0 or step == config.steps:
                 emit(step)
-            if bar:
-                bar.advance(task)
             for cb in callbacks:  # later callbacks (checkpoints) see earlier ones' decisions
                 d = as_decision(pause(lambda: cb.on_step_end(state)))
                 if world > 1:  # every process carries out the main process's decision
                     d = main_decision(d, acc, device, step, cb)
-                if d.restore is not None:
-                    load_state(inner, d.restore)
-                    opt.state.clear()  # AdamW's moments belonged to the weights left behind
-                    if world > 1:
-                        check_same_weights(d.restore, acc, device, step)
-                if d.lr_scale is not None:
-                    sched.base_lrs = [lr * d.lr_scale for lr in sched.base_lrs]  # the schedule
-                    for g in opt.param_groups:  # and the next step, already scheduled
-                        g["lr"] *= d.lr_scale
-                stopped = stopped or d.stop
+                stopped = apply_decision(d, inner, opt, sched) or stopped
+                if d.restore is not None and world > 1:
+                    check_same_weights(d.restore, acc, device, step)
                 c["stopped"] = stopped  # later callbacks (the checkpointer) see the stop
             if stopped:
                 if c["window_n"]:
@@ -371,7 +347,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                 break
     finally:
         if bar:
-            bar.stop()
+            bar.close()  # also on an error, which skips on_train_end
         inner.eval()
     c["train_s"] += time.perf_counter() - t0
     for cb in callbacks:
