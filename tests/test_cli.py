@@ -17,7 +17,7 @@ def test_help_lists_every_command():
     r = retain("--help")
     assert r.returncode == 0
     for cmd in ("probes", "strategies", "eval", "run", "demo", "merge", "report", "compare", "sweep",
-                "sequence", "fisher", "gram", "diff"):
+                "sequence", "fisher", "gram", "diff", "forecast"):
         assert cmd in r.stdout, cmd
 
 

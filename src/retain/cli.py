@@ -174,6 +174,66 @@ def run_cmd(
         print_run(results)
 
 
+@app.command("forecast", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def forecast_cmd(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run config (the plan)."),
+    model: Optional[str] = typer.Option(None, help="Model (default: tiny)."),
+    data: Optional[str] = typer.Option(None, help="New-domain JSONL or builtin:NAME."),
+    strategy: Optional[List[str]] = typer.Option(None, "--strategy", "-s",
+                                                 help="Strategy name; repeat to compose."),
+    lr: Optional[float] = typer.Option(None, help="The planned learning rate."),
+    steps: Optional[int] = typer.Option(None, help="The planned optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Sequences per step."),
+    seq_len: Optional[int] = typer.Option(None, help="Max tokens per sequence."),
+    seed: Optional[int] = typer.Option(None),
+    probes: Optional[List[str]] = typer.Option(None, "--probes", "-p"),
+    limit: Optional[List[str]] = typer.Option(
+        None, "--limit", "-l", help="A limit as the guard writes it, e.g. "
+        "'safety.refusal_rate>=0.9' or 'max_forgetting=0.05'; repeatable."),
+    budget: float = typer.Option(0.2, help="Pilot steps as a share of the planned steps."),
+    rates: Optional[str] = typer.Option(None, help="Pilot rates, comma-separated (default: "
+                                        "the planned rate and twice it)."),
+    points: int = typer.Option(3, help="Probe points per pilot (besides the start)."),
+    select_n: int = typer.Option(24, help="Items per probe the pilots are probed on (apart "
+                                 "from the items the run reports)."),
+    out: Path = typer.Option(Path("runs/forecast"), help="Forecast folder."),
+    overwrite: bool = typer.Option(False, help="Replace a forecast in --out."),
+    check: Optional[Path] = typer.Option(None, "--check", help="A finished run of the plan: "
+                                         "compare the forecast in --out with it; trains nothing."),
+) -> None:
+    """Forecast what a planned fine-tune will cost each capability, from short pilots.
+
+    Takes what `retain run` takes (extra a.b=c arguments override config keys). Writes
+    OUT/forecast.json and the pilots' run folders under OUT/pilots.
+    """
+    from retain.report.forecast_tables import print_check, print_forecast
+
+    if check is not None:
+        from retain.forecast.check import check as check_forecast
+
+        print_check(check_forecast(out, check))
+        return
+    from retain.config import load_run_config
+    from retain.forecast import forecast
+
+    flags = {"model": model, "data": data, "lr": lr, "steps": steps, "batch_size": batch_size,
+             "seq_len": seq_len, "seed": seed}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if strategy:
+        flags["strategies"] = [{"name": s} for s in strategy]
+    if probes:
+        flags["probes"] = list(probes)
+    try:
+        pilot_rates = [float(r) for r in rates.split(",")] if rates else None
+    except ValueError:
+        _fail(f"--rates {rates!r}: give numbers separated by commas, e.g. 1e-3,2e-3")
+    cfg = load_run_config(config, overrides=list(ctx.args), **flags)
+    fc = forecast(cfg, limits=list(limit or []), budget=budget, rates=pilot_rates,
+                  points=points, select_n=select_n, out=out, overwrite=overwrite)
+    print_forecast(fc)
+
+
 # The fan-out options of compare and sweep (docs/fan-out.md).
 _LIST_OPTION = typer.Option(False, "--list", help="Print the planned runs (index, label, seed, "
                             "folder, state) and exit; runs nothing.")

@@ -18,6 +18,7 @@ import copy
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 
 from retain.version import __version__
@@ -48,11 +49,15 @@ def _save_fisher(model, data: list[dict], config: RunConfig, out: Path) -> Path:
         "retain_version": __version__})
 
 
-def run(config: RunConfig, *, before: list | None = None) -> dict:
+def run(config: RunConfig, *, before: list | None = None, callbacks: Sequence = (),
+        probes: list | None = None) -> dict:
     """Run ``config`` and write its run folder; returns the ``results.json`` content.
 
     ``before``: the probe results of the same model on the same probes, when the caller already
-    has them (a comparison probes its base once, not once per strategy).
+    has them (a comparison probes its base once, not once per strategy). ``callbacks``: more
+    ``retain.train.callbacks.Callback``s on the loop (after the run's own probes and guard,
+    before the checkpointer), e.g. the forecast's pilots. ``probes``: measure these instead of
+    the config's probe set (before, during and after), e.g. a forecast pilot's selection parts.
     """
     from retain.preflight import preflight
     from retain.train.callbacks.recorder import Recorder
@@ -61,17 +66,21 @@ def run(config: RunConfig, *, before: list | None = None) -> dict:
     t_start = time.perf_counter()
     state = process_state()
     plan = preflight(config)  # every user mistake, before the model is loaded or a file written
+    if probes is not None:
+        import dataclasses
+
+        plan = dataclasses.replace(plan, probes=list(probes), probes_during=list(probes))
     # Under torchrun / accelerate launch every process trains and probes; the main one writes.
     recorder = Recorder(config.out, main=state.is_main_process)
     with recorder.recording(config.model_dump(mode="json"), config.seed, mode=plan.out_mode,
                             barrier=state.wait_for_everyone):
-        results = _run(config, plan, before, recorder)
+        results = _run(config, plan, before, recorder, callbacks)
         results["wall_s"] = time.perf_counter() - t_start
         recorder.write(results)
     return results
 
 
-def _run(config: RunConfig, plan, before: list | None, recorder) -> dict:
+def _run(config: RunConfig, plan, before: list | None, recorder, more: Sequence) -> dict:
     from retain.models import copy_state, count_params, load_state
     from retain.probes import sandbox
     from retain.formats import pad_token_id
@@ -102,7 +111,7 @@ def _run(config: RunConfig, plan, before: list | None, recorder) -> dict:
                             batch_size=config.probe_batch_size, log=recorder.log,
                             context=lambda: autocast(device, mixed), progress=config.progress and main)
     guard = _guard(config, plan, probing, recorder)  # [] or [its callback]
-    callbacks = [recorder, probing, *guard]
+    callbacks = [recorder, probing, *guard, *more]
     checkpointer = Checkpointer(out, config.checkpoint_every, config.keep_checkpoints,
                                 lambda: _extra_state(run_state(callbacks, strategies), plan))
 
