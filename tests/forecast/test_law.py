@@ -55,8 +55,9 @@ def test_logit_link_is_finite_at_the_ends_and_inverts():
     assert math.isfinite(g(1.0)) and math.isfinite(g(0.0))
     for y in (0.0, 0.25, 1.0):
         assert inv(g(y)) == pytest.approx(y)
-    g, inv = link(False, 40)
-    assert g(2.5) == 2.5 and inv(2.5) == 2.5
+    g, inv = link(False, 40)  # a cross-entropy: the log, positive whatever the change
+    assert g(2.5) == pytest.approx(math.log(2.5)) and inv(g(2.5)) == pytest.approx(2.5)
+    assert inv(g(8.0) - 100.0) > 0
 
 
 def test_rate_residual_is_zero_when_rates_collapse_on_the_area():

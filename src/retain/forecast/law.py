@@ -3,7 +3,7 @@
     g(y(s)) = g(y0) + c * x(s)**alpha,    x(s) = sum over steps t < s of lr_t   (the "area")
 
 with ``g`` the link of the metric: the empirical logit for a proportion (accuracy, refusal rate:
-``link``), the identity for a mean (cross-entropy). In logit space a steady push becomes the
+``link``), the log for a cross-entropy. In logit space a steady push becomes the
 cliff users see (flat while every item is far from its boundary, then falling fast) and a
 prediction never leaves [0, 1].
 
@@ -76,9 +76,10 @@ def fit(x: Sequence[float], dy: Sequence[float]) -> Law | None:
 
 def link(metric_is_proportion: bool, n: int):
     """``(g, g_inverse)``: the empirical logit of a proportion measured on ``n`` items
-    (``(k + 0.5) / (n + 1)``, finite at 0 and 1), or the identity."""
+    (``(k + 0.5) / (n + 1)``, finite at 0 and 1), else the log (a cross-entropy is positive and
+    moves by factors: a domain's loss falls from 8 nats towards 3, not through 0)."""
     if not metric_is_proportion:
-        return (lambda y: y), (lambda z: z)
+        return (lambda y: math.log(max(y, 1e-9))), (lambda z: math.exp(max(-50.0, min(50.0, z))))
 
     def g(y: float) -> float:
         p = (y * n + 0.5) / (n + 1)
@@ -90,10 +91,11 @@ def link(metric_is_proportion: bool, n: int):
     return g, inv
 
 
-def draws(x: Sequence[float], dy: Sequence[float], x_new: float, *, n: int = 300,
-          seed: int = 0) -> list[float]:
-    """``n`` bootstrap predictions of the change at ``x_new``: the fit's residuals (inflated for
-    the two parameters fitted) resampled onto its fitted values and the law refitted."""
+def boot_laws(x: Sequence[float], dy: Sequence[float], *, n: int = 300,
+              seed: int = 0) -> list[Law]:
+    """``n`` bootstrap refits of the law: the fit's residuals (inflated for the two parameters
+    fitted) resampled onto its fitted values. Their predictions at an area make the law's own
+    uncertainty there, extrapolation included."""
     law = fit(x, dy)
     if law is None:
         return []
@@ -103,11 +105,14 @@ def draws(x: Sequence[float], dy: Sequence[float], x_new: float, *, n: int = 300
     inflate = math.sqrt(k / (k - 2)) if k > 2 else 1.0  # residuals understate the errors
     resid = [(b - f) * inflate for (_, b), f in zip(pts, fitted)]
     rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        boot = fit([a for a, _ in pts], [f + rng.choice(resid) for f in fitted])
-        out.append((boot or law).delta(x_new))
-    return out
+    return [fit([a for a, _ in pts], [f + rng.choice(resid) for f in fitted]) or law
+            for _ in range(n)]
+
+
+def draws(x: Sequence[float], dy: Sequence[float], x_new: float, *, n: int = 300,
+          seed: int = 0) -> list[float]:
+    """``n`` bootstrap predictions of the change at ``x_new`` (``boot_laws``)."""
+    return [law.delta(x_new) for law in boot_laws(x, dy, n=n, seed=seed)]
 
 
 def quantiles(values: Sequence[float], level: float) -> tuple[float, float]:

@@ -8,7 +8,7 @@ import math
 from typing import Any, Sequence
 
 from retain.forecast import items as item_signals
-from retain.forecast.law import draws, fit, link, lr_area, quantiles, rate_residual
+from retain.forecast.law import boot_laws, fit, link, lr_area, quantiles, rate_residual
 from retain.metrics.forgetting import PROPORTION_METRICS, oriented
 
 CURVE_POINTS = 25  # points of each predicted curve kept for the report's plot
@@ -54,7 +54,7 @@ def capability(key: str, result, pilots: list[dict], x_of, steps: int, fitted_on
     g_fit, _ = link(bounded, scored_n)
     row = {"key": key, "capability": result.capability, "metric": metric,
            "higher_is_better": result.higher_is_better, "now": now, "n": result.n,
-           "link": "logit" if bounded else "identity", "link_n": int(result.n),
+           "link": "logit" if bounded else "log", "link_n": int(result.n),
            "fitted_on": fitted_on, "start": y0, "law": None,
            "points": [{"lr": lr, "x": x, "step_value": y} for lr, x, y in pts]}
     xs = [x for _, x, _ in pts]
@@ -63,20 +63,27 @@ def capability(key: str, result, pilots: list[dict], x_of, steps: int, fitted_on
     if law is None:
         return {**row, "predicted": None, "interval": None, "curve": []}
     g, inv = _link(row)
-    x_t = x_of(steps)
     # the noise of the measurement predicted: the reporting probe's own 95% half-width as an sd
     noise = max(0.0, (float(result.ci_high) - float(result.ci_low)) / (2 * 1.96))
+    laws = boot_laws(xs, dys, seed=seed)
     rng = random.Random(seed)
-    samples = [inv(g(now) + d) + rng.gauss(0.0, noise) for d in draws(xs, dys, x_t, seed=seed)]
-    samples = [min(1.0, max(0.0, v)) for v in samples] if bounded else samples
-    lo, hi = quantiles(samples, level)
+    jitter = [rng.gauss(0.0, noise) for _ in laws]
+
+    def band(x: float) -> tuple[float, float]:
+        v = [inv(g(now) + b.delta(x)) + e for b, e in zip(laws, jitter)]
+        return quantiles([min(1.0, max(0.0, y)) for y in v] if bounded else v, level)
     row["law"] = {"c": law.c, "alpha": law.alpha, "resid_sd": law.resid_sd, "n": law.n,
                   "form": f"{row['link']}(y) = {row['link']}(now) + c * area**alpha"}
     grid = sorted({max(1, round(steps * k / (CURVE_POINTS - 1))) for k in range(CURVE_POINTS)})
+    curve = [{"step": 0, "x": 0.0, "value": now, "lo": now, "hi": now}]
+    for s in grid:
+        x = x_of(s)
+        lo, hi = band(x)
+        curve.append({"step": s, "x": x, "value": _value_at(row, x), "lo": lo, "hi": hi})
     return {**row, "rate_residual": {f"{lr:g}": r for lr, r in rate_residual(
                 [(lr, x, d) for (lr, x, _), d in zip(pts, dys)], law).items()},
-            "predicted": _value_at(row, x_t), "interval": [lo, hi],
-            "curve": [[0, now]] + [[s, _value_at(row, x_of(s))] for s in grid]}
+            "predicted": curve[-1]["value"], "interval": [curve[-1]["lo"], curve[-1]["hi"]],
+            "curve": curve}
 
 
 def _kept(limit, rows: dict[str, dict], x: float) -> bool | None:

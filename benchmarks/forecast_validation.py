@@ -1,0 +1,181 @@
+"""``retain forecast`` against the runs it forecast, beside two naive baselines (part 13).
+
+Twelve planned runs on the built-in model: 3 built-in domains (legal, support, recipes) x 2 rates
+x full fine-tuning and LoRA (r=8), 300 planned steps, batch 8 x 128 tokens, seed 0, the default
+probe set (7 retained probes + the domain's 2) at 60 items, 10 warm-up steps then cosine. Rates:
+full 3e-4 and 1e-3 (1e-3 is the built-in model's cliff), LoRA 1e-3 and 3e-3 (LoRA moves fewer
+weights; its usual rates are higher). Each plan is forecast with the defaults (pilot budget 20%:
+pilots of 30 steps at the planned rate and at twice it, 3 points each, 24 selection items per
+probe), then run for real (its before-results are the forecast's base probing, reused).
+
+Per capability (probe.metric) over the plans: the mean absolute error of the predicted after-score
+of the forecast and of the baselines, "no change" (after = now) and "linear" (the planned-rate
+pilot's change from its start, per step, least squares through the start, extrapolated to the
+planned steps, bounded to [0, 1] for proportions); the coverage of the forecast's 80% intervals;
+the item-level AUROC (reporting items right before training; lost = wrong after the real run)
+where a probe lost some items and kept some; the pilots' wall time as a share of the real run's
+(its training and after-probes plus the base probing it would have done).
+
+    OMP_NUM_THREADS=2 python benchmarks/forecast_validation.py [--steps 300] [--only legal] \
+        [--out benchmarks/forecast_validation.json]
+
+Plans whose forecast and run are both in runs/forecast_validation/ are read, not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+DOMAINS = ["legal", "support", "recipes"]
+METHODS = {"full": ([{"name": "full"}], [3e-4, 1e-3]), "lora": ([{"name": "lora", "r": 8}],
+                                                                 [1e-3, 3e-3])}
+BASE = ["model=tiny", "batch_size=8", "seq_len=128", "seed=0", "warmup_steps=10",
+        "probe_n=60", "probe_batch_size=64", "progress=false"]
+
+
+def plans(steps: int, only: list[str]) -> list[dict]:
+    out = []
+    for d in DOMAINS:
+        if only and d not in only:
+            continue
+        for method, (strategies, rates) in METHODS.items():
+            for lr in rates:
+                out.append({"domain": d, "method": method, "lr": lr, "steps": steps,
+                            "strategies": strategies,
+                            "name": f"{d}-{method}-lr{lr:g}"})
+    return out
+
+
+def linear_baseline(fc: dict, cap: dict) -> float:
+    """The planned-rate pilot's change per step (least squares through its start), extrapolated."""
+    pilot = fc["pilots"][0]
+    pts = [(p["step"], p["values"][cap["key"]]) for p in pilot["points"]
+           if p["step"] > 0 and cap["key"] in p["values"]]
+    y0 = cap["start"]
+    slope = sum(s * (y - y0) for s, y in pts) / max(sum(s * s for s, _ in pts), 1e-12)
+    v = cap["now"] + slope * fc["plan"]["steps"]
+    return min(1.0, max(0.0, v)) if cap["link"] == "logit" else v
+
+
+def one(plan: dict, root: Path) -> dict:
+    from retain.config import load_config
+    from retain.forecast import forecast
+    from retain.forecast.check import check
+    from retain.probes.base import ProbeResult
+    from retain.run import run
+
+    folder = root / plan["name"]
+    cfg = load_config(None, BASE + [f"data=builtin:{plan['domain']}", f"lr={plan['lr']}",
+                                    f"steps={plan['steps']}", f"out={folder / 'run'}",
+                                    f"strategies={json.dumps(plan['strategies'])}",
+                                    "overwrite=true"])
+    fc_file, run_file = folder / "forecast" / "forecast.json", folder / "run" / "results.json"
+    if not fc_file.exists():
+        forecast(cfg, out=folder / "forecast", overwrite=True)
+    fc = json.loads(fc_file.read_text())
+    if not run_file.exists():
+        run(cfg, before=[ProbeResult(**r) for r in fc["before"]])
+    res = json.loads(run_file.read_text())
+    ch = check(folder / "forecast", folder / "run")
+    return {"plan": plan, "forecast": fc, "run": res, "check": ch}
+
+
+def summarize(done: list[dict]) -> dict:
+    per_key: dict[str, dict] = {}
+    costs = []
+    for d in done:
+        fc, res, ch = d["forecast"], d["run"], d["check"]
+        after = {r["key"]: r for r in ch["capabilities"]}
+        for cap in fc["capabilities"]:
+            if cap["key"] not in after or cap["predicted"] is None:
+                continue
+            actual = after[cap["key"]]["actual"]
+            row = per_key.setdefault(cap["key"], {"forecast": [], "no_change": [], "linear": [],
+                                                  "covered": [], "auroc": []})
+            row["forecast"].append(abs(cap["predicted"] - actual))
+            row["no_change"].append(abs(cap["now"] - actual))
+            row["linear"].append(abs(linear_baseline(fc, cap) - actual))
+            row["covered"].append(after[cap["key"]]["covered"])
+        for it in ch["items"]:
+            if it["auroc"] is not None:
+                per_key.setdefault(it["key"], {}).setdefault("auroc", []).append(it["auroc"])
+        full_run = res["wall_s"] + fc["base_probe_s"]
+        costs.append({"plan": d["plan"]["name"], "pilot_s": fc["pilot_wall_s"],
+                      "base_probe_s": fc["base_probe_s"], "run_s": full_run,
+                      "pilot_share": fc["pilot_wall_s"] / full_run,
+                      "pilot_train_share": sum(p["trained_steps"] for p in fc["pilots"])
+                      / res["training"]["steps"]})
+
+    def mean(v):
+        return sum(v) / len(v) if v else None
+    table = {k: {"plans": len(r.get("forecast", [])), "mae_forecast": mean(r.get("forecast", [])),
+                 "mae_no_change": mean(r.get("no_change", [])),
+                 "mae_linear": mean(r.get("linear", [])),
+                 "coverage_80": mean([float(c) for c in r.get("covered", [])]),
+                 "item_auroc": mean(r.get("auroc", [])), "auroc_probes": len(r.get("auroc", []))}
+             for k, r in per_key.items()}
+    allf = [x for r in per_key.values() for x in r.get("forecast", [])]
+    alln = [x for r in per_key.values() for x in r.get("no_change", [])]
+    alll = [x for r in per_key.values() for x in r.get("linear", [])]
+    allc = [float(x) for r in per_key.values() for x in r.get("covered", [])]
+    alla = [x for r in per_key.values() for x in r.get("auroc", [])]
+    return {"per_capability": table, "overall": {
+        "mae_forecast": mean(allf), "mae_no_change": mean(alln), "mae_linear": mean(alll),
+        "coverage_80": mean(allc), "item_auroc": mean(alla),
+        "pilot_share_mean": mean([c["pilot_share"] for c in costs]),
+        "pilot_share_max": max((c["pilot_share"] for c in costs), default=None),
+        "pilot_train_share": mean([c["pilot_train_share"] for c in costs])},
+        "costs": costs}
+
+
+def markdown(summary: dict) -> str:
+    def f(x, d=3):
+        return "-" if x is None else f"{x:.{d}f}"
+    lines = ["| probe.metric | plans | MAE forecast | MAE no change | MAE linear | 80% coverage "
+             "| item AUROC (probes) |", "|---|---|---|---|---|---|---|"]
+    for k, r in sorted(summary["per_capability"].items()):
+        lines.append(f"| {k} | {r['plans']} | {f(r['mae_forecast'])} | {f(r['mae_no_change'])} | "
+                     f"{f(r['mae_linear'])} | {f(r['coverage_80'], 2)} | "
+                     f"{f(r['item_auroc'], 2)} ({r['auroc_probes']}) |")
+    o = summary["overall"]
+    lines.append(f"| **all** | | **{f(o['mae_forecast'])}** | {f(o['mae_no_change'])} | "
+                 f"{f(o['mae_linear'])} | **{f(o['coverage_80'], 2)}** | "
+                 f"**{f(o['item_auroc'], 2)}** |")
+    lines.append("")
+    lines.append(f"Pilots' wall time: {f(o['pilot_share_mean'], 2)} of the real run's on average "
+                 f"(max {f(o['pilot_share_max'], 2)}); their training steps "
+                 f"{f(o['pilot_train_share'], 2)} of the run's.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--only", nargs="*", default=[], help="domains to run (default: all three)")
+    ap.add_argument("--root", type=Path, default=Path("runs/forecast_validation"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/forecast_validation.json"))
+    args = ap.parse_args()
+    import os
+    import platform
+
+    t0 = time.perf_counter()
+    done = []
+    for plan in plans(args.steps, args.only):
+        t1 = time.perf_counter()
+        done.append(one(plan, args.root))
+        print(f"{plan['name']}: {time.perf_counter() - t1:.0f} s", flush=True)
+    summary = summarize(done)
+    summary["table_md"] = markdown(summary)
+    summary["measured"] = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or
+                           platform.machine(), "threads": os.environ.get("OMP_NUM_THREADS"),
+                           "wall_s": time.perf_counter() - t0, "steps": args.steps,
+                           "plans": [d["plan"]["name"] for d in done]}
+    args.out.write_text(json.dumps(summary, indent=1))
+    print(summary["table_md"])
+
+
+if __name__ == "__main__":
+    main()
