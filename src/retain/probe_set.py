@@ -107,7 +107,7 @@ def domain_probes(config, tokenizer, heldout: list[tuple[str, Any]], taken: set[
 MIN_SELECT = 8  # fewer fresh items than this: the selection part is carved out of the reporting
 
 
-def _pool_field(probe) -> str | None:
+def pool_field(probe) -> str | None:
     """The list a probe keeps its items in (``items`` or ``texts``), None for kinds that cannot
     be cut (lm-eval, HumanEval)."""
     import dataclasses
@@ -122,7 +122,7 @@ def with_items(probe, keep: list[int]):
     """A copy of ``probe`` holding only its items at the indices ``keep`` (in that order)."""
     import dataclasses
 
-    field = _pool_field(probe)
+    field = pool_field(probe)
     pool = getattr(probe, field)
     return dataclasses.replace(probe, **{field: [pool[i] for i in keep]})
 
@@ -141,7 +141,7 @@ def split_selection(reporting: list, pool: list, n: int, seed: int) -> tuple[lis
     by_key = {f"{p.name}.{p.metric}": p for p in pool}
     rep_out, sel_out, sizes = [], [], {}
     for p in reporting:
-        key, field = f"{p.name}.{p.metric}", _pool_field(p)
+        key, field = f"{p.name}.{p.metric}", pool_field(p)
         if field is None:
             raise _unsplittable(key)
         mine = [repr(x) for x in getattr(p, field)]

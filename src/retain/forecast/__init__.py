@@ -43,6 +43,18 @@ def _selection(config, reporting: list, n: int) -> dict[str, Any]:
     return out
 
 
+def _subsample(probe, n: int, seed: int):
+    """A seeded ``n`` of ``probe``'s items (all when it has no more, or cannot be cut): what the
+    pilots score of a probe with no fresh items (e.g. the domain's held-out texts)."""
+    import random
+
+    from retain.probe_set import pool_field, with_items
+
+    if len(probe) <= n or pool_field(probe) is None:
+        return probe
+    return with_items(probe, sorted(random.Random(seed).sample(range(len(probe)), n)))
+
+
 def _check_limits(limits: Sequence, keys: dict[str, Any]) -> None:
     from retain.guard import MAX_FORGETTING
 
@@ -88,7 +100,9 @@ def forecast(config, *, limits: Sequence[str] = (), budget: float = 0.2,
     by_key = {f"{p.name}.{p.metric}": p for p in reporting}
     _check_limits(parsed, by_key)
     selection = _selection(config, reporting, select_n)
-    scored = [selection.get(k, p) for k, p in by_key.items()]
+    scored_by_key = {k: selection.get(k) or _subsample(p, select_n, config.seed)
+                     for k, p in by_key.items()}
+    scored = list(scored_by_key.values())
 
     t0 = time.perf_counter()
     before = probe_base(config)  # now: the reporting items, shared by every pilot
@@ -117,7 +131,7 @@ def forecast(config, *, limits: Sequence[str] = (), budget: float = 0.2,
                                 for p in cb.points]})
     from retain.forecast.predict import predict
 
-    body = predict(config, done, before, by_key, selection, parsed, level=LEVEL)
+    body = predict(config, done, before, scored_by_key, set(selection), parsed, level=LEVEL)
     result = {**rr.header("complete", config.seed, config.model_dump(mode="json"),
                           kind="forecast"),
               "plan": {"lr": config.lr, "steps": config.steps, "warmup_steps": config.warmup_steps,

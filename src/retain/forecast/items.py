@@ -4,12 +4,12 @@ the item's pass/fail outcome flips, so a trend over a few pilot steps can say *w
     generation item   mean log-probability per token of its reference answer given the prompt
                       (for a refusal item: the canonical refusal; for a math item: the answer)
     choice item       margin: log-probability of the right choice minus the best wrong one
-    perplexity text   minus its cross-entropy (nats per token)
 
 Higher is better for every signal (the item's reference is the good outcome), so a falling
 signal predicts a lost item; for a lower-is-better rate (over-refusal) the reference answer is
 the helpful one, whose likelihood falling is the item being lost too. Other kinds (lm-eval,
-HumanEval) have no signal here and get no item forecast.
+HumanEval) have no signal here and get no item forecast; nor do perplexity texts, which have no
+pass/fail outcome to lose.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from retain.probes import engine
 
 def supports(probe) -> bool:
     """Whether ``probe`` has a per-item signal."""
-    from retain.probes.kinds import ChoiceProbe, GenerationProbe, PerplexityProbe
+    from retain.probes.kinds import ChoiceProbe, GenerationProbe
 
     if isinstance(probe, GenerationProbe):
         return all(isinstance(it.answer, str) and it.answer for it in probe.items)
-    return isinstance(probe, (ChoiceProbe, PerplexityProbe))
+    return isinstance(probe, ChoiceProbe)
 
 
 def signals(model, tokenizer, probe, *, batch_size: int = 32) -> list[float]:
@@ -37,16 +37,13 @@ def signals(model, tokenizer, probe, *, batch_size: int = 32) -> list[float]:
 
 
 def _signals(model, tokenizer, probe, batch_size: int) -> list[float]:
-    from retain.probes.kinds import ChoiceProbe, GenerationProbe, PerplexityProbe
+    from retain.probes.kinds import ChoiceProbe, GenerationProbe
 
     idx = list(range(len(probe)))
     if isinstance(probe, ChoiceProbe):
         scores = probe.choice_scores(model, tokenizer, idx, batch_size=batch_size)
         return [s[it.label] - max(v for j, v in enumerate(s) if j != it.label)
                 if len(s) > 1 else s[0] for it, s in zip(probe.items, scores)]
-    if isinstance(probe, PerplexityProbe):
-        return [-o["sum"] / max(o["count"], 1)
-                for o in probe.outcomes(model, tokenizer, idx, batch_size=batch_size)]
     if isinstance(probe, GenerationProbe):
         contexts = [formats.encode(tokenizer, formats.format_prompt(tokenizer, it.prompt,
                                                                     probe.chat))

@@ -48,8 +48,9 @@ def point_steps(stop_at: int, points: int) -> list[int]:
 class PilotCallback(Callback):
     """A pilot's own measurements beside the run's probing: the capability values on
     ``selection`` at ``steps[:-1]`` (the run's before- and after-probes are the first and last
-    points), the per-item signals of ``reporting`` at the start (when ``at_start``) and at every
-    one of ``steps``; stops the run at the last of ``steps``. ``points``: ``[{"step", "values":
+    points), the per-item signals of ``reporting`` at the start (when ``at_start``) and at the
+    last of ``steps`` (a slope per item needs no more, and they cost a pass over every reported
+    item); stops the run at the last of ``steps``. ``points``: ``[{"step", "values":
     {key: value}, "signals": {key: [per item]}}]``."""
 
     def __init__(self, tokenizer, selection: list, reporting: list, steps: list[int], *,
@@ -61,7 +62,7 @@ class PilotCallback(Callback):
         self.at_start, self.batch_size = at_start, batch_size
         self.points: list[dict[str, Any]] = []
 
-    def _measure(self, model, step: int, values: bool) -> None:
+    def _measure(self, model, step: int, values: bool, signal: bool = True) -> None:
         from retain.forecast.items import signals
         from retain.probes import evaluate
 
@@ -71,7 +72,7 @@ class PilotCallback(Callback):
             "step": step, "values": {r.key: r.value for r in res},
             "signals": {f"{p.name}.{p.metric}": signals(model, self.tokenizer, p,
                                                         batch_size=self.batch_size)
-                        for p in self.reporting}})
+                        for p in (self.reporting if signal else [])}})
 
     def on_train_begin(self, state: LoopState) -> None:
         if self.at_start and state.step == 0:
@@ -79,5 +80,6 @@ class PilotCallback(Callback):
 
     def on_step_end(self, state: LoopState) -> Decision | None:
         if state.step in self.steps:
-            self._measure(state.model, state.step, values=state.step < self.steps[-1])
+            last = state.step >= self.steps[-1]
+            self._measure(state.model, state.step, values=not last, signal=last)
         return Decision(stop=True) if state.step >= self.steps[-1] else None

@@ -168,9 +168,11 @@ def items(key: str, result, pilots: list[dict], alpha: float, x_t: float,
                     for r, i in enumerate(ranked[:20])]}
 
 
-def predict(config, pilots: list[dict], before: list, by_key: dict, selection: dict,
+def predict(config, pilots: list[dict], before: list, scored: dict, fresh: set,
             limits: Sequence, *, level: float) -> dict[str, Any]:
-    """forecast.json's body: ``capabilities``, ``limits``, ``verdict``, ``items``."""
+    """forecast.json's body: ``capabilities``, ``limits``, ``verdict``, ``items``. ``scored``:
+    probe key -> the probe the pilots scored; ``fresh``: the keys scored on items apart from
+    the reported ones (the others on a share of the reported items)."""
     area = {"steps": config.steps, "warmup_steps": config.warmup_steps,
             "schedule": config.schedule}
 
@@ -178,9 +180,9 @@ def predict(config, pilots: list[dict], before: list, by_key: dict, selection: d
         return lr_area(step, lr=config.lr, **area)
     now = {r.key: r for r in before}
     rows = {k: capability(k, now[k], pilots, x_of, config.steps,
-                          "selection" if k in selection else "reporting", level,
-                          len(selection.get(k, by_key[k])), seed=config.seed)
-            for k in by_key}
+                          "selection" if k in fresh else "reporting", level, len(p),
+                          seed=config.seed)
+            for k, p in scored.items()}
     checked, verdict = limits_and_verdict(config, rows, limits)
     x_t = x_of(config.steps)
     ranked = {}
