@@ -19,7 +19,8 @@ where a probe lost some items and kept some; the pilots' wall time as a share of
     OMP_NUM_THREADS=2 python benchmarks/forecast_validation.py [--steps 300] [--only legal] \
         [--out benchmarks/forecast_validation.json]
 
-Plans whose forecast and run are both in runs/forecast_validation/ are read, not redone.
+Plans whose forecast and run are both in runs/forecast_validation/ are read, not redone;
+``--refit`` recomputes their forecasts from the recorded pilots (a change of the law, seconds).
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def linear_baseline(fc: dict, cap: dict) -> float:
     y0 = cap["start"]
     slope = sum(s * (y - y0) for s, y in pts) / max(sum(s * s for s, _ in pts), 1e-12)
     v = cap["now"] + slope * fc["plan"]["steps"]
-    return min(1.0, max(0.0, v)) if cap["link"] == "logit" else v
+    return min(1.0, max(0.0, v)) if cap["link"] != "log" else v
 
 
-def one(plan: dict, root: Path) -> dict:
+def one(plan: dict, root: Path, refit: bool = False) -> dict:
     from retain.config import load_config
     from retain.forecast import forecast
     from retain.forecast.check import check
@@ -75,12 +76,17 @@ def one(plan: dict, root: Path) -> dict:
     fc_file, run_file = folder / "forecast" / "forecast.json", folder / "run" / "results.json"
     if not fc_file.exists():
         forecast(cfg, out=folder / "forecast", overwrite=True)
+    elif refit:  # the law recomputed from the recorded pilots
+        from retain.forecast import refit as refit_forecast
+
+        refit_forecast(folder / "forecast")
     fc = json.loads(fc_file.read_text())
     if not run_file.exists():
         run(cfg, before=[ProbeResult(**r) for r in fc["before"]])
     res = json.loads(run_file.read_text())
     ch = check(folder / "forecast", folder / "run")
-    return {"plan": plan, "forecast": fc, "run": res, "check": ch}
+    return {"plan": plan, "forecast": fc, "run": res, "check": ch,
+            "forecast_dir": str(folder / "forecast")}
 
 
 def summarize(done: list[dict]) -> dict:
@@ -117,18 +123,58 @@ def summarize(done: list[dict]) -> dict:
                  "coverage_80": mean([float(c) for c in r.get("covered", [])]),
                  "item_auroc": mean(r.get("auroc", [])), "auroc_probes": len(r.get("auroc", []))}
              for k, r in per_key.items()}
-    allf = [x for r in per_key.values() for x in r.get("forecast", [])]
-    alln = [x for r in per_key.values() for x in r.get("no_change", [])]
-    alll = [x for r in per_key.values() for x in r.get("linear", [])]
+    prop = {k: r for k, r in per_key.items() if not k.endswith("ce_nats_per_token")}
+    allf = [x for r in prop.values() for x in r.get("forecast", [])]
+    alln = [x for r in prop.values() for x in r.get("no_change", [])]
+    alll = [x for r in prop.values() for x in r.get("linear", [])]
     allc = [float(x) for r in per_key.values() for x in r.get("covered", [])]
     alla = [x for r in per_key.values() for x in r.get("auroc", [])]
-    return {"per_capability": table, "overall": {
+    return {"per_capability": table, "overall": {  # MAE: proportions (CE is in nats)
         "mae_forecast": mean(allf), "mae_no_change": mean(alln), "mae_linear": mean(alll),
         "coverage_80": mean(allc), "item_auroc": mean(alla),
         "pilot_share_mean": mean([c["pilot_share"] for c in costs]),
         "pilot_share_max": max((c["pilot_share"] for c in costs), default=None),
         "pilot_train_share": mean([c["pilot_train_share"] for c in costs])},
         "costs": costs}
+
+
+VARIANTS = [{"proportion_link": link, "alpha": a, "planned_rate_only": only}
+            for link in ("asin", "identity", "logit") for a in (None, 0.3, 0.5)
+            for only in (False, True)]
+
+
+def variant_name(v: dict) -> str:
+    return (f"{v['proportion_link']}, alpha {'fitted' if v['alpha'] is None else v['alpha']}, "
+            f"{'planned rate only' if v['planned_rate_only'] else 'both rates'}")
+
+
+def refitted(done: list[dict], variant: dict) -> list[dict]:
+    """``done`` with each forecast recomputed under ``variant`` (in memory) and re-checked."""
+    from retain.forecast import refit
+    from retain.forecast.check import compare
+
+    out = []
+    for d in done:
+        fc = refit(Path(d["forecast_dir"]), write=False, **variant)
+        out.append({**d, "forecast": fc, "check": compare(fc, d["run"])})
+    return out
+
+
+def variants(done: list[dict]) -> dict:
+    """Every variant of the law on every plan (proportions' MAE), and a leave-one-domain-out
+    estimate of choosing among them: the variant best on two domains, scored on the third."""
+    by = {variant_name(v): (v, refitted(done, v)) for v in VARIANTS}
+    table = {name: summarize(ds)["overall"]["mae_forecast"] for name, (_, ds) in by.items()}
+    held = []
+    for dom in sorted({d["plan"]["domain"] for d in done}):
+        train = {n: summarize([d for d in ds if d["plan"]["domain"] != dom])["overall"]
+                 ["mae_forecast"] for n, (_, ds) in by.items()}
+        pick = min(train, key=train.get)
+        test = summarize([d for d in by[pick][1] if d["plan"]["domain"] == dom])["overall"]
+        held.append({"held_out": dom, "picked": pick, "mae": test["mae_forecast"],
+                     "mae_no_change": test["mae_no_change"], "mae_linear": test["mae_linear"]})
+    return {"mae_by_variant": table, "best": min(table, key=table.get),
+            "leave_one_domain_out": held}
 
 
 def markdown(summary: dict) -> str:
@@ -141,7 +187,7 @@ def markdown(summary: dict) -> str:
                      f"{f(r['mae_linear'])} | {f(r['coverage_80'], 2)} | "
                      f"{f(r['item_auroc'], 2)} ({r['auroc_probes']}) |")
     o = summary["overall"]
-    lines.append(f"| **all** | | **{f(o['mae_forecast'])}** | {f(o['mae_no_change'])} | "
+    lines.append(f"| **all proportions** (coverage, AUROC: all) | | **{f(o['mae_forecast'])}** | {f(o['mae_no_change'])} | "
                  f"{f(o['mae_linear'])} | **{f(o['coverage_80'], 2)}** | "
                  f"**{f(o['item_auroc'], 2)}** |")
     lines.append("")
@@ -157,6 +203,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=[], help="domains to run (default: all three)")
     ap.add_argument("--root", type=Path, default=Path("runs/forecast_validation"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/forecast_validation.json"))
+    ap.add_argument("--refit", action="store_true", help="recompute each recorded forecast from "
+                    "its pilots' points (no training) before checking it")
     args = ap.parse_args()
     import os
     import platform
@@ -165,9 +213,10 @@ def main() -> None:
     done = []
     for plan in plans(args.steps, args.only):
         t1 = time.perf_counter()
-        done.append(one(plan, args.root))
+        done.append(one(plan, args.root, args.refit))
         print(f"{plan['name']}: {time.perf_counter() - t1:.0f} s", flush=True)
     summary = summarize(done)
+    summary["variants"] = variants(done)
     summary["table_md"] = markdown(summary)
     summary["measured"] = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or
                            platform.machine(), "threads": os.environ.get("OMP_NUM_THREADS"),

@@ -51,20 +51,33 @@ def test_lr_area_is_the_sum_of_the_loops_own_rates():
 
 
 def test_logit_link_is_finite_at_the_ends_and_inverts():
-    g, inv = link(True, 40)
-    assert math.isfinite(g(1.0)) and math.isfinite(g(0.0))
-    for y in (0.0, 0.25, 1.0):
-        assert inv(g(y)) == pytest.approx(y)
+    for kind in ("asin", "logit", "identity"):
+        g, inv = link(True, 40, kind)
+        assert math.isfinite(g(1.0)) and math.isfinite(g(0.0))
+        for y in (0.0, 0.25, 1.0):
+            assert inv(g(y)) == pytest.approx(y)
+        assert 0.0 <= inv(g(0.9) - 100) <= inv(g(0.9) + 100) <= 1.0  # bounded both ways
+    with pytest.raises(ValueError):
+        link(True, 40, "probit")
     g, inv = link(False, 40)  # a cross-entropy: the log, positive whatever the change
     assert g(2.5) == pytest.approx(math.log(2.5)) and inv(g(2.5)) == pytest.approx(2.5)
     assert inv(g(8.0) - 100.0) > 0
 
 
-def test_rate_residual_is_zero_when_rates_collapse_on_the_area():
-    law = fit([0.01, 0.02, 0.04], [-1 * x ** 0.5 for x in (0.01, 0.02, 0.04)])
-    res = rate_residual([(1e-3, x, -1 * x ** 0.5) for x in (0.01, 0.02)]
-                        + [(2e-3, 0.04, -0.2)], law)
-    assert res[1e-3] == pytest.approx(0, abs=1e-3) and res[2e-3] == pytest.approx(0, abs=1e-3)
+def test_two_rates_recover_the_rate_exponent_and_leave_no_rate_residual():
+    """Pilots at the planned rate and twice it: the law's rate exponent (beta) is identified,
+    and a plan at the piloted rate is predicted from both."""
+    S = [5.0, 15.0, 25.0]
+    truth = lambda s, r: -0.02 * r ** 1.5 * s ** 0.6  # noqa: E731
+    law = fit(S * 2, [truth(s, 1) for s in S] + [truth(s, 2) for s in S], [1.0] * 3 + [2.0] * 3)
+    assert (law.alpha, law.beta, law.rates) == (pytest.approx(0.6), pytest.approx(1.5), 2)
+    assert law.delta(150.0) == pytest.approx(truth(150.0, 1), rel=1e-6)
+    res = rate_residual([(r, s, truth(s, r)) for r in (1.0, 2.0) for s in S], law)
+    assert res[1.0] == pytest.approx(0, abs=1e-9) and res[2.0] == pytest.approx(0, abs=1e-9)
+    one = fit(S, [truth(s, 1) for s in S])  # one rate: beta is the area's (= alpha)
+    assert one.beta == one.alpha and one.rates == 1
+    fixed = fit(S, [truth(s, 1) for s in S], alpha=0.3)  # a fixed exponent is kept
+    assert fixed.alpha == 0.3
 
 
 def test_plan_pilots_splits_the_budget_and_refuses_a_budget_too_small():

@@ -144,3 +144,32 @@ def forecast(config, *, limits: Sequence[str] = (), budget: float = 0.2,
     out.mkdir(parents=True, exist_ok=True)
     rr.write_json_atomic(out / FORECAST_FILE, result)
     return result
+
+
+def refit(out: str | Path, *, write: bool = True, planned_rate_only: bool = False,
+          **options: Any) -> dict[str, Any]:
+    """Recompute the forecast in ``out`` from its pilots' recorded points (no training, no
+    probing): for a change of the law, or limits given after the fact. Rewrites forecast.json
+    unless ``write`` is False; ``planned_rate_only``: as if only the first pilot had run;
+    ``options``: of ``predict`` (e.g. ``proportion_link``)."""
+    import json
+
+    from retain.config import RunConfig
+    from retain.forecast.predict import predict
+    from retain.guard import parse_limit
+    from retain.probes.base import ProbeResult
+    from retain.report import results as rr
+
+    path = Path(out) / FORECAST_FILE
+    fc = json.loads(path.read_text(encoding="utf-8"))
+    config = RunConfig.model_validate(fc["config"])
+    n = {c["key"]: c.get("scored_n") or min(fc["select_n"], c["n"]) for c in fc["capabilities"]}
+    fresh = {c["key"] for c in fc["capabilities"] if c["fitted_on"] == "selection"}
+    pilots = fc["pilots"][:1] if planned_rate_only else fc["pilots"]
+    body = predict(config, pilots, [ProbeResult(**r) for r in fc["before"]],
+                   {k: range(v) for k, v in n.items()}, fresh,
+                   [parse_limit(t) for t in fc["limits"]], level=LEVEL, **options)
+    fc.update(body)
+    if write:
+        rr.write_json_atomic(path, fc)
+    return fc

@@ -35,11 +35,20 @@ def _read(path: Path, what: str) -> dict[str, Any]:
 
 
 def check(forecast_dir: str | Path, run_dir: str | Path) -> dict[str, Any]:
+    """Compare the forecast in ``forecast_dir`` with the run in ``run_dir``; write check.json."""
     from retain.forecast import FORECAST_FILE
     from retain.report import results as rr
 
     fc = _read(Path(forecast_dir) / FORECAST_FILE, "the --out folder of a retain forecast")
     res = _read(Path(run_dir) / rr.RESULTS_FILE, "the folder of a finished retain run")
+    out = {"kind": "forecast_check", "forecast": str(forecast_dir), "run": str(run_dir),
+           **compare(fc, res, str(run_dir))}
+    rr.write_json_atomic(Path(forecast_dir) / CHECK_FILE, out)
+    return out
+
+
+def compare(fc: dict[str, Any], res: dict[str, Any], run_dir: str = "the run") -> dict[str, Any]:
+    """The check's numbers: a forecast (forecast.json's content) against a run's results."""
     if res.get("status") != "complete" or res.get("kind") not in (None, "run"):
         raise UserError(f"{run_dir} is not a complete run (status {res.get('status')!r})")
     after = {f"{r['probe']}.{r['metric']}": r for r in res["probes"]["after"]}
@@ -74,9 +83,6 @@ def check(forecast_dir: str | Path, run_dir: str | Path) -> dict[str, Any]:
                                          [i in lost for i in idx]),
                           "precision": hit / len(predicted) if predicted else None,
                           "recall": hit / len(lost) if lost else None})
-    out = {"kind": "forecast_check", "forecast": str(forecast_dir), "run": str(run_dir),
-           "capabilities": rows, "items": item_rows,
-           "mean_abs_error": sum(r["abs_error"] for r in rows) / len(rows) if rows else None,
-           "coverage": sum(r["covered"] for r in rows) / len(rows) if rows else None}
-    rr.write_json_atomic(Path(forecast_dir) / CHECK_FILE, out)
-    return out
+    return {"capabilities": rows, "items": item_rows,
+            "mean_abs_error": sum(r["abs_error"] for r in rows) / len(rows) if rows else None,
+            "coverage": sum(r["covered"] for r in rows) / len(rows) if rows else None}

@@ -56,11 +56,11 @@ def _signals(model, tokenizer, probe, batch_size: int) -> list[float]:
     raise ValueError(f"probe {probe.name}: no per-item signal for its kind")
 
 
-def slopes(xs: Sequence[float], traces: Sequence[Sequence[float]], alpha: float) -> list[float]:
-    """Per item, the least-squares ``b`` of ``signal - signal_0 = b * x**alpha`` over the pilot
-    points ``xs`` (``traces[j][i]``: item i's signal at point j; point 0 is the start, x = 0)."""
-    z = [x ** alpha for x in xs]
-    zz = sum(v * v for v in z[1:]) or 1.0
-    start = traces[0]
-    return [sum(z[j] * (traces[j][i] - start[i]) for j in range(1, len(xs))) / zz
+def slopes(zs: Sequence[float], start: Sequence[float],
+           traces: Sequence[Sequence[float]]) -> list[float]:
+    """Per item, the least-squares ``b`` of ``signal - start = b * z`` over the pilot points
+    (``z``: the capability law's axis at each point, ``r**beta * S**alpha``; ``traces[j][i]``:
+    item i's signal at point j)."""
+    zz = sum(z * z for z in zs) or 1.0
+    return [sum(z * (tr[i] - start[i]) for z, tr in zip(zs, traces)) / zz
             for i in range(len(start))]

@@ -20,29 +20,33 @@ def _start(pilots: list[dict], key: str, field: str) -> Any:
     return None if first is None else first[field].get(key)
 
 
-def _series(pilots: list[dict], key: str, field: str) -> list[tuple[float, float, Any]]:
-    """``(lr, x, value)`` of every pilot point after the start."""
-    return [(pl["lr"], p["x"], p[field][key]) for pl in pilots for p in pl["points"]
-            if p["step"] > 0 and key in p[field]]
+def _series(pilots: list[dict], key: str, field: str,
+            lr0: float) -> list[tuple[float, float, Any]]:
+    """``(r, S, value)`` of every pilot point after the start: its rate as a multiple of the
+    plan's ``lr0``, its schedule area (``x / lr``), the value."""
+    return [(pl["lr"] / lr0, p["x"] / pl["lr"], p[field][key]) for pl in pilots
+            for p in pl["points"] if p["step"] > 0 and key in p[field]]
 
 
 def _link(row: dict):
-    return link(row["metric"] in PROPORTION_METRICS, row["link_n"])
+    return link(row["metric"] in PROPORTION_METRICS, row["link_n"], row["link"])
 
 
-def _value_at(row: dict, x: float) -> float | None:
-    """The point forecast of ``row``'s capability at area ``x``."""
+def _value_at(row: dict, s: float, r: float = 1.0) -> float | None:
+    """The point forecast of ``row``'s capability after schedule area ``s`` at ``r`` x the plan's
+    rate."""
     law = row["law"]
     if law is None:
         return None
     g, inv = _link(row)
-    return inv(g(row["now"]) + law["c"] * max(x, 0.0) ** law["alpha"])
+    return inv(g(row["now"]) + law["c"] * r ** law["beta"] * max(s, 0.0) ** law["alpha"])
 
 
-def capability(key: str, result, pilots: list[dict], x_of, steps: int, fitted_on: str,
-               level: float, scored_n: int, seed: int = 0) -> dict[str, Any]:
+def capability(key: str, result, pilots: list[dict], s_of, steps: int, lr0: float,
+               fitted_on: str, level: float, scored_n: int, seed: int = 0,
+               proportion_link: str = "asin", alpha: float | None = None) -> dict[str, Any]:
     """One capability's forecast: ``result`` is its reporting probe before training (now),
-    ``x_of(step)`` the planned run's learning-rate area, ``scored_n`` the items the pilots
+    ``s_of(step)`` the planned run's schedule area, ``lr0`` its rate, ``scored_n`` the items the pilots
     scored it on. The law is fitted in the link's space (``law.link``) on the pilots' changes
     from their start, and applied to the reporting value now."""
     import random
@@ -50,44 +54,47 @@ def capability(key: str, result, pilots: list[dict], x_of, steps: int, fitted_on
     now, metric = float(result.value), result.metric
     bounded = metric in PROPORTION_METRICS
     y0 = _start(pilots, key, "values")
-    pts = _series(pilots, key, "values")
-    g_fit, _ = link(bounded, scored_n)
+    pts = _series(pilots, key, "values", lr0)
+    g_fit, _ = link(bounded, scored_n, proportion_link)
     row = {"key": key, "capability": result.capability, "metric": metric,
            "higher_is_better": result.higher_is_better, "now": now, "n": result.n,
-           "link": "logit" if bounded else "log", "link_n": int(result.n),
+           "link": proportion_link if bounded else "log", "link_n": int(result.n), "scored_n": scored_n,
            "fitted_on": fitted_on, "start": y0, "law": None,
-           "points": [{"lr": lr, "x": x, "step_value": y} for lr, x, y in pts]}
-    xs = [x for _, x, _ in pts]
+           "points": [{"lr": r * lr0, "x": r * lr0 * sa, "step_value": y} for r, sa, y in pts]}
+    rs, ss = [r for r, _, _ in pts], [sa for _, sa, _ in pts]
     dys = [g_fit(y) - g_fit(y0) for _, _, y in pts] if y0 is not None else []
-    law = fit(xs, dys) if y0 is not None else None
+    law = fit(ss, dys, rs, alpha) if y0 is not None else None
     if law is None:
         return {**row, "predicted": None, "interval": None, "curve": []}
     g, inv = _link(row)
     # the noise of the measurement predicted: the reporting probe's own 95% half-width as an sd
     noise = max(0.0, (float(result.ci_high) - float(result.ci_low)) / (2 * 1.96))
-    laws = boot_laws(xs, dys, seed=seed)
+    laws = boot_laws(ss, dys, rs, alpha=alpha, seed=seed)
     rng = random.Random(seed)
     jitter = [rng.gauss(0.0, noise) for _ in laws]
 
-    def band(x: float) -> tuple[float, float]:
-        v = [inv(g(now) + b.delta(x)) + e for b, e in zip(laws, jitter)]
+    def band(sa: float) -> tuple[float, float]:
+        v = [inv(g(now) + b.delta(sa)) + e for b, e in zip(laws, jitter)]
         return quantiles([min(1.0, max(0.0, y)) for y in v] if bounded else v, level)
-    row["law"] = {"c": law.c, "alpha": law.alpha, "resid_sd": law.resid_sd, "n": law.n,
-                  "form": f"{row['link']}(y) = {row['link']}(now) + c * area**alpha"}
+    row["law"] = {"c": law.c, "alpha": law.alpha, "beta": law.beta, "rates": law.rates,
+                  "resid_sd": law.resid_sd, "n": law.n,
+                  "form": f"{row['link']}(y) = {row['link']}(now) + c * r**beta * S**alpha"}
     grid = sorted({max(1, round(steps * k / (CURVE_POINTS - 1))) for k in range(CURVE_POINTS)})
     curve = [{"step": 0, "x": 0.0, "value": now, "lo": now, "hi": now}]
-    for s in grid:
-        x = x_of(s)
-        lo, hi = band(x)
-        curve.append({"step": s, "x": x, "value": _value_at(row, x), "lo": lo, "hi": hi})
-    return {**row, "rate_residual": {f"{lr:g}": r for lr, r in rate_residual(
-                [(lr, x, d) for (lr, x, _), d in zip(pts, dys)], law).items()},
+    for st in grid:
+        sa = s_of(st)
+        lo, hi = band(sa)
+        curve.append({"step": st, "x": lr0 * sa, "value": _value_at(row, sa), "lo": lo,
+                      "hi": hi})
+    return {**row, "rate_residual": {f"{r * lr0:g}": v for r, v in rate_residual(
+                [(r, sa, d) for (r, sa, _), d in zip(pts, dys)], law).items()},
             "predicted": curve[-1]["value"], "interval": [curve[-1]["lo"], curve[-1]["hi"]],
             "curve": curve}
 
 
-def _kept(limit, rows: dict[str, dict], x: float) -> bool | None:
-    """Whether the point forecast at area ``x`` keeps ``limit`` (None: no law to say)."""
+def _kept(limit, rows: dict[str, dict], s: float, rate: float = 1.0) -> bool | None:
+    """Whether the point forecast after schedule area ``s`` at ``rate`` x the plan's rate keeps
+    ``limit`` (None: no law to say)."""
     from retain.guard import MAX_FORGETTING
 
     if limit.key == MAX_FORGETTING:
@@ -95,13 +102,13 @@ def _kept(limit, rows: dict[str, dict], x: float) -> bool | None:
         for r in rows.values():
             if r["capability"] == "domain" or r["metric"] not in PROPORTION_METRICS:
                 continue
-            v = _value_at(r, x)
+            v = _value_at(r, s, rate)
             if v is None:
                 return None
             drop = oriented(r["metric"], r["now"]) - oriented(r["metric"], v)
             verdicts.append(limit.ok(drop))
         return all(verdicts)
-    v = _value_at(rows[limit.key], x)
+    v = _value_at(rows[limit.key], s, rate)
     return None if v is None else limit.ok(v)
 
 
@@ -109,13 +116,13 @@ def limits_and_verdict(config, rows: dict[str, dict], limits: Sequence) -> tuple
     """Each limit at the planned end and the step it is first crossed (the planned schedule);
     the verdict: whether the plan keeps every limit, else the most steps (a plan of fewer steps,
     its own schedule) and the highest rate (the planned steps) that keep them all."""
-    area = {"warmup_steps": config.warmup_steps, "schedule": config.schedule}
+    area = {"lr": 1.0, "warmup_steps": config.warmup_steps, "schedule": config.schedule}
     T, lr = config.steps, config.lr
     out = []
     for lim in limits:
         crossed = next((s for s in range(1, T + 1) if _kept(lim, rows, lr_area(
-            s, lr=lr, steps=T, **area)) is False), None)
-        out.append({"limit": lim.text, "kept": _kept(lim, rows, lr_area(T, lr=lr, steps=T, **area)),
+            s, steps=T, **area)) is False), None)
+        out.append({"limit": lim.text, "kept": _kept(lim, rows, lr_area(T, steps=T, **area)),
                     "crossed_at_step": crossed})
     if not limits:
         return out, {"keeps_all": None, "text": "no limits given: the forecast only"}
@@ -126,12 +133,11 @@ def limits_and_verdict(config, rows: dict[str, dict], limits: Sequence) -> tuple
         return out, {"keeps_all": True, "max_steps": T, "max_lr": lr,
                      "text": f"the plan keeps every limit ({T} steps at lr {lr:g})"}
 
-    def all_kept(x: float) -> bool:
-        return all(_kept(lim, rows, x) for lim in limits)
-    max_steps = next((s for s in range(T, 0, -1)
-                      if all_kept(lr_area(s, lr=lr, steps=s, **area))), None)
-    full = lr_area(T, lr=1.0, steps=T, **area)
-    max_lr = next((lr * f / 100 for f in range(99, 0, -1) if all_kept(lr * f / 100 * full)), None)
+    def all_kept(s: float, r: float = 1.0) -> bool:
+        return all(_kept(lim, rows, s, r) for lim in limits)
+    max_steps = next((s for s in range(T, 0, -1) if all_kept(lr_area(s, steps=s, **area))), None)
+    full = lr_area(T, steps=T, **area)
+    max_lr = next((lr * f / 100 for f in range(99, 0, -1) if all_kept(full, f / 100)), None)
     text = (f"the plan crosses {', '.join(o['limit'] for o in out if not o['kept'])}: "
             + (f"at most {max_steps} steps at lr {lr:g}" if max_steps else "no number of steps "
                f"at lr {lr:g}") + " or "
@@ -141,19 +147,20 @@ def limits_and_verdict(config, rows: dict[str, dict], limits: Sequence) -> tuple
     return out, {"keeps_all": False, "max_steps": max_steps, "max_lr": max_lr, "text": text}
 
 
-def items(key: str, result, pilots: list[dict], alpha: float, x_t: float,
+def items(key: str, result, pilots: list[dict], law: dict | None, s_t: float, lr0: float,
           predicted: float | None) -> dict[str, Any] | None:
     """The reporting items of one probe ranked by how likely each is to be lost: among the items
     right now, the lowest predicted signal at the planned end first (the signal's own trend over
-    the pilots, ``items.slopes``, with the capability's exponent). ``predicted_lost``: how many
+    the pilots, ``items.slopes``, with the capability's exponents). ``predicted_lost``: how many
     the capability forecast says go (its predicted drop times the items)."""
     start = _start(pilots, key, "signals")
-    series = _series(pilots, key, "signals")
+    series = _series(pilots, key, "signals", lr0)
     if start is None or not series or result.metric not in PROPORTION_METRICS:
         return None  # no signals for this kind, or no pass/fail items to lose
-    xs = [0.0] + [x for _, x, _ in series]
-    b = item_signals.slopes(xs, [start] + [s for _, _, s in series], alpha)
-    final = [s0 + bi * x_t ** alpha for s0, bi in zip(start, b)]
+    alpha, beta = (law["alpha"], law["beta"]) if law else (1.0, 1.0)
+    zs = [r ** beta * sa ** alpha for r, sa, _ in series]  # the law's axis at each point
+    b = item_signals.slopes(zs, start, [sig for _, _, sig in series])
+    final = [s0 + bi * s_t ** alpha for s0, bi in zip(start, b)]
     ok = [bool(it.get("ok")) for it in result.items]
     ranked = sorted((i for i in range(len(ok)) if ok[i]), key=lambda i: final[i])
     drop = 0.0
@@ -169,27 +176,27 @@ def items(key: str, result, pilots: list[dict], alpha: float, x_t: float,
 
 
 def predict(config, pilots: list[dict], before: list, scored: dict, fresh: set,
-            limits: Sequence, *, level: float) -> dict[str, Any]:
+            limits: Sequence, *, level: float, proportion_link: str = "asin",
+            alpha: float | None = None) -> dict[str, Any]:
     """forecast.json's body: ``capabilities``, ``limits``, ``verdict``, ``items``. ``scored``:
     probe key -> the probe the pilots scored; ``fresh``: the keys scored on items apart from
     the reported ones (the others on a share of the reported items)."""
-    area = {"steps": config.steps, "warmup_steps": config.warmup_steps,
+    area = {"lr": 1.0, "steps": config.steps, "warmup_steps": config.warmup_steps,
             "schedule": config.schedule}
 
-    def x_of(step: int) -> float:
-        return lr_area(step, lr=config.lr, **area)
+    def s_of(step: int) -> float:
+        return lr_area(step, **area)
     now = {r.key: r for r in before}
-    rows = {k: capability(k, now[k], pilots, x_of, config.steps,
+    rows = {k: capability(k, now[k], pilots, s_of, config.steps, config.lr,
                           "selection" if k in fresh else "reporting", level, len(p),
-                          seed=config.seed)
+                          seed=config.seed, proportion_link=proportion_link, alpha=alpha)
             for k, p in scored.items()}
     checked, verdict = limits_and_verdict(config, rows, limits)
-    x_t = x_of(config.steps)
+    s_t = s_of(config.steps)
     ranked = {}
     for k, r in rows.items():
-        alpha = r["law"]["alpha"] if r["law"] else 1.0
-        got = items(k, now[k], pilots, alpha, x_t, r["predicted"])
+        got = items(k, now[k], pilots, r["law"], s_t, config.lr, r["predicted"])
         if got is not None:
             ranked[k] = got
-    return {"x_planned": x_t, "capabilities": list(rows.values()), "limit_checks": checked,
+    return {"x_planned": config.lr * s_t, "capabilities": list(rows.values()), "limit_checks": checked,
             "verdict": verdict, "items": ranked}

@@ -28,7 +28,7 @@ def print_forecast(fc: dict[str, Any]) -> None:
         table.add_row(c["key"] + (" (new domain)" if c["capability"] == "domain" else ""),
                       _f(c["now"]), _f(c["predicted"]),
                       f"{_f(c['interval'][0])}-{_f(c['interval'][1])}" if c["interval"] else "-",
-                      f"{law['c']:+.3g}*area^{law['alpha']:.2f}" if law else "no fit",
+                      f"a={law['alpha']:.2f} b={law.get('beta', law['alpha']):.2f}" if law else "no fit",
                       c["fitted_on"])
     console.print(table)
     for lim in fc["limit_checks"]:

@@ -114,7 +114,8 @@ def sections(fc: dict[str, Any], figs: dict[str, bytes]) -> list[str]:
         iv = as_list(c.get("interval"))
         row = [breakable(c["key"]), num(c.get("now")), num(c.get("predicted")),
                f"{num(iv[0])}–{num(iv[1])}" if len(iv) == 2 else "–",
-               esc(f"c={law['c']:.3g}, alpha={law['alpha']:.2f} ({law['form']})") if law
+               esc(f"c={law['c']:.3g}, alpha={law['alpha']:.2f}, beta={law.get('beta', law['alpha']):.2f}"
+                   f" ({law['form']})") if law
                else "no fit", esc(c.get("fitted_on"))]
         if check:
             a = actual.get(c["key"], {})
