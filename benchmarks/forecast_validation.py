@@ -58,7 +58,9 @@ def linear_baseline(fc: dict, cap: dict) -> float:
     y0 = cap["start"]
     slope = sum(s * (y - y0) for s, y in pts) / max(sum(s * s for s, _ in pts), 1e-12)
     v = cap["now"] + slope * fc["plan"]["steps"]
-    return min(1.0, max(0.0, v)) if cap["link"] != "log" else v
+    from retain.metrics.forgetting import PROPORTION_METRICS
+
+    return min(1.0, max(0.0, v)) if cap["metric"] in PROPORTION_METRICS else max(0.0, v)
 
 
 def one(plan: dict, root: Path, refit: bool = False) -> dict:
@@ -129,8 +131,12 @@ def summarize(done: list[dict]) -> dict:
     alll = [x for r in prop.values() for x in r.get("linear", [])]
     allc = [float(x) for r in per_key.values() for x in r.get("covered", [])]
     alla = [x for r in per_key.values() for x in r.get("auroc", [])]
+    ce = [k for k in per_key if k.endswith("ce_nats_per_token")]
     return {"per_capability": table, "overall": {  # MAE: proportions (CE is in nats)
         "mae_forecast": mean(allf), "mae_no_change": mean(alln), "mae_linear": mean(alll),
+        "mae_ce_forecast": mean([x for k in ce for x in per_key[k]["forecast"]]),
+        "mae_ce_no_change": mean([x for k in ce for x in per_key[k]["no_change"]]),
+        "mae_ce_linear": mean([x for k in ce for x in per_key[k]["linear"]]),
         "coverage_80": mean(allc), "item_auroc": mean(alla),
         "pilot_share_mean": mean([c["pilot_share"] for c in costs]),
         "pilot_share_max": max((c["pilot_share"] for c in costs), default=None),
@@ -138,13 +144,14 @@ def summarize(done: list[dict]) -> dict:
         "costs": costs}
 
 
-VARIANTS = [{"proportion_link": link, "alpha": a, "planned_rate_only": only}
-            for link in ("asin", "identity", "logit") for a in (None, 0.3, 0.5)
-            for only in (False, True)]
+VARIANTS = [{"proportion_link": link, "ce_link": ce, "alpha": a, "planned_rate_only": only}
+            for link in ("asin", "identity", "logit") for ce in ("log", "identity")
+            for a in (None, 0.3, 0.5) for only in (False, True)]
 
 
 def variant_name(v: dict) -> str:
-    return (f"{v['proportion_link']}, alpha {'fitted' if v['alpha'] is None else v['alpha']}, "
+    return (f"{v['proportion_link']}/{v['ce_link']}, alpha "
+            f"{'fitted' if v['alpha'] is None else v['alpha']}, "
             f"{'planned rate only' if v['planned_rate_only'] else 'both rates'}")
 
 
@@ -164,7 +171,9 @@ def variants(done: list[dict]) -> dict:
     """Every variant of the law on every plan (proportions' MAE), and a leave-one-domain-out
     estimate of choosing among them: the variant best on two domains, scored on the third."""
     by = {variant_name(v): (v, refitted(done, v)) for v in VARIANTS}
-    table = {name: summarize(ds)["overall"]["mae_forecast"] for name, (_, ds) in by.items()}
+    table = {name: {k: summarize(ds)["overall"][k] for k in ("mae_forecast", "mae_ce_forecast",
+                                                              "coverage_80")}
+             for name, (_, ds) in by.items()}
     held = []
     for dom in sorted({d["plan"]["domain"] for d in done}):
         train = {n: summarize([d for d in ds if d["plan"]["domain"] != dom])["overall"]
@@ -173,7 +182,8 @@ def variants(done: list[dict]) -> dict:
         test = summarize([d for d in by[pick][1] if d["plan"]["domain"] == dom])["overall"]
         held.append({"held_out": dom, "picked": pick, "mae": test["mae_forecast"],
                      "mae_no_change": test["mae_no_change"], "mae_linear": test["mae_linear"]})
-    return {"mae_by_variant": table, "best": min(table, key=table.get),
+    return {"by_variant": table,
+            "best": min(table, key=lambda n: table[n]["mae_forecast"]),
             "leave_one_domain_out": held}
 
 

@@ -3,10 +3,10 @@
     g(y) = g(y0) + c * r**beta * S**alpha,   S(s) = sum over steps t < s of the schedule's
                                              factor (warm-up, cosine), r = lr / planned lr
 
-with ``g`` the link of the metric (``link``): for a proportion (accuracy, refusal rate) the
-arcsine of its square root, which keeps a prediction in [0, 1] and weighs one item the same
-anywhere in it (the empirical logit, also offered, reads a first lost item of a perfect score as
-a cliff: benchmarks/forecast_validation.py compares them); the log for a cross-entropy.
+with ``g`` the link of the metric (``link``): the identity, the arcsine of the square root or the
+empirical logit for a proportion (kept in [0, 1]), the identity or the log for a cross-entropy;
+``retain.forecast.predict`` says which it uses and why (benchmarks/forecast_validation.py
+compares them on real runs).
 
 Forgetting follows a power law in fine-tuning steps (Kalajdzievski, 2024, "Scaling Laws for
 Forgetting When Fine-Tuning Large Language Models", https://arxiv.org/abs/2401.05605). Counting
@@ -120,7 +120,7 @@ def fit(s: Sequence[float], dy: Sequence[float], r: Sequence[float] | None = Non
     return _law(c, ia, ib, sse, alphas, betas, len(pts), several)
 
 
-LINKS = ("asin", "logit", "identity")  # for proportions; a cross-entropy always takes the log
+LINKS = ("asin", "logit", "identity", "log")  # asin/logit for proportions, log for a mean
 
 
 def link(metric_is_proportion: bool, n: int, kind: str = "asin"):
@@ -129,8 +129,11 @@ def link(metric_is_proportion: bool, n: int, kind: str = "asin"):
     Anscombe 1948: one item more or less moves it about as much anywhere in [0, 1], where the
     logit of 1 - 1/24 is already two units from that of 1, so a first lost item reads as a cliff);
     ``logit``, the empirical logit of ``(k + 0.5) / (n + 1)``; ``identity``. Bounded at 0 and 1
-    both ways. A cross-entropy: the log (it is positive and moves by factors)."""
+    both ways. A cross-entropy: ``log`` (it is positive and moves by factors) or ``identity``
+(kept at 0 or above)."""
     if not metric_is_proportion:
+        if kind == "identity":
+            return (lambda y: y), (lambda z: max(0.0, z))
         return (lambda y: math.log(max(y, 1e-9))), (lambda z: math.exp(max(-50.0, min(50.0, z))))
     if kind == "asin":
         return (lambda y: math.asin(math.sqrt(min(1.0, max(0.0, y))))), \
