@@ -21,7 +21,8 @@ def test_help_lists_every_command():
         assert cmd in r.stdout, cmd
 
 
-@pytest.mark.parametrize("cmd", ["eval", "run", "demo", "merge", "report", "sequence", "fisher"])
+@pytest.mark.parametrize("cmd", ["eval", "run", "demo", "merge", "report", "sequence", "fisher",
+                                 "forecast"])
 def test_every_command_has_help(cmd):
     r = retain(cmd, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout
