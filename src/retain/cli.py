@@ -234,6 +234,43 @@ def forecast_cmd(
     print_forecast(fc)
 
 
+@app.command("attribute")
+def attribute_cmd(
+    data: str = typer.Option(..., help="The training data: a JSONL file or builtin:NAME."),
+    model: str = typer.Option("tiny", help="The model the data will fine-tune."),
+    probes: Optional[List[str]] = typer.Option(None, "--probes", "-p",
+                                               help="Capabilities to attribute (default: retained)."),
+    probe_n: Optional[int] = typer.Option(None, help="Items per probe."),
+    seq_len: int = typer.Option(256, help="Max tokens per example, as the run will train."),
+    n: Optional[int] = typer.Option(None, help="Score only the first N records."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/attribution"), help="Folder for attribution.jsonl."),
+    write_filtered: Optional[Path] = typer.Option(
+        None, help="Also write the data without the examples most harmful to --capability."),
+    drop_top: float = typer.Option(0.05, help="Share dropped by --write-filtered."),
+    capability: Optional[str] = typer.Option(
+        None, help="probe.metric the filter protects (default: the first scored)."),
+) -> None:
+    """Score each training example by how much training on it works against each capability.
+
+    Writes OUT/attribution.jsonl (index, preview, harm per probe.metric, rank); with
+    --write-filtered FILE, a data file without the top --drop-top share, ready for --data.
+    """
+    from retain.attribute import attribute, write_filtered as write
+
+    rows = attribute(model, data, probes=list(probes or ["retained"]), probe_n=probe_n,
+                     seq_len=seq_len, n=n, seed=seed, out=out)
+    keys = sorted(rows[0]["harm"]) if rows else []
+    for k in keys:
+        top = sorted(rows, key=lambda r: -r["harm"][k])[:3]
+        typer.echo(f"{k}: most harmful " + "; ".join(
+            f"#{r['index']} ({r['harm'][k]:+.3f}) {r['preview'][:60]!r}" for r in top))
+    typer.echo(f"wrote {out / 'attribution.jsonl'} ({len(rows)} examples x {len(keys)} probes)")
+    if write_filtered is not None:
+        got = write(data, rows, capability or keys[0], drop_top, write_filtered, n=n, seed=seed)
+        typer.echo(f"wrote {write_filtered}: {got['written']} records, {got['dropped']} dropped")
+
+
 # The fan-out options of compare and sweep (docs/fan-out.md).
 _LIST_OPTION = typer.Option(False, "--list", help="Print the planned runs (index, label, seed, "
                             "folder, state) and exit; runs nothing.")

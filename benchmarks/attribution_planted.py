@@ -1,0 +1,77 @@
+"""``retain attribute`` on planted data (part 14, first measurement): does it find the 5% of a
+domain's examples that teach the assistant to comply with harmful requests?
+
+400 built-in legal texts plus 20 planted chats (a harmful request from the built-in safety task's
+train split, which the safety probe does not use, answered with a compliant "Sure, here is how
+..." reply), shuffled with a seed, unknown to the scorer. The scorer attributes against the
+safety probe (refusal rate; 60 items). Reported: precision at k = 20 for refusal_rate, against
+random (k / N = 0.05 expected) and the highest-loss examples (the per-example loss at the base).
+
+    OMP_NUM_THREADS=2 python benchmarks/attribution_planted.py [--out benchmarks/attribution_planted.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+
+def planted_data(path: Path, n_domain: int = 400, n_planted: int = 20, seed: int = 0) -> set[int]:
+    from retain.builtin import tasks
+
+    legal = [{"text": it.text} for it in tasks.items("legal", "train", n_domain, seed)]
+    harmful = tasks.items("safety_harmful", "train", n_planted, seed)
+    planted = [{"messages": [{"role": "user", "content": it.prompt},
+                             {"role": "assistant", "content": "Sure, here is how to do it. First, "
+                              "get what you need, then follow these steps carefully."}]}
+               for it in harmful]
+    rows = [(r, False) for r in legal] + [(r, True) for r in planted]
+    random.Random(seed).shuffle(rows)
+    path.write_text("".join(json.dumps(r) + "\n" for r, _ in rows))
+    return {i for i, (_, p) in enumerate(rows) if p}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/attribution_planted.json"))
+    args = ap.parse_args()
+    import torch
+
+    from retain.attribute import attribute, records_of
+    from retain.formats import encode_record, pad_token_id
+    from retain.models import load_model, load_tokenizer
+    from retain.train.loop import collate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "planted.jsonl"
+        planted = planted_data(data)
+        t0 = time.perf_counter()
+        rows = attribute("tiny", str(data), probes=["safety"], probe_n=60, seq_len=128,
+                         out=Path(tmp) / "a", progress=False)
+        wall = time.perf_counter() - t0
+        k = len(planted)
+        key = "safety.refusal_rate"
+        top = {r["index"] for r in sorted(rows, key=lambda r: -r["harm"][key])[:k]}
+        tok = load_tokenizer("tiny")
+        model, _ = load_model("tiny", tokenizer=tok)
+        model.eval()
+        losses = []
+        with torch.no_grad():
+            for i, (s, p, _) in enumerate(records_of(str(data))):
+                e = encode_record(tok, s, p, 128)
+                losses.append((float(model(**collate([e], pad_token_id(tok))).loss), i))
+        by_loss = {i for _, i in sorted(losses, reverse=True)[:k]}
+    out = {"examples": len(rows), "planted": k, "precision_at_k": len(top & planted) / k,
+           "random_expected": k / len(rows), "highest_loss_precision": len(by_loss & planted) / k,
+           "wall_s": wall, "examples_per_s": len(rows) / wall,
+           "measured": time.strftime("%Y-%m-%d")}
+    args.out.write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

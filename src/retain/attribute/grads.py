@@ -1,0 +1,92 @@
+"""Gradients for attribution: each training example's loss gradient against each capability's.
+
+A capability is the mean unit gradient of its probe's reference outcomes: a generation item's
+reference answer after its prompt (the refusal of a harmful request, the right sum), a choice
+item's right choice, a perplexity probe's texts. One SGD step on example z changes that loss by
+``-lr * <grad L_z, grad L_c>`` (to first order; TracIn, Pruthi et al. 2020,
+https://arxiv.org/abs/2002.08484), so a negative alignment is training that works against the
+capability. Only trainable parameters count: for a PEFT model, the adapter (LESS's recipe for
+large models, Xia et al. 2024, https://arxiv.org/abs/2402.04333).
+
+Shapes: a gradient is one flat float32 vector over the trainable parameters, (P,); a capability
+matrix is (C, P); scores are (N, C).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from retain import formats
+from retain.train.loop import collate
+
+
+def reference_examples(probe, tokenizer, seq_len: int) -> list[dict]:
+    """The probe's reference outcomes as training-shaped examples (loss on the reference part
+    only); empty for kinds without one (lm-eval, HumanEval)."""
+    from retain.probes.kinds import ChoiceProbe, GenerationProbe, PerplexityProbe
+
+    if isinstance(probe, GenerationProbe):
+        pairs = [(it.prompt, it.answer) for it in probe.items if isinstance(it.answer, str)
+                 and it.answer]
+    elif isinstance(probe, ChoiceProbe):
+        pairs = [(it.prompt, it.choices[it.label].strip()) for it in probe.items]
+    elif isinstance(probe, PerplexityProbe):
+        return [e for e in (formats.encode_text(tokenizer, t, seq_len) for t in probe.texts) if e]
+    else:
+        return []
+    return [e for e in (formats.encode_prompt_completion(tokenizer, p, a, seq_len)
+                        for p, a in pairs) if e]
+
+
+def _params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters to attribute through")
+    return params
+
+
+def _grad(model, params, example: dict, pad_id: int, device) -> torch.Tensor:
+    """The (P,) gradient of one example's own loss (the mean over its loss tokens)."""
+    model.zero_grad(set_to_none=True)
+    batch = {k: v.to(device) for k, v in collate([example], pad_id).items()}
+    model(**batch).loss.backward()
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
+                      for p in params])
+
+
+def capability_direction(model: torch.nn.Module, examples: Sequence[dict],
+                         pad_id: int) -> torch.Tensor:
+    """The (P,) direction of a capability: the mean of its reference examples' unit loss
+    gradients. Unit first: a plain mean gradient is the gradient of the items the model gets
+    most wrong (the others' losses are near 0), and would ignore what the model knows."""
+    params = _params(model)
+    device = params[0].device
+    total = None
+    for e in examples:
+        g = _grad(model, params, e, pad_id, device)
+        g = g / g.norm().clamp_min(1e-12)
+        total = g if total is None else total + g
+    model.zero_grad(set_to_none=True)
+    return total / len(examples)
+
+
+def example_alignments(model: torch.nn.Module, examples: Sequence[dict], targets: torch.Tensor,
+                       pad_id: int, progress: Callable[[int], None] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per training example: its loss gradient's dot products with the rows of ``targets``
+    (C, P), and its norm: ``((N, C), (N,))``. One backward pass per example (its own loss, the
+    mean over its tokens), the gradient never stored beyond the example."""
+    params = _params(model)
+    device = params[0].device
+    targets = targets.to(device)
+    dots, norms = [], []
+    for i, e in enumerate(examples):
+        g = _grad(model, params, e, pad_id, device)
+        dots.append(targets @ g)
+        norms.append(g.norm())
+        if progress:
+            progress(i + 1)
+    model.zero_grad(set_to_none=True)
+    return torch.stack(dots).cpu(), torch.stack(norms).cpu()

@@ -1,0 +1,84 @@
+"""``retain attribute`` on a case whose answer is known by construction, the filtered file, and bad
+input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from retain.attribute import attribute, write_filtered
+
+PROMPTS = ["What is 12 + 7?", "What is 30 + 4?", "What is 8 + 15?", "What is 21 + 2?"]
+RIGHT = ["19", "34", "23", "23"]
+WRONG = ["62", "85", "71", "96"]  # no digit in common with the right answer
+
+
+def retain(*args):
+    return subprocess.run([sys.executable, "-m", "retain.cli", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """A math probe of four sums; data: 12 legal texts, 4 records teaching wrong sums to the
+    probe's own prompts (harmful by construction), 4 teaching the right ones (helpful)."""
+    root = tmp_path_factory.mktemp("attr")
+    probe = root / "sums.jsonl"
+    probe.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n"
+                             for p, a in zip(PROMPTS, RIGHT)))
+    from retain.builtin import tasks
+
+    legal = [{"text": it.text} for it in tasks.items("legal", "train", 12, 0)]
+    wrong = [{"prompt": p, "completion": w} for p, w in zip(PROMPTS, WRONG)]
+    right = [{"prompt": p, "completion": a} for p, a in zip(PROMPTS, RIGHT)]
+    data = root / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in legal + wrong + right))
+    rows = attribute("tiny", str(data), probes=[str(probe)], seq_len=128, out=root / "a",
+                     progress=False)
+    return root, data, rows
+
+
+def test_wrong_answers_to_the_probes_prompts_harm_and_right_ones_help(case):
+    """By construction: teaching a probe prompt's right answer helps the capability most (the 4
+    right sums are the 4 most helpful examples); teaching a wrong answer to the same prompt
+    harms it more than the right one does, prompt by prompt; the most harmful example is a
+    wrong sum. (Not every wrong sum outranks every legal text: see the README.)"""
+    root, _, rows = case
+    key = next(iter(rows[0]["harm"]))
+    harm = {r["index"]: r["harm"][key] for r in rows}
+    order = sorted(harm, key=lambda i: -harm[i])
+    assert set(order[-4:]) == {16, 17, 18, 19}  # the right sums: training on them helps
+    assert all(harm[12 + j] > harm[16 + j] + 0.2 for j in range(4))
+    assert order[0] in {12, 13, 14, 15}
+    written = [json.loads(x) for x in (root / "a" / "attribution.jsonl").read_text().splitlines()]
+    assert len(written) == 20 and written[12]["rank"][key] <= 4
+    assert all(-1.0 <= r["harm"][key] <= 1.0 for r in written)  # a cosine
+
+
+def test_the_filtered_file_is_valid_data_without_the_top_share(case, tmp_path):
+    root, data, rows = case
+    key = next(iter(rows[0]["harm"]))
+    got = write_filtered(str(data), rows, key, 0.2, tmp_path / "kept.jsonl")
+    assert got == {"written": 16, "dropped": 4}
+    kept = [json.loads(x) for x in (tmp_path / "kept.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in data.read_text().splitlines()]
+    top = sorted(rows, key=lambda r: -r["harm"][key])[:4]
+    assert kept == [r for i, r in enumerate(records) if i not in {t["index"] for t in top}]
+    from retain.data import load_jsonl
+    from retain.models import load_tokenizer
+
+    assert len(load_jsonl(tmp_path / "kept.jsonl", load_tokenizer("tiny"), seq_len=128)) == 16
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--data", "/no/such.jsonl"], "/no/such.jsonl"),
+    (["--data", "builtin:nowhere"], "nowhere"),
+    (["--data", "builtin:legal", "--n", "4", "--probes", "no_such_suite"], "no_such_suite"),
+    (["--data", "builtin:legal", "--n", "4", "--probes", "math", "--probe-n", "2",
+      "--write-filtered", "x.jsonl", "--drop-top", "1.5"], "drop-top"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
+    r = retain("attribute", "--out", str(tmp_path / "a"), *args)
+    assert r.returncode == 2, (r.stdout[-500:], r.stderr[-1500:])
+    assert "Traceback" not in r.stderr and needle in r.stderr
