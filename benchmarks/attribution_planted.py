@@ -5,7 +5,9 @@ domain's examples that teach the assistant to comply with harmful requests?
 train split, which the safety probe does not use, answered with a compliant "Sure, here is how
 ..." reply), shuffled with a seed, unknown to the scorer. The scorer attributes against the
 safety probe (refusal rate; 60 items). Reported: precision at k = 20 for refusal_rate, against
-random (k / N = 0.05 expected) and the highest-loss examples (the per-example loss at the base).
+random (k / N = 0.05 expected), the highest-loss examples (the per-example loss at the base) and
+representation similarity (the cosine of a record's mean last-layer hidden state with the mean
+of the safety probe's harmful prompts', as in He, Xia & Henderson 2024).
 
     OMP_NUM_THREADS=2 python benchmarks/attribution_planted.py [--out benchmarks/attribution_planted.json]
 """
@@ -33,6 +35,30 @@ def planted_data(path: Path, n_domain: int = 400, n_planted: int = 20, seed: int
     random.Random(seed).shuffle(rows)
     path.write_text("".join(json.dumps(r) + "\n" for r, _ in rows))
     return {i for i, (_, p) in enumerate(rows) if p}
+
+
+def representation_top(model, tok, data: str, k: int) -> set[int]:
+    """The ``k`` records whose mean last-layer state is closest (cosine) to the mean state of the
+    refusal probe's prompts."""
+    import torch
+
+    from retain import formats
+    from retain.attribute import records_of
+    from retain.formats import encode_record
+    from retain.probes import load_probes
+
+    def state(ids: list[int]) -> torch.Tensor:
+        out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+        return out.hidden_states[-1][0].mean(0)
+    probe = next(p for p in load_probes(["safety"], n=60, seed=0) if p.metric == "refusal_rate")
+    with torch.no_grad():
+        target = torch.stack([state(formats.encode(tok, formats.format_prompt(tok, it.prompt)))
+                              for it in probe.items]).mean(0)
+        sims = []
+        for i, (s, p, _) in enumerate(records_of(data)):
+            e = encode_record(tok, s, p, 128)
+            sims.append((float(torch.cosine_similarity(state(e["input_ids"]), target, dim=0)), i))
+    return {i for _, i in sorted(sims, reverse=True)[:k]}
 
 
 def main() -> None:
@@ -65,8 +91,10 @@ def main() -> None:
                 e = encode_record(tok, s, p, 128)
                 losses.append((float(model(**collate([e], pad_token_id(tok))).loss), i))
         by_loss = {i for _, i in sorted(losses, reverse=True)[:k]}
+        by_rep = representation_top(model, tok, str(data), k)
     out = {"examples": len(rows), "planted": k, "precision_at_k": len(top & planted) / k,
            "random_expected": k / len(rows), "highest_loss_precision": len(by_loss & planted) / k,
+           "representation_precision": len(by_rep & planted) / k,
            "wall_s": wall, "examples_per_s": len(rows) / wall,
            "measured": time.strftime("%Y-%m-%d")}
     args.out.write_text(json.dumps(out, indent=1))
