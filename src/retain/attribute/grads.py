@@ -5,8 +5,8 @@ reference answer after its prompt (the refusal of a harmful request, the right s
 item's right choice, a perplexity probe's texts. One SGD step on example z changes that loss by
 ``-lr * <grad L_z, grad L_c>`` (to first order; TracIn, Pruthi et al. 2020,
 https://arxiv.org/abs/2002.08484), so a negative alignment is training that works against the
-capability. Only trainable parameters count: for a PEFT model, the adapter (LESS's recipe for
-large models, Xia et al. 2024, https://arxiv.org/abs/2402.04333).
+capability. Only the trainable weights of linear layers count (``_params``): for a PEFT model,
+the adapter (LESS's recipe for large models, Xia et al. 2024, https://arxiv.org/abs/2402.04333).
 
 Shapes: a gradient is one flat float32 vector over the trainable parameters, (P,); a capability
 matrix is (C, P); scores are (N, C).
@@ -41,9 +41,16 @@ def reference_examples(probe, tokenizer, seq_len: int) -> list[dict]:
 
 
 def _params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """The trainable weights of the model's linear layers, the output head excepted (with a PEFT
+    model: its adapters' linear layers). The embeddings, the head and the norms are left out:
+    their gradients follow token frequencies (a legal text's rare words move them most) and
+    drown what an example teaches the blocks; kronfluence tracks the same modules. On the
+    planted-data benchmark, leaving them out took precision at 20 from 0 to 0.35."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    params = [p for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head
+              for p in m.parameters(recurse=False) if p.requires_grad]
     if not params:
-        raise ValueError("the model has no trainable parameters to attribute through")
+        raise ValueError("the model has no trainable linear layers to attribute through")
     return params
 
 
