@@ -49,7 +49,7 @@ def test_wrong_answers_to_the_probes_prompts_harm_and_right_ones_help(case):
     harm = {r["index"]: r["harm"][key] for r in rows}
     order = sorted(harm, key=lambda i: -harm[i])
     assert set(order[-4:]) == {16, 17, 18, 19}  # the right sums: training on them helps
-    assert all(harm[12 + j] > harm[16 + j] + 0.2 for j in range(4))
+    assert all(harm[12 + j] > harm[16 + j] + 0.1 for j in range(4))
     assert order[0] in {12, 13, 14, 15}
     written = [json.loads(x) for x in (root / "a" / "attribution.jsonl").read_text().splitlines()]
     assert len(written) == 20 and written[12]["rank"][key] <= 4

@@ -2,7 +2,8 @@
 
     the data's records, tokenized as a run trains on them  ->  each capability's direction: the
     mean unit loss gradient of its probe's reference outcomes (``grads.capability_direction``)
-    ->  per example, the cosine of its loss gradient with each direction, at the base model  ->  harm = minus that cosine (training on it raises the capability's loss, to
+    ->  per example, the cosine of its loss gradient with each direction, at the base model,
+    both whitened by the data's diagonal Fisher (``grads.preconditioner``)  ->  harm = minus that cosine (training on it raises the capability's loss, to
     first order)  ->  attribution.jsonl, ranked, and ``write_filtered`` for ``retain run --data``
 
 A plain gradient-alignment score (TracIn at one checkpoint, Pruthi et al. 2020, with cosine
@@ -21,6 +22,7 @@ from retain.errors import UserError
 
 ATTRIBUTION_FILE = "attribution.jsonl"
 PREVIEW_CHARS = 200
+FISHER_SAMPLE = 64  # records whose squared gradients make the diagonal Fisher
 
 
 def records_of(spec: str, *, n: int | None = None, seed: int = 0) -> list[tuple[str, Any, str]]:
@@ -65,7 +67,8 @@ def attribute(model_name: str, data: str, *, probes: Sequence[str] = ("retained"
     ``harm`` per probe key, ``rank`` per key, 1 = most harmful) and return its rows."""
     from accelerate.utils import set_seed
 
-    from retain.attribute.grads import (capability_direction, example_alignments,
+    from retain.attribute.grads import (capability_direction, diagonal_fisher,
+                                        example_alignments, preconditioner,
                                         reference_examples)
     from retain.formats import encode_record, pad_token_id
     from retain.models import load_model, load_tokenizer
@@ -90,12 +93,18 @@ def attribute(model_name: str, data: str, *, probes: Sequence[str] = ("retained"
     import torch
 
     keys = sorted(refs)
-    G = torch.stack([capability_direction(model, refs[k], pad) for k in keys])  # (C, P)
     kept = [i for i, e in enumerate(examples) if e is not None]
+    # Whitened by the data's own diagonal Fisher (a seeded sample of its records): both sides
+    # are compared in the metric of the weights' usual movement (grads.preconditioner).
+    import random
+
+    sample = random.Random(seed).sample(kept, min(FISHER_SAMPLE, len(kept)))
+    pre = preconditioner(diagonal_fisher(model, [examples[i] for i in sample], pad))
+    G = torch.stack([capability_direction(model, refs[k], pad) for k in keys]) * pre  # (C, P)
     bar = _bar(len(kept)) if progress else None
     try:
         dots, norms = example_alignments(model, [examples[i] for i in kept], G, pad,
-                                         progress=bar.step if bar else None)
+                                         precondition=pre, progress=bar.step if bar else None)
     finally:
         if bar:
             bar.close()

@@ -79,18 +79,44 @@ def capability_direction(model: torch.nn.Module, examples: Sequence[dict],
     return total / len(examples)
 
 
+def diagonal_fisher(model: torch.nn.Module, examples: Sequence[dict], pad_id: int) -> torch.Tensor:
+    """The (P,) empirical diagonal Fisher: the mean squared per-example loss gradient over
+    ``examples`` (each example's own labels)."""
+    params = _params(model)
+    device = params[0].device
+    total = None
+    for e in examples:
+        g = _grad(model, params, e, pad_id, device) ** 2
+        total = g if total is None else total + g
+    model.zero_grad(set_to_none=True)
+    return total / len(examples)
+
+
+def preconditioner(fisher: torch.Tensor, damping: float = 1e-3) -> torch.Tensor:
+    """``1 / sqrt(F + damping * mean(F))``: the diagonal that whitens gradients by their usual
+    size per weight, as Adam does (LESS scores with Adam-normalized gradients) and as a diagonal
+    influence function does with the Fisher for the Hessian. Without it a few weights that
+    always move a lot decide every cosine."""
+    return (fisher + damping * fisher.mean()).rsqrt()
+
+
 def example_alignments(model: torch.nn.Module, examples: Sequence[dict], targets: torch.Tensor,
-                       pad_id: int, progress: Callable[[int], None] | None = None
+                       pad_id: int, precondition: torch.Tensor | None = None,
+                       progress: Callable[[int], None] | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per training example: its loss gradient's dot products with the rows of ``targets``
-    (C, P), and its norm: ``((N, C), (N,))``. One backward pass per example (its own loss, the
-    mean over its tokens), the gradient never stored beyond the example."""
+    (C, P), and its norm, both after multiplying the gradient by ``precondition`` (P,) when
+    given: ``((N, C), (N,))``. One backward pass per example (its own loss, the mean over its
+    tokens), the gradient never stored beyond the example."""
     params = _params(model)
     device = params[0].device
     targets = targets.to(device)
+    pre = precondition.to(device) if precondition is not None else None
     dots, norms = [], []
     for i, e in enumerate(examples):
         g = _grad(model, params, e, pad_id, device)
+        if pre is not None:
+            g = g * pre
         dots.append(targets @ g)
         norms.append(g.norm())
         if progress:
