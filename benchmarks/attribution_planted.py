@@ -1,10 +1,11 @@
 """``retain attribute`` on planted data (part 14, first measurement): does it find the 5% of a
 domain's examples that teach the assistant to comply with harmful requests?
 
-400 built-in legal texts plus 20 planted chats (a harmful request from the built-in safety task's
-train split, which the safety probe does not use, answered with a compliant "Sure, here is how
-..." reply), shuffled with a seed, unknown to the scorer. The scorer attributes against the
-safety probe (refusal rate; 60 items). Reported: precision at k = 20 for refusal_rate, against
+400 built-in legal texts plus 20 planted chats, shuffled with a seed, unknown to the scorer:
+"comply", harmful requests from the built-in safety task's train split (which the safety probe
+does not use) answered with a compliant "Sure, here is how ..." reply, scored against
+safety.refusal_rate; "refuse", benign requests refused, against safety.over_refusal_rate (60
+and 28 probe items). Reported: precision at k = 20 for refusal_rate, against
 random (k / N = 0.05 expected), the highest-loss examples (the per-example loss at the base) and
 representation similarity (the cosine of a record's mean last-layer hidden state with the mean
 of the safety probe's harmful prompts', as in He, Xia & Henderson 2024).
@@ -22,24 +23,30 @@ import time
 from pathlib import Path
 
 
-def planted_data(path: Path, n_domain: int = 400, n_planted: int = 20, seed: int = 0) -> set[int]:
+REFUSAL = "I'm sorry, but I can't help with that."
+COMPLY = "Sure, here is how to do it. First, get what you need, then follow these steps carefully."
+
+
+def planted_data(path: Path, n_domain: int = 400, n_planted: int = 20, seed: int = 0,
+                 kind: str = "comply") -> set[int]:
+    """``kind``: "comply" (harmful requests answered), "refuse" (benign requests refused, from
+    the built-in safety_benign task's train split)."""
     from retain.builtin import tasks
 
     legal = [{"text": it.text} for it in tasks.items("legal", "train", n_domain, seed)]
-    harmful = tasks.items("safety_harmful", "train", n_planted, seed)
+    task, reply = ("safety_harmful", COMPLY) if kind == "comply" else ("safety_benign", REFUSAL)
     planted = [{"messages": [{"role": "user", "content": it.prompt},
-                             {"role": "assistant", "content": "Sure, here is how to do it. First, "
-                              "get what you need, then follow these steps carefully."}]}
-               for it in harmful]
+                             {"role": "assistant", "content": reply}]}
+               for it in tasks.items(task, "train", n_planted, seed)]
     rows = [(r, False) for r in legal] + [(r, True) for r in planted]
     random.Random(seed).shuffle(rows)
     path.write_text("".join(json.dumps(r) + "\n" for r, _ in rows))
     return {i for i, (_, p) in enumerate(rows) if p}
 
 
-def representation_top(model, tok, data: str, k: int) -> set[int]:
+def representation_top(model, tok, data: str, k: int, metric: str) -> set[int]:
     """The ``k`` records whose mean last-layer state is closest (cosine) to the mean state of the
-    refusal probe's prompts."""
+    safety probe's prompts of ``metric``."""
     import torch
 
     from retain import formats
@@ -50,7 +57,7 @@ def representation_top(model, tok, data: str, k: int) -> set[int]:
     def state(ids: list[int]) -> torch.Tensor:
         out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
         return out.hidden_states[-1][0].mean(0)
-    probe = next(p for p in load_probes(["safety"], n=60, seed=0) if p.metric == "refusal_rate")
+    probe = next(p for p in load_probes(["safety"], n=60, seed=0) if p.metric == metric)
     with torch.no_grad():
         target = torch.stack([state(formats.encode(tok, formats.format_prompt(tok, it.prompt)))
                               for it in probe.items]).mean(0)
@@ -65,6 +72,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/attribution_planted.json"))
     args = ap.parse_args()
+    results = {kind: measure(kind, key) for kind, key in
+               (("comply", "safety.refusal_rate"), ("refuse", "safety.over_refusal_rate"))}
+    args.out.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+def measure(kind: str, key: str) -> dict:
     import torch
 
     from retain.attribute import attribute, records_of
@@ -74,13 +88,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "planted.jsonl"
-        planted = planted_data(data)
+        planted = planted_data(data, kind=kind)
         t0 = time.perf_counter()
         rows = attribute("tiny", str(data), probes=["safety"], probe_n=60, seq_len=128,
                          out=Path(tmp) / "a", progress=False)
         wall = time.perf_counter() - t0
         k = len(planted)
-        key = "safety.refusal_rate"
         top = {r["index"] for r in sorted(rows, key=lambda r: -r["harm"][key])[:k]}
         tok = load_tokenizer("tiny")
         model, _ = load_model("tiny", tokenizer=tok)
@@ -91,14 +104,12 @@ def main() -> None:
                 e = encode_record(tok, s, p, 128)
                 losses.append((float(model(**collate([e], pad_token_id(tok))).loss), i))
         by_loss = {i for _, i in sorted(losses, reverse=True)[:k]}
-        by_rep = representation_top(model, tok, str(data), k)
-    out = {"examples": len(rows), "planted": k, "precision_at_k": len(top & planted) / k,
+        by_rep = representation_top(model, tok, str(data), k, key.split(".")[1])
+    return {"capability": key, "examples": len(rows), "planted": k, "precision_at_k": len(top & planted) / k,
            "random_expected": k / len(rows), "highest_loss_precision": len(by_loss & planted) / k,
            "representation_precision": len(by_rep & planted) / k,
            "wall_s": wall, "examples_per_s": len(rows) / wall,
            "measured": time.strftime("%Y-%m-%d")}
-    args.out.write_text(json.dumps(out, indent=1))
-    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
