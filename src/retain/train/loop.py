@@ -335,7 +335,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                 emit(step)
             for cb in callbacks:  # later callbacks (checkpoints) see earlier ones' decisions
                 d = as_decision(pause(lambda: cb.on_step_end(state)))
-                if world > 1:  # every process carries out the main process's decision
+                if world > 1 and cb.decides:  # all carry out the main process's decision
                     d = main_decision(d, acc, device, step, cb)
                 stopped = apply_decision(d, inner, opt, sched) or stopped
                 if d.restore is not None and world > 1:

@@ -73,9 +73,13 @@ def apply_decision(d: Decision, model: torch.nn.Module, optimizer=None, schedule
 
 class Callback:
     """Default events do nothing; a callback overrides the ones it needs. ``name``: the key of
-    its ``state_dict`` in checkpoints and of its ``summary`` in results.json (None: neither)."""
+    its ``state_dict`` in checkpoints and of its ``summary`` in results.json (None: neither).
+    ``decides``: whether ``on_step_end`` may return a Decision; under several processes the loop
+    makes them agree on it with one all-gather per step, which a callback that never decides
+    (False) is spared."""
 
     name: str | None = None
+    decides: bool = True
 
     def on_train_begin(self, state: LoopState) -> None:
         pass
@@ -92,6 +96,8 @@ class Callback:
 
 class EveryN(Callback):
     """``fn(step, model)`` every ``every`` steps (0: never), e.g. the probes during training."""
+
+    decides = False
 
     def __init__(self, every: int, fn: Callable[[int, torch.nn.Module], Any]):
         self.every, self.fn = every, fn

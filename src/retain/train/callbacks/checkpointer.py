@@ -18,6 +18,8 @@ class Checkpointer(Callback):
     run's own state, written atomically under ``run_dir/checkpoints``; the last ``keep`` kept.
     Put it last among the callbacks: a checkpoint holds the step's other decisions."""
 
+    decides = False  # never returns a Decision
+
     def __init__(self, run_dir: str | Path, every: int, keep: int,
                  extra: Callable[[], tuple[dict[str, torch.Tensor], dict]] | None = None):
         self.run_dir, self.every, self.keep = Path(run_dir), every, keep

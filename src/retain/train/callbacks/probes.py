@@ -31,6 +31,7 @@ class ProbeCallback(Callback):
     share of the items. ``last``: ``(step, results)`` of the newest scoring."""
 
     name = "probe"
+    decides = False  # never returns a Decision
 
     def __init__(self, tokenizer, probes: list, *, during: list | None = None, every: int = 0,
                  base_model: torch.nn.Module | None = None, batch_size: int = 32,

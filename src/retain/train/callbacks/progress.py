@@ -10,6 +10,8 @@ class ProgressBar(Callback):
     loop that owns it calls ``close()`` on any way out (``on_train_end`` is not reached on an
     error), so a failed run leaves the terminal as it found it."""
 
+    decides = False  # never returns a Decision
+
     def __init__(self) -> None:
         self._bar = self._task = None
 

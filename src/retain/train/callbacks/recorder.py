@@ -53,6 +53,7 @@ class Recorder(Callback):
     record; the recipe sets it as it goes."""
 
     name = "recorder"
+    decides = False  # never returns a Decision
 
     def __init__(self, out: str | Path, *, main: bool = True, accelerator=None):
         self.out, self.main, self.accelerator = Path(out), main, accelerator
