@@ -231,6 +231,9 @@ def main() -> None:
     summary["measured"] = {"date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or
                            platform.machine(), "threads": os.environ.get("OMP_NUM_THREADS"),
                            "wall_s": time.perf_counter() - t0, "steps": args.steps,
+                           # --refit: the forecasts recomputed from recorded pilots, so wall_s
+                           # is that recomputation's, not the pilots' and runs' (README: 25 min)
+                           "refit": args.refit,
                            "plans": [d["plan"]["name"] for d in done]}
     args.out.write_text(json.dumps(summary, indent=1))
     print(summary["table_md"])

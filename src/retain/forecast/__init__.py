@@ -19,7 +19,6 @@ from retain.errors import UserError
 
 FORECAST_FILE = "forecast.json"
 LEVEL = 0.8  # of the prediction intervals
-TOP_ITEMS = 20  # items listed per probe in forecast.json's ranked list (all are scored)
 
 
 def _selection(config, reporting: list, n: int) -> dict[str, Any]:
@@ -131,7 +130,8 @@ def forecast(config, *, limits: Sequence[str] = (), budget: float = 0.2,
                                 for p in cb.points]})
     from retain.forecast.predict import predict
 
-    body = predict(config, done, before, scored_by_key, set(selection), parsed, level=LEVEL)
+    body = predict(config, done, before, {k: len(p) for k, p in scored_by_key.items()},
+                   set(selection), parsed, level=LEVEL)
     result = {**rr.header("complete", config.seed, config.model_dump(mode="json"),
                           kind="forecast"),
               "plan": {"lr": config.lr, "steps": config.steps, "warmup_steps": config.warmup_steps,
@@ -167,7 +167,7 @@ def refit(out: str | Path, *, write: bool = True, planned_rate_only: bool = Fals
     fresh = {c["key"] for c in fc["capabilities"] if c["fitted_on"] == "selection"}
     pilots = fc["pilots"][:1] if planned_rate_only else fc["pilots"]
     body = predict(config, pilots, [ProbeResult(**r) for r in fc["before"]],
-                   {k: range(v) for k, v in n.items()}, fresh,
+                   n, fresh,
                    [parse_limit(t) for t in fc["limits"]], level=LEVEL, **options)
     fc.update(body)
     if write:

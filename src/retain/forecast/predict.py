@@ -12,6 +12,7 @@ from retain.forecast.law import boot_laws, fit, link, lr_area, quantiles, rate_r
 from retain.metrics.forgetting import PROPORTION_METRICS, oriented
 
 CURVE_POINTS = 25  # points of each predicted curve kept for the report's plot
+TOP_ITEMS = 20  # items listed per probe in forecast.json's ranked list (all are scored)
 # The links (``law.link``), chosen by benchmarks/forecast_validation.py over the variants it lists
 # (each domain's plans predicted by the variant best on the other two): the identity for both
 # proportions (asin and logit were within 0.03 of its error) and cross-entropy (the log grew a
@@ -207,16 +208,16 @@ def items(key: str, result, pilots: list[dict], law: dict | None, s_t: float, lr
             "top": [{"index": i, "rank": r + 1, "prompt": str(result.items[i].get("prompt", ""))[:200],
                      "signal_now": start[i], "signal_predicted": final[i],
                      "predicted_lost": r < k}
-                    for r, i in enumerate(ranked[:20])]}
+                    for r, i in enumerate(ranked[:TOP_ITEMS])]}
 
 
-def predict(config, pilots: list[dict], before: list, scored: dict, fresh: set,
+def predict(config, pilots: list[dict], before: list, scored_n: dict[str, int], fresh: set,
             limits: Sequence, *, level: float, proportion_link: str = PROPORTION_LINK,
             alpha: float | None = None, ce_link: str = CE_LINK,
             backtest: bool = True) -> dict[str, Any]:
-    """forecast.json's body: ``capabilities``, ``limits``, ``verdict``, ``items``. ``scored``:
-    probe key -> the probe the pilots scored; ``fresh``: the keys scored on items apart from
-    the reported ones (the others on a share of the reported items)."""
+    """forecast.json's body: ``capabilities``, ``limits``, ``verdict``, ``items``. ``scored_n``:
+    probe key -> the items the pilots scored it on; ``fresh``: the keys scored on items apart
+    from the reported ones (the others on a share of the reported items)."""
     area = {"lr": 1.0, "steps": config.steps, "warmup_steps": config.warmup_steps,
             "schedule": config.schedule}
 
@@ -224,10 +225,10 @@ def predict(config, pilots: list[dict], before: list, scored: dict, fresh: set,
         return lr_area(step, **area)
     now = {r.key: r for r in before}
     rows = {k: capability(k, now[k], pilots, s_of, config.steps, config.lr,
-                          "selection" if k in fresh else "reporting", level, len(p),
+                          "selection" if k in fresh else "reporting", level, n,
                           seed=config.seed, proportion_link=proportion_link, alpha=alpha,
                           ce_link=ce_link, backtest=backtest)
-            for k, p in scored.items()}
+            for k, n in scored_n.items()}
     checked, verdict = limits_and_verdict(config, rows, limits)
     s_t = s_of(config.steps)
     ranked = {}
