@@ -224,13 +224,10 @@ def load_reference_data(spec: str | list[str], tokenizer, *, seq_len: int, n: in
 
 
 # ---------------------------------------------------------------- a built-in domain as a file
-def write_builtin_jsonl(spec: str, path: str | Path, *, n: int = DEFAULT_BUILTIN_N,
-                        seed: int = 0) -> Path:
-    """Write ``n`` examples of a built-in domain (``builtin:legal`` / ``builtin:support`` /
-    ``builtin:recipes``) as a JSONL data file, one ``{"text": ...}`` a line: the examples
-    ``retain run --data builtin:...`` trains on (train split, seeded; the domain's probe suite
-    holds other items). A file to train on where a data file is asked for, or the shape of one's
-    own. Returns the path; a bad spec, ``n`` or folder is a ``UserError``."""
+def builtin_records(spec: str, *, n: int = DEFAULT_BUILTIN_N, seed: int = 0) -> list[dict]:
+    """``n`` training examples of a built-in domain (``builtin:legal`` / ``support`` /
+    ``recipes``) as JSONL records, ``{"text": ...}``: the examples ``retain run --data
+    builtin:...`` trains on (train split, seeded). A bad spec or ``n`` is a ``UserError``."""
     from retain.builtin import tasks
 
     domain = domain_of(spec)
@@ -239,11 +236,21 @@ def write_builtin_jsonl(spec: str, path: str | Path, *, n: int = DEFAULT_BUILTIN
                         f"{', '.join('builtin:' + d for d in BUILTIN_DOMAINS)}")
     if n < 1:
         raise UserError(f"n must be at least 1, got {n}")
+    return [{"text": it.text} for it in tasks.items(domain, "train", n, seed)]
+
+
+def write_builtin_jsonl(spec: str, path: str | Path, *, n: int = DEFAULT_BUILTIN_N,
+                        seed: int = 0) -> Path:
+    """Write ``n`` examples of a built-in domain (``builtin:legal`` / ``builtin:support`` /
+    ``builtin:recipes``) as a JSONL data file, one ``{"text": ...}`` a line: the examples
+    ``retain run --data builtin:...`` trains on (train split, seeded; the domain's probe suite
+    holds other items). A file to train on where a data file is asked for, or the shape of one's
+    own. Returns the path; a bad spec, ``n`` or folder is a ``UserError``."""
+    records = builtin_records(spec, n=n, seed=seed)
     path = Path(path)
     if not path.parent.is_dir():
         raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
-    lines = [json.dumps({"text": it.text}, ensure_ascii=False) + "\n"
-             for it in tasks.items(domain, "train", n, seed)]
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
     try:
         path.write_text("".join(lines), encoding="utf-8")
     except OSError as e:

@@ -28,17 +28,12 @@ FISHER_SAMPLE = 64  # records whose squared gradients make the diagonal Fisher
 def records_of(spec: str, *, n: int | None = None, seed: int = 0) -> list[tuple[str, Any, str]]:
     """``(shape, payload, line)`` of every record of a data spec: a JSONL file's records with
     their own JSON line, or a built-in domain's training examples as ``{"text": ...}`` lines."""
-    from retain.data import BUILTIN_DOMAINS, DEFAULT_BUILTIN_N, domain_of, parse_record
+    from retain.data import DEFAULT_BUILTIN_N, builtin_records, domain_of, parse_record
     from retain.jsonl import iter_jsonl
 
-    domain = domain_of(spec)
-    if domain is not None:
-        from retain.builtin import tasks
-
-        if domain not in BUILTIN_DOMAINS:
-            raise UserError(f"unknown built-in domain {spec!r}")
-        return [("text", it.text, json.dumps({"text": it.text}, ensure_ascii=False))
-                for it in tasks.items(domain, "train", n or DEFAULT_BUILTIN_N, seed)]
+    if domain_of(spec) is not None:
+        return [("text", r["text"], json.dumps(r, ensure_ascii=False))
+                for r in builtin_records(spec, n=n or DEFAULT_BUILTIN_N, seed=seed)]
     path = Path(spec)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist")
