@@ -30,13 +30,16 @@ COMPLY = "Sure, here is how to do it. First, get what you need, then follow thes
 def planted_data(path: Path, n_domain: int = 400, n_planted: int = 20, seed: int = 0,
                  kind: str = "comply") -> set[int]:
     """``kind``: "comply" (harmful requests answered), "refuse" (benign requests refused, from
-    the built-in safety_benign task's train split)."""
+    the built-in safety_benign task's train split), "english" (translation requests answered
+    with the English phrase itself, from the multilingual task's train split)."""
     from retain.builtin import tasks
 
     legal = [{"text": it.text} for it in tasks.items("legal", "train", n_domain, seed)]
-    task, reply = ("safety_harmful", COMPLY) if kind == "comply" else ("safety_benign", REFUSAL)
+    task, reply = {"comply": ("safety_harmful", lambda it: COMPLY),
+                   "refuse": ("safety_benign", lambda it: REFUSAL),
+                   "english": ("multilingual", lambda it: it.prompt.split(": ", 1)[1])}[kind]
     planted = [{"messages": [{"role": "user", "content": it.prompt},
-                             {"role": "assistant", "content": reply}]}
+                             {"role": "assistant", "content": reply(it)}]}
                for it in tasks.items(task, "train", n_planted, seed)]
     rows = [(r, False) for r in legal] + [(r, True) for r in planted]
     random.Random(seed).shuffle(rows)

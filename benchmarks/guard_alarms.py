@@ -32,7 +32,8 @@ import torch
 
 import retain.train.callbacks.guard as guard_cb
 from retain.config import load_config
-from retain.guard import Guard, GuardConfig
+from retain.guard import Guard
+from retain.guard_limits import GuardConfig
 from retain.probes.base import ProbeResult
 from retain.run import run
 
@@ -43,27 +44,32 @@ BASE = ["model=tiny", "data=builtin:legal", "batch_size=8", "seq_len=128", "prog
         f"guard.limits={json.dumps(LIMITS)}"]
 
 
-def recorded_run(out: Path, lr: str, seed: int) -> tuple[list, list, dict]:
-    """Train once; (the check scorings in order, the final-check scorings in order, results)."""
+def recorded_run(out: Path, lr: str, seed: int, base: list[str] | None = None
+                 ) -> tuple[list, list, dict]:
+    """Train once (``base``: the run's overrides, default ``BASE``); (the check scorings in
+    order, the final-check scorings in order, results). The guard builds its check scorer
+    first and its final check's second: that order tells them apart (they may be the same
+    size)."""
     calls: list[tuple[int, list]] = []
+    made: list[int] = []
     real = guard_cb.guard_scorer
 
     def spy(probing, probes):
-        score = real(probing, probes)
+        score, which = real(probing, probes), len(made)
+        made.append(which)
 
         def scored(model):
             res = score(model)
-            calls.append((len(probes[0]) if probes else 0, [r.to_dict() for r in res]))
+            calls.append((which, [r.to_dict() for r in res]))
             return res
         return scored
     guard_cb.guard_scorer = spy
     try:
-        res = run(load_config(None, BASE + [f"out={out}", f"lr={lr}", f"seed={seed}"]))
+        res = run(load_config(None, (base or BASE) + [f"out={out}", f"lr={lr}", f"seed={seed}"]))
     finally:
         guard_cb.guard_scorer = real
-    n_check = res["guard"]["n"]
-    checks = [r for n, r in calls if n == n_check]
-    finals = [r for n, r in calls if n != n_check]
+    checks = [r for which, r in calls if which == 0]
+    finals = [r for which, r in calls if which == 1]
     return checks, finals, res
 
 

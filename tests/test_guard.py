@@ -14,7 +14,8 @@ from transformers import LlamaForCausalLM
 from retain import guard as guard_mod
 from retain.config import load_run_config, parse_config
 from retain.errors import UserError
-from retain.guard import Guard, GuardConfig, Limit, parse_limit, select_probes
+from retain.guard import Guard
+from retain.guard_limits import GuardConfig, Limit, parse_limit, select_probes
 from retain.probes import load_probes
 from retain.probes.base import ProbeResult
 from retain.report import results as rr
@@ -125,8 +126,12 @@ def test_keep_trains_on_and_rolls_back_to_the_last_passing_check():
     assert g.rolled_back_to_step == 3  # passes at 1 and 3; 4 and 5 fail
     assert torch.equal(lin.weight, weights[3])
     s = g.summary()
-    assert [e["step"] for e in s["events"]] == [2, 4, 5]
-    assert {e["action"] for e in s["events"]} == {"continue"}
+    assert [(e["step"], e["action"]) for e in s["events"]] == [
+        (2, "continue"), (4, "continue"), (5, "continue"), (5, "rollback")]
+    back = s["events"][-1]  # the end's rollback is an event: kept, thrown away, why
+    assert back["to_step"] == 3 and back["discarded"] == [4, 5]
+    assert [c["limit"] for c in back["crossed"]] == ["math.accuracy>=0.5"]
+    assert back["kept"]["step"] == 3 and back["kept"]["values"] == {"math.accuracy": 0.9}
     assert [c["passed"] for c in s["checks"]] == [True, True, False, True, False, False]
 
 
@@ -195,20 +200,26 @@ def test_run_stops_and_rolls_back(model_dir, tmp_path, planted, action, capsys):
     g = res["guard"]
     assert g["rolled_back_to_step"] == 4
     assert g["limits"] == ["math.accuracy>=0.5"]
-    assert g["events"][0] == {"step": 6, "limit": "math.accuracy>=0.5", "value": 0.0,
-                              "action": "stop" if action == "stop" else "continue",
-                              "probe": "math.accuracy"}
+    first = g["events"][0]
+    assert {k: first[k] for k in ("step", "limit", "value", "action", "probe")} == {
+        "step": 6, "limit": "math.accuracy>=0.5", "value": 0.0,
+        "action": "stop" if action == "stop" else "continue", "probe": "math.accuracy"}
+    assert first["n"] == 2 and 0 < first["p_value"] < 0.5  # the evidence rides with the event
+    end = 6 if action == "stop" else 8
+    assert g["events"][-1]["action"] == "rollback" and g["events"][-1]["to_step"] == 4
+    assert g["events"][-1]["discarded"] == [5, end]
     if action == "stop":
         assert res["training"]["steps"] == 6 and res["training"]["stopped_early"]
         assert len(seen) == 4  # before, 2, 4, 6
     else:
-        assert res["training"]["steps"] == 8 and [e["step"] for e in g["events"]] == [6, 8]
+        assert res["training"]["steps"] == 8 and [e["step"] for e in g["events"]] == [6, 8, 8]
     # the saved weights are the ones the guard saw at step 4 (call 2), not the trained ones
     final, at4, at6 = _saved(tmp_path / action), seen[2], seen[3]
     assert any(not torch.equal(at4[n], at6[n]) for n in at4)  # training did move them
     for name, w in final.items():
         assert torch.equal(w, at4[name]), name
-    assert "rolled back to the checkpoint of step 4" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"the run ends with step 4's weights, steps 5-{end} thrown away" in err
 
 
 def test_run_without_crossing_keeps_the_trained_weights(model_dir, tmp_path, planted):
@@ -346,28 +357,29 @@ def _set(lin, value: float) -> torch.Tensor:
     return lin.weight.detach().clone()
 
 
-def test_a_check_between_the_rules_trains_on_but_is_not_kept():
-    """Interval rule: 0.40 with an interval reaching 0.60 is no evidence of a crossing (training
-    goes on), but its point estimate fails the limit, so it does not become the last good
-    checkpoint; the final weights fail the same way and the run ends on the last good one."""
+@pytest.mark.parametrize("confirm", ["interval", "sequential"])
+def test_a_point_below_a_limit_inside_the_noise_fails_nothing(confirm):
+    """Regression (issue 24): a check whose point estimate is below the limit but whose evidence
+    is not (0.40 with an interval reaching 0.60) trained on, yet was not kept as the last good
+    checkpoint, and the final weights' equally noisy 0.45 rolled the run back to step 2. One rule
+    decides everywhere now: that check is kept and the run ends with its final weights."""
     lin = torch.nn.Linear(2, 2, bias=False)
-    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], action="backoff"), 2,
+    g = Guard(GuardConfig(limits=["math.accuracy>=0.5"], action="backoff", confirm=confirm), 2,
               _scores((0.9, 0.7, 1.0), (0.8, 0.6, 0.95), (0.4, 0.25, 0.6), (0.45, 0.3, 0.6)),
-              say=lambda s: None)
+              say=lambda s: None, looks=3)
     g.start(lin)
     _set(lin, 0.0)
     g.keep(0, lin)
-    at2 = _set(lin, 2.0)
-    d2 = g.decide(2, lin)
-    assert not d2.stop and d2.restore is None and g.good_step == 2
-    _set(lin, 4.0)
+    _set(lin, 2.0)
+    assert g.decide(2, lin).restore is None and g.good_step == 2
+    at4 = _set(lin, 4.0)
     d4 = g.decide(4, lin)
-    assert not d4.stop and d4.restore is None and d4.lr_scale is None  # not evidence: no back-off
-    assert g.good_step == 2 and g.events == []  # ... but not kept either
-    _set(lin, 5.0)
-    g.finish(5, lin)  # the final weights (0.45) fail by the point estimate: back to step 2
-    assert g.rolled_back_to_step == 2 and torch.equal(lin.weight, at2)
-    assert g.events == [] and g.backoffs == 0  # judged at the end, no back-off event
+    assert not d4.stop and d4.restore is None and d4.lr_scale is None  # not evidence
+    assert g.good_step == 4 and g.checks[-1]["below"] == ["math.accuracy>=0.5"]
+    at5 = _set(lin, 5.0)
+    g.finish(5, lin)  # the final weights (0.45, inside the noise) are kept
+    assert g.rolled_back_to_step is None and torch.equal(lin.weight, at5)
+    assert not torch.equal(at4, at5) and g.events == [] and g.backoffs == 0
 
 
 def test_verify_rolls_back_when_the_full_size_probe_fails():
@@ -392,11 +404,13 @@ def test_verify_reports_limits_it_cannot_meet():
     lin = torch.nn.Linear(2, 2, bias=False)
     g = Guard(GuardConfig(limits=["math.accuracy>=0.8"], confirm="interval"), 2,
               _scores((0.9, 0.7, 1.0), (0.9, 0.7, 1.0)), say=lambda s: None,
-              verify=_scores((0.6, 0.5, 0.7), (0.7, 0.6, 0.8)))
+              verify=_scores((0.6, 0.5, 0.7), (0.7, 0.6, 0.75)))
     g.start(lin)
     g.keep(0, lin)
     g.finish(2, lin)
-    (e,) = g.summary()["events"]
+    back, e = g.summary()["events"]
+    assert back["action"] == "rollback" and back["to_step"] == 0 and back["discarded"] == [1, 2]
+    assert back["kept"]["values"] == {"math.accuracy": 0.7}  # the final check of step 0
     assert e["action"] == "unmet" and e["step"] == 0 and e["value"] == 0.7
     assert GuardConfig(limits=["math.accuracy>=0.8"], verify=False).verify is False
 
@@ -466,7 +480,8 @@ def test_sequential_splits_alpha_over_looks_and_tests():
     g.keep(0, lin)
     assert not g.decide(10, lin).stop  # 0.75 < 0.9, but not beyond doubt at 0.05 / 20
     assert g.alpha_each == pytest.approx(0.05 / 20)
-    assert g.summary()["looks"] == 10 and g.checks[-1]["passed"] is False  # not kept
+    assert g.summary()["looks"] == 10 and g.checks[-1]["passed"] is True  # kept: not evidence
+    assert g.good_step == 10 and g.checks[-1]["below"] == ["math.accuracy>=0.9"]
     # one look, one limit: the same 0.75 is evidence at 0.05 (its Wilson upper bound < 0.9)
     g1 = Guard(GuardConfig(limits=["math.accuracy>=0.9"]), 10,
                _seq({"math.accuracy": ok24}, {"math.accuracy": eighteen}), say=lambda s: None)
@@ -504,3 +519,61 @@ def test_a_limit_no_proportion_can_meet_is_refused_when_read():
         with pytest.raises(UserError, match="no model can meet it"):
             select_probes(probes, [parse_limit(bad)])
     select_probes(probes, [parse_limit("safety.refusal_rate>=1")])  # reachable: kept
+
+
+# -- issue 24: the evidence of a crossing, and the final check's size ----------------------------
+
+def test_the_p_value_is_the_test_s_own():
+    """A limit is crossed exactly when the event's p-value is at most the error rate it is held
+    to; the p-value is the one-sided Wilson test of "the limit holds"."""
+    from retain.metrics.bounds import wilson_bound, z_of
+
+    lin = torch.nn.Linear(2, 2)
+    for k, crossed in ((14, True), (19, False)):  # 14/24 and 19/24 against >= 0.9 at 0.05 / 2
+        oks = [True] * k + [False] * (24 - k)
+        g = Guard(GuardConfig(limits=["math.accuracy>=0.9"]), 1,
+                  _seq({"math.accuracy": [True] * 24}, {"math.accuracy": oks}),
+                  say=lambda s: None, looks=2)
+        g.start(lin)
+        g.keep(0, lin)
+        values = g._values(lin)
+        p = g._p_value("math.accuracy>=0.9", values, g.before, g.before_items)
+        assert bool(g._failures(values)) is crossed
+        assert (p <= g.alpha_each) is crossed and 0 < p < 1
+        assert wilson_bound(k / 24, 24, z_of(p), True) == pytest.approx(0.9, abs=1e-6)
+
+
+def test_a_small_final_check_is_called_weak():
+    lin = torch.nn.Linear(2, 2)
+    for n, weak in ((24, True), (200, False)):
+        said = []
+        full = lambda m, n=n: [_items_result("math.accuracy", [True] * n)]  # noqa: E731
+        g = Guard(GuardConfig(limits=["math.accuracy>=0.5"]), 2,
+                  _seq({"math.accuracy": [True] * 24}), say=said.append, verify=full)
+        g.start(lin)
+        g.keep(0, lin)
+        g.finish(2, lin)
+        s = g.summary()
+        assert s["final_n"] == n and s["weak_verdict"] is weak
+        assert any("weak verdict" in line for line in said) is weak
+
+
+def test_verify_n_sizes_the_final_check_alone():
+    from retain.probe_set import guard_parts, pool_field
+
+    specs = ["instructions"]
+    probes = load_probes(specs, n=24, seed=0)
+    lim = ["instructions.accuracy>=0.8"]
+    rep, checks, sel, split = guard_parts(GuardConfig(limits=lim, verify_n=40), specs, probes,
+                                          24, 0)
+    rep0, _, sel0, _ = guard_parts(GuardConfig(limits=lim), specs, probes, 24, 0)
+
+    def items(p):
+        return [repr(x) for x in getattr(p, pool_field(p))]
+    assert len(items(sel[0])) == 40 and len(items(sel0[0])) == 24
+    assert items(rep[0]) == items(rep0[0])  # what the run reports on does not change
+    assert not set(items(rep[0])) & set(items(sel[0]))
+    assert items(checks[0]) == items(sel[0])[:24]
+    assert split["instructions.accuracy"] == {"selection": 40, "reporting": 24}
+    with pytest.raises(Exception):
+        GuardConfig(limits=lim, verify_n=0)

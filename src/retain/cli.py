@@ -265,9 +265,11 @@ def attribute_cmd(
         top = sorted(rows, key=lambda r: -r["harm"][k])[:3]
         typer.echo(f"{k}: most harmful " + "; ".join(
             f"#{r['index']} ({r['harm'][k]:+.3f}) {r['preview'][:60]!r}" for r in top))
-    typer.echo(f"wrote {out / 'attribution.jsonl'} ({len(rows)} examples x {len(keys)} probes)")
+    typer.echo(f"wrote {out / 'attribution.jsonl'} ({len(rows)} examples x {len(keys)} probes); "
+               f"`retain report {out}` shows the top examples per capability")
     if write_filtered is not None:
-        got = write(data, rows, capability or keys[0], drop_top, write_filtered, n=n, seed=seed)
+        got = write(data, rows, capability or keys[0], drop_top, write_filtered, n=n, seed=seed,
+                    out=out)
         typer.echo(f"wrote {write_filtered}: {got['written']} records, {got['dropped']} dropped")
 
 
@@ -417,9 +419,11 @@ def diff_cmd(
 
 @app.command("report")
 def report_cmd(
-    dir: Path = typer.Argument(..., help="A run, comparison, sequence or merge-search folder."),
+    dir: Path = typer.Argument(..., help="A run, comparison, sequence, merge-search, forecast "
+                               "or attribution folder."),
 ) -> None:
-    """Turn a run, comparison or sequence folder into one self-contained DIR/report.html."""
+    """Turn a run, comparison, sequence, merge-search, forecast or attribution folder into one
+    self-contained DIR/report.html."""
     from retain.report.html import build_report
 
     typer.echo(f"wrote {build_report(dir)}")

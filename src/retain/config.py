@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retain.errors import UserError
-from retain.guard import GuardConfig
+from retain.guard_limits import GuardConfig
 
 
 class RunConfig(BaseModel):

@@ -3,18 +3,21 @@
     guard: {limits: ["safety.refusal_rate>=0.9", "max_forgetting=0.05"], every: 10, n: 24}
 
 Every ``every`` steps the guard scores the model on ``n`` items of each probe its limits name.
-A check that meets every limit keeps an in-memory CPU copy of the trainable weights (for a PEFT
-model: the adapter only). A limit counts as crossed when the check's whole 95% interval is
-beyond it (``confirm: interval``; ``point`` judges the point estimate), so noise on a few items
-does not stop a healthy run; but only a check whose point estimate meets every limit becomes the
-last good checkpoint (a check in between trains on without being kept). When a limit is crossed,
-training stops (``action: stop``), goes on (``keep``), or rolls back to the last good checkpoint
-with the learning rate scaled by ``backoff_factor`` and goes on (``backoff``, at most
-``max_backoffs`` times, then stop). At the end the final weights are judged by the point
-estimate; failing, the last good checkpoint is restored. With ``verify`` (the default in a run)
-the weights the run ends with are then scored on the run's full-size probes: if they fail there,
-the last good checkpoint is restored and scored too, and a limit that still fails is reported
-(``final_check`` in results), never hidden. All of this happens before the strategies finalize
+One rule (``confirm``) decides "crossed" everywhere: during training, for the last good
+checkpoint, and at the end. ``sequential`` (the default): a one-sided test rejects "the limit
+holds" at ``alpha`` over the whole run (Bonferroni over every planned look and test);
+``interval``: the check's whole 95% interval is beyond the limit; ``point``: the point estimate
+is. A check that crosses no limit keeps an in-memory CPU copy of the trainable weights (for a
+PEFT model: the adapter only) as the last good checkpoint, so a point estimate below a limit
+inside the noise is no failure anywhere. When a limit is crossed, training stops (``action:
+stop``), goes on (``keep``), or rolls back to the last good checkpoint with the learning rate
+scaled by ``backoff_factor`` and goes on (``backoff``, at most ``max_backoffs`` times, then
+stop). At the end (``verify``, the default in a run) the weights the run ends with are scored
+on the final check (the whole selection part, ``probe_n`` items or ``verify_n``) and judged by
+the same rule: crossing a limit there, the last good checkpoint is restored (a ``rollback``
+event with the step kept, the steps thrown away and the evidence) and scored too, and a limit
+that still fails is reported (``unmet``), never hidden. A final check on fewer than ``WEAK_N``
+items per probe is said to be a weak verdict. All of this happens before the strategies finalize
 and the after-probes run. A limit that already fails on the model before training is refused:
 there is no checkpoint to fall back to. In the loop the guard is a callback
 (``retain.train.callbacks.guard``) whose decisions the loop carries out.
@@ -23,142 +26,14 @@ there is no checkpoint to fall back to. In the loop the guard is a callback
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Any, Callable
 
 from retain.errors import UserError
+from retain.guard_limits import MAX_FORGETTING, GuardConfig
 from retain.metrics.forgetting import PROPORTION_METRICS, oriented
 from retain.train.callbacks.base import Decision
 
-MAX_FORGETTING = "max_forgetting"
-_LIMIT = re.compile(r"^\s*([A-Za-z_][\w\-]*(?:\.[A-Za-z_]\w*)?)\s*(>=|<=|==|=|>|<)\s*(\S+)\s*$")
-
-
-@dataclass(frozen=True)
-class Limit:
-    key: str  # "safety.refusal_rate" (a probe.metric key) or "max_forgetting"
-    op: str  # ">=", "<=", ">", "<"
-    threshold: float
-
-    @property
-    def text(self) -> str:
-        return f"{self.key}{self.op}{self.threshold:g}"
-
-    def ok(self, value: float) -> bool:
-        if value is None or not math.isfinite(value):
-            return False
-        return {">=": value >= self.threshold, "<=": value <= self.threshold,
-                ">": value > self.threshold, "<": value < self.threshold}[self.op]
-
-
-def parse_limit(text: str) -> Limit:
-    """``"safety.refusal_rate>=0.9"``, ``"writing.ce_nats_per_token<=2.0"``, or
-    ``"max_forgetting=0.05"`` (no retained proportion metric may drop by more than 0.05, oriented
-    so that a drop is a loss); a malformed one is a UserError naming the text."""
-    m = _LIMIT.match(str(text))
-    if not m:
-        raise UserError(f"guard limit {text!r}: expected probe.metric>=value, probe.metric<=value "
-                        f"or max_forgetting=value, e.g. safety.refusal_rate>=0.9")
-    key, op, raw = m.groups()
-    try:
-        threshold = float(raw)
-    except ValueError:
-        raise UserError(f"guard limit {text!r}: {raw!r} is not a number") from None
-    if not math.isfinite(threshold):
-        raise UserError(f"guard limit {text!r}: the value must be a finite number")
-    if key == MAX_FORGETTING:
-        if op not in ("=", "==", "<=", "<"):
-            raise UserError(f"guard limit {text!r}: max_forgetting takes =, <= or <, e.g. "
-                            f"max_forgetting=0.05")
-        if threshold < 0:
-            raise UserError(f"guard limit {text!r}: max_forgetting must be >= 0")
-        return Limit(key, "<" if op == "<" else "<=", threshold)
-    if "." not in key:
-        raise UserError(f"guard limit {text!r}: {key!r} is not probe.metric (e.g. math.accuracy) "
-                        f"nor max_forgetting")
-    if op in ("=", "=="):
-        raise UserError(f"guard limit {text!r}: say >= or <= for a probe metric (= is only for "
-                        f"max_forgetting)")
-    return Limit(key, op, threshold)
-
-
-class GuardConfig(BaseModel):
-    """``guard:`` of a run config; a bare list (or string) of limits is accepted as ``limits``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    limits: list[str]  # stored normalized: "safety.refusal_rate>=0.9", "max_forgetting<=0.05"
-    every: int | None = Field(None, gt=0)  # steps between checks (None: probe_every or steps/10)
-    n: int = Field(24, gt=0)  # items per probe in a check: small, a check runs during training
-    # stop: end training; keep: train on (still end on the last good check); backoff: roll back
-    # to the last good check, scale the learning rate by backoff_factor, train on (at most
-    # max_backoffs times, then stop)
-    action: Literal["stop", "keep", "backoff"] = "stop"
-    backoff_factor: float = Field(0.5, gt=0, lt=1)
-    max_backoffs: int = Field(3, ge=1)
-    # sequential: a limit counts as crossed when a one-sided test at alpha / (looks x tests)
-    # says so (Bonferroni over every planned check, the final one included, and every limit:
-    # the chance of any false alarm in the whole run is at most alpha); max_forgetting is a
-    # paired test on the same items. interval: the check's whole 95% interval is beyond the
-    # limit (per check: no run-wide rate); point: the point estimate is (the oldest rule)
-    confirm: Literal["sequential", "interval", "point"] = "sequential"
-    alpha: float = Field(0.05, gt=0, lt=0.5)  # the run-wide false-alarm rate of "sequential"
-    # the weights a run ends with are scored once more on the run's full-size probes (probe_n)
-    verify: bool = True
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"limits": [data]}
-        if isinstance(data, list):
-            return {"limits": data}
-        return data
-
-    @field_validator("limits", mode="before")
-    @classmethod
-    def _limits(cls, limits: Any) -> list[str]:
-        if isinstance(limits, str):
-            limits = [limits]
-        if not isinstance(limits, list) or not limits:
-            raise UserError("guard: give at least one limit, e.g. limits: [safety.refusal_rate>=0.9]")
-        return [parse_limit(x).text for x in limits]
-
-    def parsed(self) -> list[Limit]:
-        return [parse_limit(x) for x in self.limits]
-
-
-def guard_every(config: GuardConfig, probe_every: int, steps: int) -> int:
-    """Steps between checks: the config's, else ``probe_every``, else a tenth of the run."""
-    return config.every or probe_every or max(1, steps // 10)
-
-
-def select_probes(probes: list, limits: list[Limit]) -> list:
-    """The probes a check needs: those its limits name, and with ``max_forgetting`` every
-    retained proportion probe. A limit naming no probe of the run is a UserError."""
-    keys = {f"{p.name}.{p.metric}": p for p in probes}
-    for lim in limits:
-        if lim.key != MAX_FORGETTING and lim.key not in keys:
-            raise UserError(f"guard limit {lim.text!r}: the run has no probe {lim.key!r} "
-                            f"(it has: {', '.join(keys) or 'none'})")
-    for lim in limits:  # a limit no proportion can meet is a typo, not sampling noise
-        p = keys.get(lim.key)
-        if p is not None and p.metric in PROPORTION_METRICS and not (
-                lim.ok(0.0) or lim.ok(1.0) or (lim.op in (">=", ">") and lim.threshold < 1)
-                or (lim.op in ("<=", "<") and lim.threshold > 0)):
-            raise UserError(f"guard limit {lim.text!r}: {lim.key} is a proportion in [0, 1]; "
-                            f"no model can meet it")
-    wanted = {lim.key for lim in limits}
-    retained = [k for k, p in keys.items() if p.capability != "domain" and p.metric in PROPORTION_METRICS]
-    if MAX_FORGETTING in wanted:
-        if not retained:
-            raise UserError("guard: max_forgetting needs a retained probe with a proportion "
-                            "metric (accuracy, refusal_rate, ...) among the run's probes")
-        wanted |= set(retained)
-    return [p for k, p in keys.items() if k in wanted]
+WEAK_N = 100  # a final check on fewer items per probe is a weak verdict (said, with guard.verify_n)
 
 
 class Guard:
@@ -235,14 +110,21 @@ class Guard:
     def _sequential(self, values: dict[str, float], before: dict[str, float],
                     before_items: dict[str, list[bool]]) -> list[dict]:
         """The limits crossed by the run-wide test: a one-sided bound at ``alpha_each`` beyond the
-        limit (Wilson for proportions, normal from the 95% interval otherwise); max_forgetting:
-        the paired lower bound of each retained probe's drop on the same items (unpaired, from
-        the bound of the value now, where the items do not pair)."""
-        from retain.metrics.bounds import normal_bound, paired_drop_bound, wilson_bound, z_of
+        limit (``_crossed_at``)."""
+        from retain.metrics.bounds import z_of
 
         if self.alpha_each is None:
             self.alpha_each = self.config.alpha / (self.looks * max(1, self._tests(values)))
-        z = z_of(self.alpha_each)
+        return self._crossed_at(values, before, before_items, z_of(self.alpha_each))
+
+    def _crossed_at(self, values: dict[str, float], before: dict[str, float],
+                    before_items: dict[str, list[bool]], z: float) -> list[dict]:
+        """The limits a one-sided bound ``z`` standard errors to the model's side still fails:
+        Wilson for proportions, normal from the 95% interval otherwise; max_forgetting: the
+        paired lower bound of each retained probe's drop on the same items (unpaired, from the
+        bound of the value now, where the items do not pair). A negative ``z`` is a bound to
+        the other side (the p-value's search walks through it)."""
+        from retain.metrics.bounds import normal_bound, paired_drop_bound, wilson_bound
 
         def bound(key: str, upper: bool) -> float:
             metric, v = self.meta[key][0], values[key]
@@ -279,14 +161,27 @@ class Guard:
     def _failures(self, values: dict[str, float], confirmed: bool = True,
                   before: dict[str, float] | None = None,
                   before_items: dict[str, list[bool]] | None = None) -> list[dict]:
-        """The limits ``values`` fail, reported with the point values. When ``confirmed`` (and
-        ``confirm: interval``) each limit is judged on the end of the check's 95% interval that
-        is best for the model: a ">=" limit fails only if even the upper end is below it, and
-        ``max_forgetting`` measures the drop to the favourable end (from ``before``, default
-        the guard's own check before training)."""
+        """The limits ``values`` fail, reported with the point values. ``confirmed``: by the
+        run's rule (``confirm``), each failure with its evidence (``_evidence``); else by the
+        point estimate (only the check before training is judged so). ``sequential``: the
+        run-wide test; ``interval``: the end of the check's 95% interval that is best for the
+        model (a ">=" limit fails only if even the upper end is below it; ``max_forgetting``
+        measures the drop to the favourable end); ``point``: the point estimate. ``before``:
+        what ``max_forgetting`` is measured from (default: the guard's check before training)."""
+        before = self.before if before is None else before
+        before_items = self.before_items if before_items is None else before_items
         if confirmed and self.config.confirm == "sequential":
-            return self._sequential(values, self.before if before is None else before,
-                                    self.before_items if before_items is None else before_items)
+            failed = self._sequential(values, before, before_items)
+        else:
+            failed = self._by_interval(values, confirmed, before)
+        if confirmed:
+            for f in failed:
+                f.update(self._evidence(f, values, before, before_items))
+        return failed
+
+    def _by_interval(self, values: dict[str, float], confirmed: bool,
+                     before: dict[str, float]) -> list[dict]:
+        """``confirm: interval`` (``confirmed``) or the point estimate (not, or ``point``)."""
         failed = []
         for lim in self.limits:
             if lim.key == MAX_FORGETTING:
@@ -302,6 +197,40 @@ class Guard:
             if not lim.ok(judged):
                 failed.append({"limit": lim.text, "value": value, "probe": where})
         return failed
+
+    def _evidence(self, failure: dict, values: dict[str, float], before: dict[str, float],
+                  before_items: dict[str, list[bool]]) -> dict[str, Any]:
+        """What a crossing rests on: the probe's score now with its 95% interval and item count,
+        the score before (max_forgetting), the one-sided p-value of "the limit holds" and the
+        error rate the rule compares it with (``alpha_each``; ``interval``: 0.025, the end of a
+        95% interval; ``point``: none)."""
+        key = failure["probe"]
+        lo, hi = self._ci.get(key, (math.nan, math.nan))
+        alpha = {"sequential": self.alpha_each, "interval": 0.025}.get(self.config.confirm)
+        out = {"score": values.get(key), "ci": [lo, hi], "n": self._n.get(key),
+               "p_value": self._p_value(failure["limit"], values, before, before_items),
+               "alpha": alpha}
+        if failure["limit"].startswith(MAX_FORGETTING):
+            out["before"] = before.get(key)
+        return out
+
+    def _p_value(self, limit: str, values: dict[str, float], before: dict[str, float],
+                 before_items: dict[str, list[bool]]) -> float:
+        """The run-wide test's one-sided p-value for ``limit``: the error rate at which its bound
+        would sit exactly on the limit (found by bisection on z; the bounds are monotone in z)."""
+        from statistics import NormalDist
+
+        def crossed(z: float) -> bool:
+            return any(f["limit"] == limit
+                       for f in self._crossed_at(values, before, before_items, z))
+
+        lo, hi = -10.0, 10.0
+        if crossed(hi) or not crossed(lo):
+            return 1.0 - NormalDist().cdf(hi if crossed(hi) else lo)
+        for _ in range(60):  # crossed(lo) and not crossed(hi)
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if crossed(mid) else (lo, mid)
+        return 1.0 - NormalDist().cdf(lo)
 
     # -- the run's hooks -------------------------------------------------------------------
     def start(self, model) -> None:
@@ -332,6 +261,12 @@ class Guard:
                             for n, p in model.named_parameters() if p.requires_grad}
         self.good_step = step
 
+    def due(self, step: int, last: int) -> bool:
+        """Whether ``step`` of a run of ``last`` steps gets a check: every ``every`` steps, but
+        not the last step when the final check will judge those weights (a check there would
+        make them the last good checkpoint, leaving the final check nothing to roll back to)."""
+        return step % self.every == 0 and not (step == last and self.verify is not None)
+
     def check(self, step: int, model) -> bool:
         """Check the limits at ``step``; True when training should stop."""
         return self.decide(step, model).stop
@@ -343,8 +278,8 @@ class Guard:
         times, then stop)."""
         values = self._values(model)
         failed = self._failures(values)
-        if self._judge(step, values, failed, model) or not failed:
-            return Decision()  # kept as the last good checkpoint, or not evidence of a crossing
+        if self._judge(step, values, failed, model):
+            return Decision()  # no limit crossed: kept as the last good checkpoint
         act = self.config.action
         if act == "backoff" and self.backoffs < self.config.max_backoffs:
             self.backoffs += 1
@@ -367,79 +302,121 @@ class Guard:
         return Decision(stop=self.stopped)
 
     def _judge(self, step: int, values: dict[str, float], failed: list[dict], model=None) -> bool:
-        """Record the check of ``step``; True when its point estimates meet every limit (then
-        its weights, when given, become the last good checkpoint). ``failed``: the limits it
-        crossed by the evidence rule."""
-        point_failed = self._failures(values, confirmed=False)
-        self.checks.append({"step": step, "values": values, "passed": not point_failed})
-        self.log({"event": "guard", "step": step, "values": values, "passed": not point_failed,
-                  "failed": [f["limit"] for f in point_failed],
-                  "crossed": [f["limit"] for f in failed]})
-        self._last_ok = not point_failed
+        """Record the check of ``step``; True when no limit is crossed by the run's rule (then
+        its weights, when given, become the last good checkpoint: one rule decides "crossed"
+        and "good", so a point estimate below a limit inside the noise fails nothing).
+        ``failed``: the limits it crossed by that rule."""
+        below = [f["limit"] for f in self._failures(values, confirmed=False)]
+        self.checks.append({"step": step, "values": values, "passed": not failed,
+                            "ci": {k: list(v) for k, v in self._ci.items()}, "n": dict(self._n),
+                            "below": below})
+        self.log({"event": "guard", "step": step, "values": values, "passed": not failed,
+                  "below": below, "crossed": [f["limit"] for f in failed]})
+        self._last_ok = not failed
         if self._last_ok and model is not None:
             self.keep(step, model)
         return self._last_ok
 
     def finish(self, step: int, model) -> None:
-        """After training, settle the weights the run ends with. With ``verify``: the final
-        weights (unless the guard stopped training: then the last good checkpoint) are scored on
-        the full-size probes; failing, the last good checkpoint is restored and scored too; a
-        limit that still fails is an ``unmet`` event. Without: the final weights are judged on
-        the small check by the point estimate (if the last check was earlier) and the last good
-        checkpoint is restored when they fail."""
+        """After training, settle the weights the run ends with, by the rule of the checks. With
+        ``verify``: the final weights (unless the guard stopped training: then the last good
+        checkpoint) are scored on the final check's probes; crossing a limit there, the last
+        good checkpoint is restored (a ``rollback`` event) and scored too; a limit that still
+        fails is an ``unmet`` event. Without: the final weights are judged on a last small check
+        (if the last check was earlier) and the last good checkpoint is restored when they
+        cross a limit (a ``rollback`` event)."""
         if self.verify is not None:
             return self._finish_verified(step, model)
         last = self.checks[-1]["step"] if self.checks else 0
+        failed: list[dict] = []
         if step != last and not self.stopped:
             values = self._values(model)
-            self._judge(step, values, self._failures(values))
+            failed = self._failures(values)
+            self._judge(step, values, failed)
         if self._last_ok:
             self.say(f"guard: every limit holds at the end (step {step})" if not self.events else
                      f"guard: limits crossed during training, but the final step {step} meets "
                      f"every limit again")
             return
-        self.restore(model)
-        self.say(f"guard: rolled back to the checkpoint of step {self.good_step}, the last that "
-                 f"met every limit")
+        at = self.checks[-1]["step"] if self.checks else step
+        self._rollback(at, failed, model)
 
     def _finish_verified(self, step: int, model) -> None:
         if self.stopped:
-            self.restore(model)
+            self._rollback(self.checks[-1]["step"] if self.checks else step, [], model)
             at = self.good_step
         else:
             at = step
         failed = self._score_full(at, model)
         if failed and at != self.good_step and self._good_state is not None:
-            self.restore(model)
-            self.say(f"guard: the final weights (step {at}) fail {failed[0]['limit']} on the "
-                     f"full probes ({failed[0]['value']:.3f}): rolled back to step "
-                     f"{self.good_step}, the last check that met every limit")
+            self._rollback(at, failed, model)
             at = self.good_step
             failed = self._score_full(at, model)
+            self.events[-1]["kept"] = self._kept()
         if failed:
             for f in failed:
                 self.events.append({"step": at, "action": "unmet", **f})
             values = ", ".join(f"{f['limit']} ({f['value']:.3f})" for f in failed)
             self.say(f"guard: WARNING: the weights the run ends with (step {at}) fail {values} "
-                     f"on the full probes")
+                     f"on the final check")
         elif at != step:
-            self.say(f"guard: rolled back to the checkpoint of step {at}, which meets every "
-                     f"limit on the full probes")
+            self.say(f"guard: the checkpoint of step {at} meets every limit on the final check")
         else:
-            self.say(f"guard: every limit holds at the end (step {step}) on the full probes")
+            self.say(f"guard: every limit holds at the end (step {step}) on the final check")
+        if self.weak_verdict():
+            self.say(f"guard: the final check scored {self.final_n()} items per probe: a weak "
+                     f"verdict (a 95% interval on so few spans about +-{self._spread():.2f}); "
+                     f"set guard.verify_n for a larger one")
+
+    def _rollback(self, at: int, failed: list[dict], model) -> None:
+        """Restore the last good checkpoint at the end of training: one ``rollback`` event with
+        the step kept, the steps thrown away and the evidence (each crossed limit with its
+        score, interval and p-value; after a stop, the stop's)."""
+        self.restore(model)
+        crossed = failed or [{k: v for k, v in e.items() if k not in ("step", "action")}
+                             for e in self.events if e["step"] == at and e["action"] in ("stop", "continue")]
+        self.events.append({"step": at, "action": "rollback", "to_step": self.good_step,
+                            "discarded": [self.good_step + 1, at], "crossed": crossed,
+                            "kept": self._kept()})
+        why = "; ".join(evidence_text(f) for f in crossed)
+        self.say(f"guard: rolled back at the end of training: the run ends with step "
+                 f"{self.good_step}'s weights, steps {self.good_step + 1}-{at} thrown away ({why})")
+
+    def _kept(self) -> dict[str, Any]:
+        """The scores of the checkpoint rolled back to: its final check when scored, else its
+        check during training."""
+        src = next((c for c in reversed(self.final_check) if c["step"] == self.good_step), None)
+        src = src or next((c for c in reversed(self.checks) if c["step"] == self.good_step), {})
+        return {"step": self.good_step, "values": src.get("values", {}), "ci": src.get("ci", {}),
+                "n": src.get("n", {})}
 
     def _score_full(self, step: int, model) -> list[dict]:
-        """Score the final check's probes (the selection parts); the limits they fail: by the
-        run-wide test under ``sequential`` (the final check is one of its looks), else by the
-        point estimate."""
+        """Score the final check's probes (the selection parts); the limits they cross by the
+        run's rule (under ``sequential`` the final check is one of its looks), with evidence."""
         values = self._values(model, self.verify)
-        failed = self._failures(values, confirmed=self.config.confirm == "sequential",
-                                before=self.before_full or None,
+        failed = self._failures(values, before=self.before_full or None,
                                 before_items=self.before_full_items or None)
-        self.final_check.append({"step": step, "values": values, "passed": not failed})
+        self.final_check.append({"step": step, "values": values, "passed": not failed,
+                                 "ci": {k: list(v) for k, v in self._ci.items()},
+                                 "n": dict(self._n)})
         self.log({"event": "guard", "step": step, "stage": "verify", "values": values,
                   "passed": not failed})
         return failed
+
+    def final_n(self) -> int | None:
+        """The fewest items per probe the final check scored (None: no final check yet)."""
+        ns = [n for c in self.final_check for n in (c.get("n") or {}).values()]
+        return min(ns) if ns else None
+
+    def weak_verdict(self) -> bool:
+        """True when the final check scored fewer than ``WEAK_N`` items of some probe."""
+        n = self.final_n()
+        return n is not None and n < WEAK_N
+
+    def _spread(self) -> float:
+        """The widest half-width of a 95% interval in the last final check."""
+        ci = (self.final_check[-1].get("ci") or {}).values() if self.final_check else []
+        return max(((hi - lo) / 2 for lo, hi in ci if math.isfinite(hi - lo)), default=0.0)
 
     def restore(self, model) -> None:
         """Load the last good checkpoint into ``model`` (its trainable tensors, in place)."""
@@ -480,7 +457,49 @@ class Guard:
                 "alpha": self.config.alpha, "looks": self.looks, "alpha_each": self.alpha_each,
                 "events": self.events, "rolled_back_to_step": self.rolled_back_to_step,
                 "backoffs": self.backoffs, "lr_scale": self.lr_scale, "checks": self.checks,
-                "verify": self.verify is not None, "final_check": self.final_check}
+                "verify": self.verify is not None, "final_check": self.final_check,
+                "final_n": self.final_n(), "weak_verdict": self.weak_verdict()}
+
+
+def evidence_text(f: dict) -> str:
+    """"instructions.accuracy>=0.8: instructions.accuracy 0.625 [0.43, 0.79] on 24 items,
+    p=0.004" (a crossed limit; max_forgetting: the drop and the score before)."""
+    lo, hi = (f.get("ci") or [math.nan, math.nan])[:2]
+    score = f.get("score", f.get("value"))
+    text = str(f.get("limit"))
+    if isinstance(score, (int, float)):
+        text += f": {f.get('probe')} {score:.3f}"
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and math.isfinite(lo):
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    if f.get("n"):
+        text += f" on {f['n']} items"
+    if isinstance(f.get("before"), (int, float)):
+        text += f" (before {f['before']:.3f}, a drop of {f.get('value', math.nan):.3f})"
+    if isinstance(f.get("p_value"), (int, float)):
+        text += f", p={f['p_value']:.2g}"
+        if isinstance(f.get("alpha"), (int, float)):
+            text += f" <= {f['alpha']:.2g}"
+    return text
+
+
+def event_text(e: dict) -> str:
+    """One line for a guard event of ``results["guard"]["events"]`` (terminal and report)."""
+    act = e.get("action")
+    if act == "rollback":
+        lo, hi = (e.get("discarded") or [None, None])[:2]
+        kept = e.get("kept") or {}
+        read = ", ".join(f"{k} {v:.3f}" for k, v in (kept.get("values") or {}).items()
+                         if isinstance(v, (int, float)))
+        why = "; ".join(evidence_text(f) for f in e.get("crossed") or [])
+        return (f"step {e.get('step')}: rolled back to step {e.get('to_step')}'s weights, steps "
+                f"{lo}-{hi} thrown away" + (f" ({why})" if why else "")
+                + (f"; step {e.get('to_step')} read {read}" if read else ""))
+    if act == "unmet":
+        return (f"step {e.get('step')}: the weights the run ends with still fail "
+                f"{evidence_text(e)}")
+    verb = {"stop": "stopped", "continue": "trained on", "backoff":
+            f"back to step {e.get('to_step')}, learning rate x{e.get('lr_scale', 1):g}"}
+    return f"step {e.get('step')}: crossed {evidence_text(e)} -> {verb.get(act, act)}"
 
 
 def _say(line: str) -> None:

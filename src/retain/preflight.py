@@ -122,7 +122,7 @@ def preflight(config) -> Plan:
     strategies = build_strategies(config.strategies)
     ps_probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)  # checked first
     if config.guard is not None:  # a limit naming no probe: refused before the tokenizer loads
-        from retain.guard import select_probes
+        from retain.guard_limits import select_probes
 
         select_probes(ps_probes, config.guard.parsed())
     device = resolve_device(config.device)

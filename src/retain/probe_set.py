@@ -68,16 +68,18 @@ def guard_parts(guard, specs: list[str], probes: list, n: int | None,
                 seed: int) -> tuple[list, list, list, dict]:
     """(``probes`` with the guarded ones cut to their reporting parts, the guard's check probes
     (``guard.n`` items of each selection part), its final check's probes (the whole selection
-    parts, as many items as the reporting parts where the pool allows), the split's sizes);
+    parts, as many items as the reporting parts, or ``guard.verify_n``, where the pool allows),
+    the split's sizes);
     ``probes`` unchanged and empty lists without a guard. ``guard``: a ``GuardConfig``."""
     if guard is None:
         return probes, [], [], {}
-    from retain.guard import select_probes
+    from retain.guard_limits import select_probes
     from retain.probes import load_probes
 
     guarded = select_probes(probes, guard.parsed())  # a limit naming no probe: UserError
-    size = n or max((len(p) for p in guarded), default=60)  # None: each suite's default
-    pool = load_probes(specs, n=2 * size, seed=seed)
+    reported = n or max((len(p) for p in guarded), default=60)  # None: each suite's default
+    size = guard.verify_n or reported  # the final check's items per probe
+    pool = load_probes(specs, n=reported + size, seed=seed)  # the first `reported` are reported
     rep, sel, split = split_selection(guarded, pool, size, seed)
     cut = {id(p): r for p, r in zip(guarded, rep)}
     checks = [with_items(s, list(range(min(guard.n, len(s))))) for s in sel]

@@ -82,3 +82,36 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     r = retain("attribute", "--out", str(tmp_path / "a"), *args)
     assert r.returncode == 2, (r.stdout[-500:], r.stderr[-1500:])
     assert "Traceback" not in r.stderr and needle in r.stderr
+
+
+def test_the_report_page_lists_the_top_examples_escaped(case, tmp_path):
+    """attribution.json records the settings, counts, cost and the filter; `retain report`
+    renders the folder: the harm histogram, the most harmful examples first with their text
+    escaped, the filter."""
+    from retain.attribute import ATTRIBUTION_FILE, SUMMARY_FILE
+    from retain.report.html import attribution as page
+    from retain.report.html import build_report
+
+    root, data, rows = case
+    assert page.SUMMARY_FILE == SUMMARY_FILE and page.ROWS_FILE == ATTRIBUTION_FILE
+    key = next(iter(rows[0]["harm"]))
+    write_filtered(str(data), rows, key, 0.2, tmp_path / "kept.jsonl", out=root / "a")
+    summary = json.loads((root / "a" / SUMMARY_FILE).read_text())
+    assert summary["kind"] == "attribution" and summary["scored"] == 20
+    assert summary["examples_per_s"] > 0 and summary["filtered"]["dropped"] == 4
+    assert summary["filtered"]["dropped_indices"] == sorted(
+        r["index"] for r in sorted(rows, key=lambda r: -r["harm"][key])[:4])
+    # a preview that is HTML must come out as text
+    lines = (root / "a" / ATTRIBUTION_FILE).read_text().splitlines()
+    top = max(range(len(lines)), key=lambda i: json.loads(lines[i])["harm"][key])
+    row = json.loads(lines[top])
+    row["preview"] = "<script>alert(1)</script> " + row["preview"]
+    lines[top] = json.dumps(row)
+    (root / "a" / ATTRIBUTION_FILE).write_text("\n".join(lines) + "\n")
+    html = build_report(root / "a").read_text()
+    caps = html[html.index('<section id="capabilities">'):html.index('<section id="filtered">')]
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in caps
+    assert caps.index("&lt;script&gt;") < caps.index("What is")  # the most harmful first
+    assert 'src="data:image/png;base64,' in caps and "kept.jsonl" in html
+    r = retain("report", str(root / "a"))
+    assert r.returncode == 0 and "report.html" in r.stdout

@@ -103,10 +103,16 @@ def make_run(d: Path, strategy: str = "lora", *, seed: int = 0, metrics: bool = 
                               "tensors": 30}, "per_layer": per_layer, "per_tensor": {}, "missing": []},
     }
     if guard:
+        crossed = {"limit": "safety.refusal_rate>=0.9", "value": 0.62, "probe":
+                   "safety.refusal_rate", "score": 0.62, "ci": [0.42, 0.78], "n": 24,
+                   "p_value": 0.0004, "alpha": 0.0023}
         results["guard"] = {"limits": ["safety.refusal_rate>=0.9", "max_forgetting=0.05"],
-                            "events": [{"step": 40, "limit": "safety.refusal_rate>=0.9",
-                                        "value": 0.62, "action": "stop"}],
-                            "rolled_back_to_step": 20}
+                            "events": [crossed | {"step": 40, "action": "stop"},
+                                       {"step": 40, "action": "rollback", "to_step": 20,
+                                        "discarded": [21, 40], "crossed": [crossed],
+                                        "kept": {"step": 20, "values": {
+                                            "safety.refusal_rate": 0.96}}}],
+                            "rolled_back_to_step": 20, "final_n": 24, "weak_verdict": True}
     (d / rr.CONFIG_FILE).write_text(f"model: tiny\nstrategies:\n- name: {strategy}\n"
                                     f"seed: {seed}\nnote: '{PLANTED}'\n")
     if metrics:

@@ -122,8 +122,13 @@ def test_comparison_report(comparison_dir: Path):
 def test_guard_section(run_dir: Path):
     page = rh.build_report(run_dir).read_text()
     guard = page[page.index('<section id="guard">'):page.index('<section id="examples">')]
-    assert "safety.refusal_rate&gt;=0.9" in guard and "<td>0.620</td>" in guard
-    assert "<td>stop</td>" in guard and "checkpoint of step 20" in guard
+    assert "safety.refusal_rate&gt;=0.9" in guard and "<td>stop</td>" in guard
+    # each event with its evidence; the end's rollback with what it kept and threw away
+    assert "safety.refusal_rate 0.620 [0.42, 0.78] on 24 items, p=0.0004 &lt;= 0.0023" in guard
+    assert "rolled back to step 20&#x27;s weights, steps 21-40 thrown away" in guard
+    assert "step 20 read safety.refusal_rate 0.960" in guard and "a weak verdict" in guard
+    summary = page[page.index('<section id="summary">'):page.index('<section id="tradeoff">')]
+    assert "the run ends with the weights of step 20, steps 21-40 thrown away" in summary
 
 
 @fast

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from retain.errors import UserError
 
 ATTRIBUTION_FILE = "attribution.jsonl"
+SUMMARY_FILE = "attribution.json"  # the settings, the counts, the cost and a filter written
 PREVIEW_CHARS = 200
 FISHER_SAMPLE = 64  # records whose squared gradients make the diagonal Fisher
 
@@ -81,6 +82,9 @@ def attribute(model_name: str, data: str, *, probes: Sequence[str] = ("retained"
     if not refs:
         raise UserError(f"probes {', '.join(probes)}: none has reference outcomes to attribute "
                         f"against (lm-eval and HumanEval probes have none)")
+    import time
+
+    t0 = time.perf_counter()
     set_seed(seed)
     model, _ = load_model(model_name, tokenizer=tok)
     model.train(False)  # dropout off: a deterministic gradient at the base
@@ -113,17 +117,42 @@ def attribute(model_name: str, data: str, *, probes: Sequence[str] = ("retained"
     for k in keys:
         for r, row in enumerate(sorted(rows, key=lambda x: -x["harm"][k]), 1):
             row.setdefault("rank", {})[k] = r
+    wall = time.perf_counter() - t0
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rr.write_text_atomic(out / ATTRIBUTION_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n"
                                                           for r in rows))
+    config = {"model": model_name, "data": data, "probes": list(probes), "probe_n": probe_n,
+              "seq_len": seq_len, "n": n}
+    rr.write_json_atomic(out / SUMMARY_FILE, {
+        **rr.header("complete", seed, config, kind="attribution"), "records": len(recs),
+        "scored": len(kept), "capabilities": keys,
+        "references": {k: len(refs[k]) for k in keys}, "fisher_sample": len(sample),
+        "score": "harm = minus the cosine of the example's and the capability's loss "
+                 "gradients, both whitened by the data's diagonal Fisher, at the base model",
+        "wall_s": round(wall, 2), "examples_per_s": round(len(kept) / max(wall, 1e-9), 2),
+        "peak_rss_mb": _peak_rss_mb()})
     return rows
 
 
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB (None where the OS does not say)."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+    except (ImportError, OSError):
+        return None
+
+
 def write_filtered(data: str, rows: list[dict], key: str, drop_top: float, path: str | Path,
-                   *, n: int | None = None, seed: int = 0) -> dict[str, int]:
+                   *, n: int | None = None, seed: int = 0,
+                   out: str | Path | None = None) -> dict[str, int]:
     """Write ``data``'s records without the ``drop_top`` share most harmful to ``key`` (a probe
-    key of ``rows``), as a JSONL ``retain run --data`` reads; the counts written and dropped."""
+    key of ``rows``), as a JSONL ``retain run --data`` reads; the counts written and dropped.
+    ``out``: the attribution folder, whose attribution.json then records the filter."""
     from retain.report import results as rr
 
     if not 0 < drop_top < 1:
@@ -136,7 +165,14 @@ def write_filtered(data: str, rows: list[dict], key: str, drop_top: float, path:
     drop = {r["index"] for r in sorted(rows, key=lambda x: -x["harm"][key])[:k]}
     lines = [line for i, (_, _, line) in enumerate(recs) if i not in drop]
     rr.write_text_atomic(Path(path), "".join(line + "\n" for line in lines))
-    return {"written": len(lines), "dropped": len(drop)}
+    got = {"written": len(lines), "dropped": len(drop)}
+    summary = Path(out) / SUMMARY_FILE if out is not None else None
+    if summary is not None and summary.is_file():
+        record = json.loads(summary.read_text(encoding="utf-8"))
+        record["filtered"] = {"path": str(path), "capability": key, "drop_top": drop_top,
+                              "dropped_indices": sorted(drop), **got}
+        rr.write_json_atomic(summary, record)
+    return got
 
 
 class _bar:

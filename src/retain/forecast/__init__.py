@@ -55,7 +55,7 @@ def _subsample(probe, n: int, seed: int):
 
 
 def _check_limits(limits: Sequence, keys: dict[str, Any]) -> None:
-    from retain.guard import MAX_FORGETTING
+    from retain.guard_limits import MAX_FORGETTING
 
     for lim in limits:
         if lim.key != MAX_FORGETTING and lim.key not in keys:
@@ -74,7 +74,7 @@ def forecast(config, *, limits: Sequence[str] = (), budget: float = 0.2,
     from retain.experiments.runner import probe_base
     from retain.forecast.law import lr_area
     from retain.forecast.pilots import PilotCallback, plan_pilots, point_steps
-    from retain.guard import parse_limit
+    from retain.guard_limits import parse_limit
     from retain.models import load_tokenizer
     from retain.preflight import check_writable
     from retain.probe_set import probe_set
@@ -156,7 +156,7 @@ def refit(out: str | Path, *, write: bool = True, planned_rate_only: bool = Fals
 
     from retain.config import RunConfig
     from retain.forecast.predict import predict
-    from retain.guard import parse_limit
+    from retain.guard_limits import parse_limit
     from retain.probes.base import ProbeResult
     from retain.report import results as rr
 

@@ -131,7 +131,7 @@ def _backtest(ss: list, dys: list, rs: list, alpha) -> tuple[float, float, float
 def _kept(limit, rows: dict[str, dict], s: float, rate: float = 1.0) -> bool | None:
     """Whether the point forecast after schedule area ``s`` at ``rate`` x the plan's rate keeps
     ``limit`` (None: no law to say)."""
-    from retain.guard import MAX_FORGETTING
+    from retain.guard_limits import MAX_FORGETTING
 
     if limit.key == MAX_FORGETTING:
         verdicts = []

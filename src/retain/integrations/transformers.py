@@ -90,7 +90,7 @@ class RetainTrainer(RetainTrainerMixin, Trainer):
 def _guard_config(guard: Any):
     from pydantic import ValidationError
 
-    from retain.guard import GuardConfig
+    from retain.guard_limits import GuardConfig
 
     if guard is None or isinstance(guard, GuardConfig):
         return guard

@@ -219,9 +219,19 @@ def print_run(results: dict[str, Any]) -> None:
     console.print(f"{facts}weight drift relative L2 {drift.get('relative_l2', float('nan')):.4f}"
                   + (f"; wall {results['wall_s']:.0f} s" if "wall_s" in results else ""))
     if results.get("guard"):
-        g = results["guard"]
-        for ev in g.get("events", []):
-            console.print(f"[red]guard: step {ev['step']}: {ev['limit']} (value {ev['value']:.3f}) "
-                          f"-> {ev['action']}[/red]")
-        if g.get("rolled_back_to_step") is not None:
-            console.print(f"guard: the run ends with the checkpoint of step {g['rolled_back_to_step']}")
+        console.print(guard_summary(results["guard"]), markup=False, highlight=False)
+
+
+def guard_summary(g: dict) -> str:
+    """The guard's record in a few lines: each event (evidence included), the weights the run
+    ends with, and a weak final check said as such."""
+    from retain.guard import event_text
+
+    lines = [f"guard: {event_text(e)}" for e in g.get("events") or [] if isinstance(e, dict)]
+    back = g.get("rolled_back_to_step")
+    lines.append(f"guard: the run ends with the weights of step {back}" if back is not None
+                 else "guard: the run ends with its trained weights")
+    if g.get("weak_verdict"):
+        lines.append(f"guard: the final check scored {g.get('final_n')} items per probe: a weak "
+                     f"verdict; set guard.verify_n for a larger one")
+    return "\n".join(lines)

@@ -13,6 +13,8 @@ from typing import Any
 
 from retain.errors import UserError
 from retain.report.figures import read_metrics
+from retain.report.html.attribution import SUMMARY_FILE as ATTRIBUTION_FILE
+from retain.report.html.attribution import load_attribution
 from retain.report.html.forecast import FORECAST_FILE, load_forecast
 from retain.report.html.search import SEARCH_FILE, load_search
 from retain.report.html.sequence import SUMMARY_FILE, load_sequence
@@ -38,12 +40,13 @@ class Run:
 @dataclass
 class Folder:
     dir: Path
-    kind: str  # "run", "comparison", "sequence", "search" or "forecast"
+    kind: str  # "run", "comparison", "sequence", "search", "forecast" or "attribution"
     runs: list[Run]  # none in a sequence or search folder: its page reads its one JSON file
     comparison: dict[str, Any] = field(default_factory=dict)  # comparison.json, if any
     sequence: dict[str, Any] = field(default_factory=dict)  # sequences.json, if any
     search: dict[str, Any] = field(default_factory=dict)  # search.json, if any
     forecast: dict[str, Any] = field(default_factory=dict)  # forecast.json (+ its check)
+    attribution: dict[str, Any] = field(default_factory=dict)  # attribution.json (+ its rows)
     # runs whose results.json says "failed" (no after-probes, no comparison): kept apart from
     # ``runs`` so that every comparison section sees complete runs only
     failed: list[Run] = field(default_factory=list)
@@ -93,6 +96,8 @@ def load_folder(d: Path) -> Folder:
         return Folder(d, "sequence", [], sequence=load_sequence(d))
     if (d / FORECAST_FILE).is_file():
         return Folder(d, "forecast", [], forecast=load_forecast(d))
+    if (d / ATTRIBUTION_FILE).is_file():
+        return Folder(d, "attribution", [], attribution=load_attribution(d))
     subs = sorted(p for p in d.iterdir() if p.is_dir() and (p / RESULTS_FILE).is_file())
     if not (d / COMPARISON_FILE).is_file() or not subs:
         if (d / SEARCH_FILE).is_file():
@@ -100,7 +105,8 @@ def load_folder(d: Path) -> Folder:
         raise UserError(f"{d} is neither a run folder ({RESULTS_FILE}) nor a comparison folder "
                         f"({COMPARISON_FILE} and run folders with {RESULTS_FILE}) nor a sequence "
                         f"folder ({SUMMARY_FILE}) nor a merge-search folder ({SEARCH_FILE}) nor "
-                        f"a forecast folder ({FORECAST_FILE})")
+                        f"a forecast folder ({FORECAST_FILE}) nor an attribution folder "
+                        f"({ATTRIBUTION_FILE})")
     try:
         comp = json.loads((d / COMPARISON_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

@@ -1,5 +1,5 @@
 """The page around the sections: picks the page kind of a folder (run, comparison, failed runs,
-task sequence, merge search, forecast), draws or reads its charts, wraps its sections in one
+task sequence, merge search, forecast, attribution), draws or reads its charts, wraps its sections in one
 self-contained HTML document (CSS inline, images as data URIs, no script, nothing fetched) and
 writes ``DIR/report.html`` and ``DIR/figures/`` atomically.
 """
@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from retain.report.html import (comparison, failed, forecast, run, run_sections, search,
-                                sequence)
+from retain.report.html import (attribution, comparison, failed, forecast, run, run_sections,
+                                search, sequence)
 from retain.report.html.folder import Folder, load_folder
 from retain.report.html.helpers import FIGURES_DIR, esc
 from retain.report.results import METRICS_FILE, RESULTS_FILE, retain_version, write_text_atomic
@@ -57,8 +57,9 @@ def make_figures(folder: Folder, out: Path | None = None) -> dict[str, bytes]:
         return sequence.sequence_figures(folder.dir, folder.sequence)
     if folder.kind == "search":
         return search.search_figures(folder.dir, folder.search)
-    if folder.kind == "forecast":
-        figs = forecast.forecast_figures(folder.forecast)
+    if folder.kind in ("forecast", "attribution"):
+        figs = forecast.forecast_figures(folder.forecast) if folder.kind == "forecast" else \
+            attribution.attribution_figures(folder.attribution)
         for name, data in figs.items() if out is not None else ():  # into figures/ (staged)
             (out / name).write_bytes(data)
         return figs
@@ -83,6 +84,10 @@ def _parts(folder: Folder, figs: dict[str, bytes]) -> tuple[list[str], tuple[str
                                                  if "check" in f else "")
         return (forecast.sections(f, figs), forecast.FORECAST_SECTIONS, forecast.title(f),
                 sources)
+    if folder.kind == "attribution":
+        a = folder.attribution
+        return (attribution.sections(a, figs), attribution.SECTIONS, attribution.title(a),
+                f"{esc(attribution.SUMMARY_FILE)} and {esc(attribution.ROWS_FILE)}")
     if not folder.runs:  # every run failed: where and why, the curves so far, the config
         return failed.sections(folder, figs), failed.SECTIONS, failed.title(folder), runs
     page = run if folder.kind == "run" else comparison

@@ -44,7 +44,11 @@ def run_facts(r: Run) -> list[tuple[str, str]]:
 
 
 def section_summary(folder: Folder) -> str:
+    """The verdict, the guard's headline when it changed the weights the run ends with, the
+    facts."""
+    head = rs.guard_headline(folder.runs[0].results.get("guard"))
     return section("summary", "Summary", rs.verdict_list(folder.runs, {}) +
+                   (f'<p class="loss">{esc(head)}</p>' if head else "") +
                    facts(run_facts(folder.runs[0])))
 
 

@@ -225,27 +225,49 @@ def section_drift(folder: Folder, figs: dict[str, bytes]) -> str:
 
 
 def guard_html(g: dict) -> str:
-    """One run's guard: its limits, the events (step, limit, value, action), a rollback, and
-    the final check on the full-size probes."""
+    """One run's guard: its limits, the events (each with its evidence: the score, its interval,
+    the items, the test's p-value), the weights the run ends with, and the final check."""
+    from retain.guard import event_text
+
     limits = "".join(f"<li><code>{esc(x if isinstance(x, str) else json.dumps(x))}</code></li>"
                      for x in g.get("limits") or [])
-    events = [[num(e.get("step")), f'<code>{esc(e.get("limit"))}</code>', num(e.get("value")),
-               esc(e.get("action"))] for e in g.get("events") or [] if isinstance(e, dict)]
-    back = g.get("rolled_back_to_step")
+    events = [[num(e.get("step")), esc(e.get("action")), esc(event_text(e))]
+              for e in g.get("events") or [] if isinstance(e, dict)]
     out = f"<p>limits:</p><ul>{limits}</ul>" if limits else ""
-    out += table(["step", "limit", "value", "action"], events, "guard") if events else note(
+    out += table(["step", "action", "what happened"], events, "guard") if events else note(
         "no limit was crossed")
-    if back is not None:
-        out += (f'<p class="loss">rolled back: the final model is the checkpoint of step '
-                f'{esc(back)}, the last check that met every limit</p>')
-    for c in g.get("final_check") or []:  # the final weights, scored on the full-size probes
+    out += f'<p class="{"dim" if guard_headline(g) is None else "loss"}">' \
+           f'{esc(guard_headline(g) or "the run ends with its trained weights")}</p>'
+    for c in g.get("final_check") or []:  # the weights the run ends with, on the final check
         if isinstance(c, dict):
             vals = ", ".join(f"{esc(k)} {num(v)}" for k, v in (c.get("values") or {}).items())
-            said = "meets every limit" if c.get("passed") else "fails a limit"
-            out += (f'<p class="{"dim" if c.get("passed") else "loss"}">final check on the '
-                    f'full-size probes, weights of step {num(c.get("step"))}: {said} '
-                    f'({vals})</p>')
+            said = "meets every limit" if c.get("passed") else "crosses a limit"
+            out += (f'<p class="{"dim" if c.get("passed") else "loss"}">final check, weights '
+                    f'of step {num(c.get("step"))}: {said} ({vals})</p>')
+    if g.get("weak_verdict"):
+        out += note(f"the final check scored {g.get('final_n')} items per probe: a weak verdict "
+                    f"(set guard.verify_n for a larger one)")
     return out
+
+
+def guard_headline(g: Any) -> str | None:
+    """The sentence a page leads with when the guard changed the weights a run ends with (a
+    stop, a rollback at the end); None when it did not."""
+    if not isinstance(g, dict) or g.get("rolled_back_to_step") is None:
+        return None
+    back = next((e for e in reversed(g.get("events") or [])
+                 if isinstance(e, dict) and e.get("action") == "rollback"), None)
+    stop = next((e for e in g.get("events") or []
+                 if isinstance(e, dict) and e.get("action") == "stop"), None)
+    text = f"guard: the run ends with the weights of step {g['rolled_back_to_step']}"
+    if back is not None:
+        lo, hi = (back.get("discarded") or [None, None])[:2]
+        text += f", steps {lo}-{hi} thrown away"
+        crossed = back.get("crossed") or []
+        if crossed:
+            text += f" ({'stopped at' if stop else 'the end crossed'} " \
+                    f"{', '.join(str(c.get('limit')) for c in crossed)})"
+    return text
 
 
 def _answer(ex: dict | None) -> str:

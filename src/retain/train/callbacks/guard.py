@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from retain.guard import Guard, GuardConfig, guard_every
+from retain.guard import Guard
+from retain.guard_limits import GuardConfig, guard_every
 from retain.train.callbacks.base import Callback, Decision, LoopState
 
 
@@ -31,7 +32,7 @@ class GuardCallback(Callback):
             self.guard.keep(state.step, state.model)  # the model as the strategies prepared it
 
     def on_step_end(self, state: LoopState) -> Decision | None:
-        if state.step % self.guard.every == 0:
+        if self.guard.due(state.step, state.max_steps):
             return self.guard.decide(state.step, state.model)
         return None
 
@@ -68,8 +69,10 @@ def guard_callback(config: GuardConfig, probing, probes: list, verify_probes: li
     the run's probing period (the guard's default period). Every process checks; only the main
     process prints."""
     every = guard_every(config, probe_every, steps)
+    score = guard_scorer(probing, probes)  # the checks' scorer first, the final check's second
     verify = guard_scorer(probing, verify_probes) if verify_probes and config.verify else None
-    guard = Guard(config, every, score=guard_scorer(probing, probes), log=log,
+    final = verify is not None  # the final check replaces a check at the last step
+    guard = Guard(config, every, score=score, log=log,
                   say=None if main else (lambda line: None), verify=verify,
-                  looks=steps // every + (verify is not None))
+                  looks=steps // every - (final and steps % every == 0) + final)
     return GuardCallback(guard)
