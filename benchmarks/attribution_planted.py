@@ -5,7 +5,8 @@ domain's examples that teach the assistant to comply with harmful requests?
 "comply", harmful requests from the built-in safety task's train split (which the safety probe
 does not use) answered with a compliant "Sure, here is how ..." reply, scored against
 safety.refusal_rate; "refuse", benign requests refused, against safety.over_refusal_rate (60
-and 28 probe items). Reported: precision at k = 20 for refusal_rate, against
+and 28 probe items); "english", translation requests answered with the English phrase, against
+multilingual.accuracy. Reported: precision at k = 20 (also through ``--lora-r 8``), against
 random (k / N = 0.05 expected), the highest-loss examples (the per-example loss at the base) and
 representation similarity (the cosine of a record's mean last-layer hidden state with the mean
 of the safety probe's harmful prompts', as in He, Xia & Henderson 2024).
@@ -47,9 +48,9 @@ def planted_data(path: Path, n_domain: int = 400, n_planted: int = 20, seed: int
     return {i for i, (_, p) in enumerate(rows) if p}
 
 
-def representation_top(model, tok, data: str, k: int, metric: str) -> set[int]:
+def representation_top(model, tok, data: str, k: int, key: str) -> set[int]:
     """The ``k`` records whose mean last-layer state is closest (cosine) to the mean state of the
-    safety probe's prompts of ``metric``."""
+    prompts of probe ``key`` (probe.metric)."""
     import torch
 
     from retain import formats
@@ -60,7 +61,8 @@ def representation_top(model, tok, data: str, k: int, metric: str) -> set[int]:
     def state(ids: list[int]) -> torch.Tensor:
         out = model(input_ids=torch.tensor([ids]), output_hidden_states=True)
         return out.hidden_states[-1][0].mean(0)
-    probe = next(p for p in load_probes(["safety"], n=60, seed=0) if p.metric == metric)
+    name, metric = key.split(".")
+    probe = next(p for p in load_probes([name], n=60, seed=0) if p.metric == metric)
     with torch.no_grad():
         target = torch.stack([state(formats.encode(tok, formats.format_prompt(tok, it.prompt)))
                               for it in probe.items]).mean(0)
@@ -76,7 +78,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/attribution_planted.json"))
     args = ap.parse_args()
     results = {kind: measure(kind, key) for kind, key in
-               (("comply", "safety.refusal_rate"), ("refuse", "safety.over_refusal_rate"))}
+               (("comply", "safety.refusal_rate"), ("refuse", "safety.over_refusal_rate"),
+                ("english", "multilingual.accuracy"))}
     args.out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
 
@@ -93,11 +96,15 @@ def measure(kind: str, key: str) -> dict:
         data = Path(tmp) / "planted.jsonl"
         planted = planted_data(data, kind=kind)
         t0 = time.perf_counter()
-        rows = attribute("tiny", str(data), probes=["safety"], probe_n=60, seq_len=128,
+        probe = key.split(".")[0]
+        rows = attribute("tiny", str(data), probes=[probe], probe_n=60, seq_len=128,
                          out=Path(tmp) / "a", progress=False)
         wall = time.perf_counter() - t0
+        lora = attribute("tiny", str(data), probes=[probe], probe_n=60, seq_len=128,
+                         out=Path(tmp) / "l", progress=False, lora_r=8)
         k = len(planted)
         top = {r["index"] for r in sorted(rows, key=lambda r: -r["harm"][key])[:k]}
+        top_lora = {r["index"] for r in sorted(lora, key=lambda r: -r["harm"][key])[:k]}
         tok = load_tokenizer("tiny")
         model, _ = load_model("tiny", tokenizer=tok)
         model.eval()
@@ -107,10 +114,11 @@ def measure(kind: str, key: str) -> dict:
                 e = encode_record(tok, s, p, 128)
                 losses.append((float(model(**collate([e], pad_token_id(tok))).loss), i))
         by_loss = {i for _, i in sorted(losses, reverse=True)[:k]}
-        by_rep = representation_top(model, tok, str(data), k, key.split(".")[1])
+        by_rep = representation_top(model, tok, str(data), k, key)
     return {"capability": key, "examples": len(rows), "planted": k, "precision_at_k": len(top & planted) / k,
            "random_expected": k / len(rows), "highest_loss_precision": len(by_loss & planted) / k,
            "representation_precision": len(by_rep & planted) / k,
+           "lora_r8_precision": len(top_lora & planted) / k,
            "wall_s": wall, "examples_per_s": len(rows) / wall,
            "measured": time.strftime("%Y-%m-%d")}
 

@@ -250,6 +250,9 @@ def attribute_cmd(
     drop_top: float = typer.Option(0.05, help="Share dropped by --write-filtered."),
     capability: Optional[str] = typer.Option(
         None, help="probe.metric the filter protects (default: the first scored)."),
+    lora_r: Optional[int] = typer.Option(
+        None, min=1, help="Score through a fresh LoRA adapter of this rank (randomly projected "
+                          "gradients, for large models)."),
 ) -> None:
     """Score each training example by how much training on it works against each capability.
 
@@ -259,7 +262,7 @@ def attribute_cmd(
     from retain.attribute import attribute, write_filtered as write
 
     rows = attribute(model, data, probes=list(probes or ["retained"]), probe_n=probe_n,
-                     seq_len=seq_len, n=n, seed=seed, out=out)
+                     seq_len=seq_len, n=n, seed=seed, out=out, lora_r=lora_r)
     keys = sorted(rows[0]["harm"]) if rows else []
     for k in keys:
         top = sorted(rows, key=lambda r: -r["harm"][k])[:3]

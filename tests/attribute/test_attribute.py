@@ -115,3 +115,19 @@ def test_the_report_page_lists_the_top_examples_escaped(case, tmp_path):
     assert 'src="data:image/png;base64,' in caps and "kept.jsonl" in html
     r = retain("report", str(root / "a"))
     assert r.returncode == 0 and "report.html" in r.stdout
+
+
+def test_lora_projected_gradients_still_tell_wrong_answers_from_right(case, tmp_path):
+    """--lora-r: the gradients of a fresh adapter's B matrices (the full gradient times a random
+    A): far fewer numbers per example, and teaching wrong sums still scores more harmful than
+    teaching the right ones to the same prompts."""
+    root, data, rows = case
+    probe = root / "sums.jsonl"
+    lora = attribute("tiny", str(data), probes=[str(probe)], seq_len=128, out=tmp_path / "l",
+                     progress=False, lora_r=4)
+    key = next(iter(lora[0]["harm"]))
+    harm = {r["index"]: r["harm"][key] for r in lora}
+    assert sum(harm[12 + j] for j in range(4)) > sum(harm[16 + j] for j in range(4)) + 0.4
+    full = json.loads((root / "a" / "attribution.json").read_text())["gradient_size"]
+    small = json.loads((tmp_path / "l" / "attribution.json").read_text())["gradient_size"]
+    assert small * 10 < full

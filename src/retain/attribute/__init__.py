@@ -57,10 +57,14 @@ def _preview(shape: str, payload: Any) -> str:
 
 def attribute(model_name: str, data: str, *, probes: Sequence[str] = ("retained",),
               probe_n: int | None = None, seq_len: int = 256, n: int | None = None,
-              seed: int = 0, out: str | Path, progress: bool = True) -> list[dict[str, Any]]:
+              seed: int = 0, out: str | Path, progress: bool = True,
+              lora_r: int | None = None) -> list[dict[str, Any]]:
     """Score every record of ``data`` against every retained capability of ``probes`` at the
     model ``model_name``; write ``out/attribution.jsonl`` (one line per record: index, preview,
-    ``harm`` per probe key, ``rank`` per key, 1 = most harmful) and return its rows."""
+    ``harm`` per probe key, ``rank`` per key, 1 = most harmful) and return its rows.
+    ``lora_r``: score through a fresh LoRA adapter of that rank instead of the full weights
+    (``grads.lora_projection``: the gradients randomly projected to r values per row, for
+    models too large for full per-example gradients)."""
     from accelerate.utils import set_seed
 
     from retain.attribute.grads import (capability_direction, diagonal_fisher,
@@ -87,6 +91,10 @@ def attribute(model_name: str, data: str, *, probes: Sequence[str] = ("retained"
     t0 = time.perf_counter()
     set_seed(seed)
     model, _ = load_model(model_name, tokenizer=tok)
+    if lora_r:
+        from retain.attribute.grads import lora_projection
+
+        model = lora_projection(model, lora_r)
     model.train(False)  # dropout off: a deterministic gradient at the base
     pad = pad_token_id(tok)
     import torch
@@ -123,10 +131,10 @@ def attribute(model_name: str, data: str, *, probes: Sequence[str] = ("retained"
     rr.write_text_atomic(out / ATTRIBUTION_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n"
                                                           for r in rows))
     config = {"model": model_name, "data": data, "probes": list(probes), "probe_n": probe_n,
-              "seq_len": seq_len, "n": n}
+              "seq_len": seq_len, "n": n, "lora_r": lora_r}
     rr.write_json_atomic(out / SUMMARY_FILE, {
         **rr.header("complete", seed, config, kind="attribution"), "records": len(recs),
-        "scored": len(kept), "capabilities": keys,
+        "scored": len(kept), "capabilities": keys, "gradient_size": int(G.shape[1]),
         "references": {k: len(refs[k]) for k in keys}, "fisher_sample": len(sample),
         "score": "harm = minus the cosine of the example's and the capability's loss "
                  "gradients, both whitened by the data's diagonal Fisher, at the base model",

@@ -40,6 +40,21 @@ def reference_examples(probe, tokenizer, seq_len: int) -> list[dict]:
                         for p, a in pairs) if e]
 
 
+def lora_projection(model: torch.nn.Module, r: int) -> torch.nn.Module:
+    """``model`` wrapped in a fresh PEFT LoRA adapter of rank ``r`` on every linear layer but the
+    head, only the B matrices trainable. B starts at 0, so the gradient of a layer's B is its
+    full weight gradient times the random A (seeded by the caller): a random projection of
+    every weight matrix's gradient to ``r`` columns (as TRAK projects, and LESS scores LoRA
+    gradients), the memory of r/d_in of the full gradient."""
+    from peft import LoraConfig, get_peft_model
+
+    peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=r, lora_dropout=0.0,
+                                            target_modules="all-linear"))
+    for name, p in peft.named_parameters():
+        p.requires_grad_("lora_B" in name)
+    return peft
+
+
 def _params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The trainable weights of the model's linear layers, the output head excepted (with a PEFT
     model: its adapters' linear layers). The embeddings, the head and the norms are left out:
