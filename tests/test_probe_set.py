@@ -69,7 +69,8 @@ def test_a_guarded_run_reports_the_split_and_verifies_on_the_selection(model_dir
     after = next(r for r in res["probes"]["after"] if r["probe"] == "math")
     assert len(after["items"]) == 10
     g = res["guard"]
-    assert g["confirm"] == "sequential" and g["looks"] == 2 + 1  # 2 checks (every 1) + final
+    # the check at step 1 and the final check (which judges step 2: no check there)
+    assert g["confirm"] == "sequential" and g["looks"] == 1 + 1
     assert g["final_check"] and g["final_check"][0]["passed"]
     saved = json.loads((tmp_path / "r" / "results.json").read_text())
     assert saved["probe_split"] == res["probe_split"]

@@ -62,7 +62,9 @@ def check_guarded_run(trainer, cb, rec, out, kit, domain) -> None:
     res = cb.results
     # the guard crossed at step 4, training stopped there, and rolled back to step 2
     assert res["training"]["steps"] == trainer.state.global_step == 4 < 8
-    assert [e["step"] for e in res["guard"]["events"]] == [4]
+    assert [(e["step"], e["action"]) for e in res["guard"]["events"]] == [(4, "stop"),
+                                                                          (4, "rollback")]
+    assert res["guard"]["events"][1]["to_step"] == 2
     assert res["guard"]["rolled_back_to_step"] == 2
     final = {n: p for n, p in cb.model.named_parameters() if p.requires_grad}
     assert set(final) == set(rec.states[2])
