@@ -127,12 +127,26 @@ def _per_sample_stat(
         return objective(logits, labels, mask)
 
     per_sample_grads = vmap(grad(per_sample), in_dims=(None, 0, 0, 0))
+
+    def one_by_one(p: Importance, ids, labels, mask) -> Importance:
+        """The same per-sample gradients, sample after sample: for a model whose forward has
+        data-dependent control flow, which vmap cannot batch (e.g. GPT-2's attention)."""
+        outs = [grad(per_sample)(p, ids[i], labels[i], mask[i]) for i in range(len(ids))]
+        return {k: torch.stack([o[k] for o in outs]) for k in p}
+
     total = {k: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for k, p in params.items()}
     device = _device(model)
+    batched = True
     with _estimation_mode(model):
         for chunk in _chunks(examples, chunk_size):
             ids, labels, mask = _pad(chunk, device)
-            grads = per_sample_grads(params, ids, labels, mask)  # name -> (B, *shape)
+            try:  # name -> (B, *shape)
+                grads = (per_sample_grads if batched else one_by_one)(params, ids, labels, mask)
+            except RuntimeError as e:
+                if not batched or "vmap" not in str(e):
+                    raise
+                batched = False
+                grads = one_by_one(params, ids, labels, mask)
             for k, g in grads.items():
                 total[k] += reduce(g.float()).sum(0)  # reduce works in place: g is a fresh (B, *shape)
     return {k: (v / len(examples)).cpu() for k, v in total.items()}
