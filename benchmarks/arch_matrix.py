@@ -1,7 +1,7 @@
 """The README's support table, generated from the architecture matrix's test results
 (tests/models/test_arch_matrix.py): runs it with a JUnit report, then writes one row per
 architecture (tied or untied embeddings; the three probe kinds after loading a saved folder;
-each strategy family; every merge method; the save/load round trip) between the README's
+each strategy family; every merge method; the save/load round trip; ``retain diff``) between the README's
 ``<!-- support-table -->`` markers. A cell the tests show peft cannot do reads "no" with its
 footnote; a failing test reads "FAIL".
 
@@ -53,14 +53,15 @@ def table(results: dict[str, bool]) -> str:
         return "yes"
 
     head = (["architecture", "embeddings", "load + 3 probe kinds"] + list(STRATEGIES)
-            + ["13 merge methods", "save/load"])
+            + ["14 merge methods", "save/load", "`retain diff`"])
     rows = []
     for arch in ARCHS:
         rows.append([f"`{arch}`", "tied" if tied(tiny_arch(arch, vocab)) else "untied",
                      cell(f"test_load_and_every_probe_kind[{arch}]")]
                     + [cell(f"test_strategy_family[{arch}-{f}]", (arch, f)) for f in STRATEGIES]
                     + [cell(f"test_every_merge_method[{arch}]"),
-                       cell(f"test_save_and_load_round_trip[{arch}]")])
+                       cell(f"test_save_and_load_round_trip[{arch}]"),
+                       cell(f"test_retain_diff[{arch}]")])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     why = {"does not work with use_dora": "peft's LoRA cannot put DoRA on a mixture of experts' "

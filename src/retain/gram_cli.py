@@ -44,8 +44,12 @@ def gram_matrices(model: torch.nn.Module, examples: list[dict], pad_id: int, *,
 
     def hook_for(key: str):
         def hook(module, args):
-            x = args[0].detach()  # (B, T, in)
-            rows = x[mask["m"]].to(torch.float64)  # (tokens, in): the non-pad positions
+            x = args[0].detach()  # (B, T, in), or (B*T, in) where a model flattens (OPT's MLP)
+            keep = mask["m"].reshape(-1)  # (B*T,)
+            if x.shape[:-1].numel() != keep.numel():
+                raise RuntimeError(f"{key}: inputs of shape {tuple(x.shape)} do not line up with "
+                                   f"the batch's {keep.numel()} token positions")
+            rows = x.reshape(-1, x.shape[-1])[keep].to(torch.float64)  # (tokens, in): non-pad
             g = grams.get(key)
             grams[key] = rows.T @ rows if g is None else g + rows.T @ rows
         return hook

@@ -30,7 +30,7 @@ UNSUPPORTED = {
 }
 MERGES = ["linear", "wise_ft", "task_arithmetic", "ties", "dare_linear", "dare_ties",
           "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "model_stock", "slerp",
-          "fisher"]
+          "fisher", "regmean"]
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +100,25 @@ def test_strategy_family(arch, family, tok, datasets, tmp_path):
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_every_merge_method(arch, tok):
+def test_every_merge_method(arch, tok, datasets):
+    from retain.gram_cli import gram_matrices
     from retain.merging.engine import merge_state_dicts
 
-    base = {k: v.detach().clone() for k, v in tiny_arch(arch, len(tok)).state_dict().items()}
+    model = tiny_arch(arch, len(tok))
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(1)
     fts = [{k: v + 0.01 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
             for k, v in base.items()} for _ in range(2)]
     fisher = [{k: torch.full_like(v, 1.0 + i) for k, v in ft.items() if v.is_floating_point()}
               for i, ft in enumerate(fts)]  # each model's own (distinct) Fisher
+    grams = []
+    for ft in fts:  # each fine-tune's own Gram matrices of its linear layers' inputs
+        model.load_state_dict(ft)
+        grams.append(gram_matrices(model, list(datasets[0])[:4], 0)[0])
     for method in MERGES:
-        kw = {"stats": fisher} if method == "fisher" else {}
-        uses_base = method not in ("linear", "slerp", "fisher")
+        kw = {"stats": {"fisher": fisher, "regmean": grams}[method]} \
+            if method in ("fisher", "regmean") else {}
+        uses_base = method not in ("linear", "slerp", "fisher", "regmean")
         merged = merge_state_dicts(method, base if uses_base else None, fts, **kw)
         assert set(merged) == set(base), method
         assert all(torch.isfinite(t).all() for t in merged.values() if t.is_floating_point())
@@ -156,3 +163,22 @@ def test_fisher_where_vmap_cannot_batch_equals_a_loop(tok, datasets):
     worst = max(float(((fisher[k] - loop[k]).abs().max() / loop[k].abs().max().clamp_min(1e-12)))
                 for k in params)
     assert worst < 1e-4
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_retain_diff(arch, tok, tmp_path):
+    """`retain diff BASE MODEL`: the same items probed on both, the drift measured."""
+    from retain.diff import run_diff
+
+    base = save_arch(tmp_path / "base", arch)
+    model = tiny_arch(arch, len(tok))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    model.save_pretrained(tmp_path / "ft", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "ft")
+    res = run_diff(str(base), str(tmp_path / "ft"), probes=["math", "writing"], n=2,
+                   out=tmp_path / "diff", progress=False)
+    assert {c["key"] for c in res["comparison"]} == {"math.accuracy",
+                                                     "writing.ce_nats_per_token"}
+    assert res["drift"]["overall"]["relative_l2"] > 0
