@@ -139,22 +139,23 @@ def test_per_example_gradients_reuse_their_memory():
     of memory on the built-in model (0.58 GB now, the same scores to 4e-9)."""
     import torch
 
-    from retain.attribute.grads import _grad, _params
+    from retain.attribute.grads import _example_grads, _params
     from retain.formats import encode_text, pad_token_id
     from retain.models import load_model, load_tokenizer
 
     tok = load_tokenizer("tiny")
     model, _ = load_model("tiny", tokenizer=tok)
     params = _params(model)
-    buf = torch.empty(sum(p.numel() for p in params))
-    pad = pad_token_id(tok)
-    a = _grad(model, params, encode_text(tok, "The tenant pays rent monthly.", 64), pad, "cpu",
-              out=buf)
+    legal = encode_text(tok, "The tenant pays rent monthly.", 64)
+    sums = encode_text(tok, "What is 12 + 7? 19", 64)
+    grads = _example_grads(model, [legal, sums, sums], pad_token_id(tok))
+    a = next(grads)
     where = [p.grad.data_ptr() for p in params]
     first = a.clone()
-    b = _grad(model, params, encode_text(tok, "What is 12 + 7? 19", 64), pad, "cpu", out=buf)
-    assert a.data_ptr() == b.data_ptr() == buf.data_ptr()  # written in place
+    b = next(grads)
+    assert a.data_ptr() == b.data_ptr()  # written in place, in one buffer
     assert [p.grad.data_ptr() for p in params] == where  # the .grad tensors are reused
     assert not torch.equal(first, b)  # ... and hold the second record's gradient only
-    fresh = _grad(model, params, encode_text(tok, "What is 12 + 7? 19", 64), pad, "cpu")
-    assert torch.equal(fresh, b)
+    second = b.clone()
+    assert torch.equal(next(grads), second)  # the same record again: nothing accumulated
+    assert list(grads) == [] and all(p.grad is None for p in params)  # freed at the end

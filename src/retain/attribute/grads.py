@@ -14,7 +14,7 @@ matrix is (C, P); scores are (N, C).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -69,18 +69,25 @@ def _params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return params
 
 
-def _grad(model, params, example: dict, pad_id: int, device,
-          out: torch.Tensor | None = None) -> torch.Tensor:
-    """The (P,) gradient of one example's own loss (the mean over its loss tokens), written into
-    ``out`` when given. The ``.grad`` tensors are zeroed, not freed, and reused: a fresh
-    allocation of every gradient per example left glibc's heap holding each one (the peak
-    memory of 420 records grew to 5 GB on the built-in model)."""
-    model.zero_grad(set_to_none=False)
-    batch = {k: v.to(device) for k, v in collate([example], pad_id).items()}
-    model(**batch).loss.backward()
-    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
-             for p in params]
-    return torch.cat(parts, out=out) if out is not None else torch.cat(parts)
+def _example_grads(model: torch.nn.Module, examples: Sequence[dict],
+                   pad_id: int) -> Iterator[torch.Tensor]:
+    """Each example's (P,) gradient of its own loss (the mean over its loss tokens), in turn, in
+    one buffer that the next example overwrites. The ``.grad`` tensors are zeroed, not freed,
+    and reused (and freed once the examples are done): a fresh allocation of every gradient per
+    example left glibc's heap holding each one (420 records peaked at 5 GB on the built-in
+    model)."""
+    params = _params(model)
+    device = params[0].device
+    buf = torch.empty(sum(p.numel() for p in params), device=device)
+    try:
+        for e in examples:
+            model.zero_grad(set_to_none=False)
+            batch = {k: v.to(device) for k, v in collate([e], pad_id).items()}
+            model(**batch).loss.backward()
+            yield torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p))
+                             .reshape(-1).float() for p in params], out=buf)
+    finally:
+        model.zero_grad(set_to_none=True)
 
 
 def capability_direction(model: torch.nn.Module, examples: Sequence[dict],
@@ -88,28 +95,20 @@ def capability_direction(model: torch.nn.Module, examples: Sequence[dict],
     """The (P,) direction of a capability: the mean of its reference examples' unit loss
     gradients. Unit first: a plain mean gradient is the gradient of the items the model gets
     most wrong (the others' losses are near 0), and would ignore what the model knows."""
-    params = _params(model)
-    device = params[0].device
-    buf = torch.empty(sum(p.numel() for p in params), device=device)
-    total = torch.zeros_like(buf)
-    for e in examples:
-        g = _grad(model, params, e, pad_id, device, out=buf)
+    total = None
+    for g in _example_grads(model, examples, pad_id):
+        total = torch.zeros_like(g) if total is None else total
         total.add_(g, alpha=1.0 / float(g.norm().clamp_min(1e-12)))
-    model.zero_grad(set_to_none=True)
     return total / len(examples)
 
 
 def diagonal_fisher(model: torch.nn.Module, examples: Sequence[dict], pad_id: int) -> torch.Tensor:
     """The (P,) empirical diagonal Fisher: the mean squared per-example loss gradient over
     ``examples`` (each example's own labels)."""
-    params = _params(model)
-    device = params[0].device
-    buf = torch.empty(sum(p.numel() for p in params), device=device)
-    total = torch.zeros_like(buf)
-    for e in examples:
-        g = _grad(model, params, e, pad_id, device, out=buf)
+    total = None
+    for g in _example_grads(model, examples, pad_id):
+        total = torch.zeros_like(g) if total is None else total
         total.addcmul_(g, g)
-    model.zero_grad(set_to_none=True)
     return total / len(examples)
 
 
@@ -129,19 +128,15 @@ def example_alignments(model: torch.nn.Module, examples: Sequence[dict], targets
     (C, P), and its norm, both after multiplying the gradient by ``precondition`` (P,) when
     given: ``((N, C), (N,))``. One backward pass per example (its own loss, the mean over its
     tokens), the gradient never stored beyond the example."""
-    params = _params(model)
-    device = params[0].device
+    device = _params(model)[0].device
     targets = targets.to(device)
     pre = precondition.to(device) if precondition is not None else None
     dots, norms = [], []
-    buf = torch.empty(sum(p.numel() for p in params), device=device)  # one (P,) gradient
-    for i, e in enumerate(examples):
-        g = _grad(model, params, e, pad_id, device, out=buf)
+    for i, g in enumerate(_example_grads(model, examples, pad_id)):
         if pre is not None:
             g.mul_(pre)
         dots.append(targets @ g)
         norms.append(g.norm())
         if progress:
             progress(i + 1)
-    model.zero_grad(set_to_none=True)
     return torch.stack(dots).cpu(), torch.stack(norms).cpu()
