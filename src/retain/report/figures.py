@@ -23,12 +23,18 @@ from retain.report.results import write_bytes_atomic  # noqa: E402
 Series = list[tuple[int, float]]  # (step, value) points in step order
 
 
+def figure_png(fig, dpi: int = 110, tight: bool = False) -> bytes:
+    """``fig`` rendered to PNG bytes at ``dpi`` (cropped to its content when ``tight``), then
+    closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def save_figure(fig, path: Path) -> bytes:
     """Render ``fig`` to PNG bytes, write them to ``path`` atomically, close it; the bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    data = buf.getvalue()
+    data = figure_png(fig, dpi=130, tight=True)
     write_bytes_atomic(Path(path), data)
     return data
 

@@ -58,8 +58,7 @@ def _problem(s: Any) -> str | None:
 def attribution_figures(a: dict[str, Any]) -> dict[str, bytes]:
     """One histogram per capability of the examples' harm scores, the top ``drop`` share (the
     filter's, else 5%) shaded."""
-    import io
-
+    from retain.report.figures import figure_png
     from retain.report.plots import plt
 
     keys = [k for k in as_list(a.get("capabilities")) if isinstance(k, str)]
@@ -82,10 +81,7 @@ def attribution_figures(a: dict[str, Any]) -> dict[str, bytes]:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return {CHART: buf.getvalue()}
+    return {CHART: figure_png(fig)}
 
 
 def title(a: dict[str, Any]) -> str:

@@ -47,8 +47,7 @@ def forecast_figures(fc: dict[str, Any]) -> dict[str, bytes]:
     """One panel per capability: the pilots' points (their changes applied to the value now, by
     rate), the predicted curve and its 80% band over the planned steps' area, the actual
     after-score when checked."""
-    import io
-
+    from retain.report.figures import figure_png
     from retain.report.plots import plt
 
     caps = [c for c in as_list(fc["capabilities"]) if as_list(c.get("curve"))]
@@ -81,10 +80,7 @@ def forecast_figures(fc: dict[str, Any]) -> dict[str, bytes]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return {CHART: buf.getvalue()}
+    return {CHART: figure_png(fig)}
 
 
 def title(fc: dict[str, Any]) -> str:
