@@ -33,23 +33,30 @@ ARCHS: dict[str, dict] = {
 }
 
 
-def tiny_arch(arch: str, vocab: int) -> torch.nn.Module:
-    """A seeded random-weight model of ``arch`` (a transformers ``model_type``)."""
+def tiny_arch(arch: str, vocab: int, shift: float = 0.0) -> torch.nn.Module:
+    """A seeded random-weight model of ``arch`` (a transformers ``model_type``), every weight
+    moved by ``shift`` (a stand-in fine-tune of the same seed)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     extra = ARCHS[arch]
     kw = {**IDS, "vocab_size": vocab, **(extra if extra is GPT_STYLE else {**COMMON, **extra})}
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(arch, **kw))
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(arch, **kw))
+    if shift:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(shift)
+    return model
 
 
-def save_arch(folder: Path, arch: str) -> Path:
-    """``folder/arch``: the tiny model as safetensors with the built-in tokenizer."""
+def save_arch(folder: Path, arch: str, shift: float = 0.0) -> Path:
+    """``folder/arch``: the tiny model (``tiny_arch``) as safetensors with the built-in
+    tokenizer."""
     from retain.builtin.build import build_tokenizer
 
     tok = build_tokenizer()
     path = Path(folder) / arch
-    tiny_arch(arch, len(tok)).save_pretrained(path, safe_serialization=True)
+    tiny_arch(arch, len(tok), shift).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return path
 

@@ -56,11 +56,11 @@ def test_load_and_every_probe_kind(arch, tmp_path):
                                                                                str(a + b + 1)],
                                           "label": 0}) + "\n" for a, b in ((1, 2), (3, 4))))
     model, tok = load_model(str(save_arch(tmp_path, arch)))
-    assert type(model).__name__.lower().startswith(arch.split("_")[0].replace("gpt2", "gpt2"))
-    kinds = {p.kind for p in load_probes(["math", "writing", str(choice)], n=2)}
+    assert type(model).__name__.lower().startswith(arch.split("_")[0])
+    probes = load_probes(["math", "writing", str(choice)], n=2)
+    kinds = {p.kind for p in probes}
     assert kinds == {"generation", "perplexity", "choice"}
-    res = evaluate(model, tok, load_probes(["math", "writing", str(choice)], n=2),
-                   progress=False)
+    res = evaluate(model, tok, probes, progress=False)
     assert {r.kind for r in res} == kinds and all(math.isfinite(r.value) for r in res)
 
 
@@ -131,13 +131,8 @@ def test_every_merge_method(arch, tok, datasets):
 def test_save_and_load_round_trip(arch, tok, tmp_path):
     from retain.models import load_model
 
-    model = tiny_arch(arch, len(tok))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01)
-    model.save_pretrained(tmp_path / "m", safe_serialization=True)
-    tok.save_pretrained(tmp_path / "m")
-    back, _ = load_model(str(tmp_path / "m"))
+    model = tiny_arch(arch, len(tok), shift=0.01)
+    back, _ = load_model(str(save_arch(tmp_path, arch, shift=0.01)))
     a, b = model.state_dict(), back.state_dict()
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert tied(back) == tied(model)
@@ -154,31 +149,24 @@ def test_fisher_where_vmap_cannot_batch_equals_a_loop(tok, datasets):
     fisher = estimate_fisher(model, examples, n_samples=4)
     params = trainable_parameters(model)
     loop = {k: torch.zeros_like(p) for k, p in params.items()}
-    chosen = sorted(examples, key=lambda e: examples.index(e))
-    for e in chosen:
+    for e in examples:
         logits = model(input_ids=torch.tensor([e["input_ids"]])).logits[0]
         g = torch.autograd.grad(token_nll(logits, torch.tensor(e["labels"])), list(params.values()))
         for k, gk in zip(params, g):
-            loop[k] += gk.pow(2) / len(chosen)
+            loop[k] += gk.pow(2) / len(examples)
     worst = max(float(((fisher[k] - loop[k]).abs().max() / loop[k].abs().max().clamp_min(1e-12)))
                 for k in params)
     assert worst < 1e-4
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_retain_diff(arch, tok, tmp_path):
+def test_retain_diff(arch, tmp_path):
     """`retain diff BASE MODEL`: the same items probed on both, the drift measured."""
     from retain.diff import run_diff
 
-    base = save_arch(tmp_path / "base", arch)
-    model = tiny_arch(arch, len(tok))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.01)
-    model.save_pretrained(tmp_path / "ft", safe_serialization=True)
-    tok.save_pretrained(tmp_path / "ft")
-    res = run_diff(str(base), str(tmp_path / "ft"), probes=["math", "writing"], n=2,
-                   out=tmp_path / "diff", progress=False)
+    base, ft = save_arch(tmp_path / "base", arch), save_arch(tmp_path / "ft", arch, shift=0.01)
+    res = run_diff(str(base), str(ft), probes=["math", "writing"], n=2, out=tmp_path / "diff",
+                   progress=False)
     assert {c["key"] for c in res["comparison"]} == {"math.accuracy",
                                                      "writing.ce_nats_per_token"}
     assert res["drift"]["overall"]["relative_l2"] > 0
