@@ -10,36 +10,15 @@ import subprocess
 import sys
 
 import pytest
-import yaml
+from compare_files import cli, compare_file as _file
 
-from retain.cli import main
 from retain.experiments.runner import read_only
 from retain.errors import UserError
 
 
-def _file(tmp_path, model_dir):
-    """A tiny compare file (tests/test_compare.py's pattern): 2 runs, 1 seed, 2 steps."""
-    data = {"model": str(model_dir), "steps": 2, "batch_size": 2, "seq_len": 32, "warmup_steps": 0,
-            "data_n": 4, "reference_n": 4, "probes": ["math"], "probe_n": 2, "progress": False,
-            "out": str(tmp_path / "cmp"), "seeds": [0],
-            "runs": [{"label": "full", "strategies": ["full"], "lr": 1e-3},
-                     {"label": "lora r=2", "strategies": [{"name": "lora", "r": 2}], "lr": 1e-3}]}
-    path = tmp_path / "compare.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def _cli(capsys, *args) -> tuple[int, str, str]:
     """``retain compare ARGS`` in this process: (exit code, stdout, stderr)."""
-    argv = sys.argv
-    sys.argv = ["retain", "compare", *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as e:
-            main()
-    finally:
-        sys.argv = argv
-    out = capsys.readouterr()
-    return e.value.code or 0, out.out, out.err
+    return cli(capsys, "compare", *args)
 
 
 def test_read_only():

@@ -1,7 +1,8 @@
 """The ``retain`` command line: thin wrappers that parse, validate and call the library.
 
 Heavy imports (torch, transformers) happen inside the commands, so ``retain --help`` is quick.
-A user mistake (``UserError``, a bad option) prints one line on stderr and exits with code 2.
+A user mistake (``UserError``, a bad option) prints one line on stderr and exits with code 2;
+runs that failed as jobs of ``--launcher`` (``RunsFailed``) one line too, exit code 1.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from retain.errors import UserError
+from retain.errors import RunsFailed, UserError
 
 app = typer.Typer(
     add_completion=False,
@@ -283,6 +284,9 @@ _ONLY_OPTION = typer.Option(None, "--only", help="Run only these runs (indices f
                             "repeatable or 0,2); writes no summary.")
 _COLLECT_OPTION = typer.Option(False, "--collect", help="Only collect: write the summary from "
                                "complete runs, refusing if any is missing; trains nothing.")
+_LAUNCHER_OPTION = typer.Option(None, "--launcher", help="Submit the runs as jobs, wait, then "
+                                "collect: ray (a Ray task per run) or slurm (a SLURM job array, "
+                                "through submitit); resources from the file's launcher: key.")
 
 
 @app.command("compare", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -295,17 +299,19 @@ def compare_cmd(
     listing: bool = _LIST_OPTION,
     only: Optional[List[str]] = _ONLY_OPTION,
     collect: bool = _COLLECT_OPTION,
+    launcher: Optional[str] = _LAUNCHER_OPTION,
 ) -> None:
     """Run one model and domain under several strategies (and seeds); resumes when repeated.
 
-    Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
-    job per --only K, then --collect (docs/fan-out.md).
+    Extra arguments of the form a.b=c override keys of every run. On a cluster: --launcher ray
+    or slurm, or by hand --list, one job per --only K, then --collect (docs/fan-out.md).
     """
     from retain.experiments.compare import run_compare
     from retain.experiments.runner import COMPARE_KEYS
 
     run_compare(config, _run_overrides(ctx.args, COMPARE_KEYS, "compare"), out=out,
-                overwrite=overwrite, listing=listing, only=only or [], collect=collect)
+                overwrite=overwrite, listing=listing, only=only or [], collect=collect,
+                launcher=launcher)
 
 
 @app.command("sweep", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -320,11 +326,12 @@ def sweep_cmd(
     listing: bool = _LIST_OPTION,
     only: Optional[List[str]] = _ONLY_OPTION,
     collect: bool = _COLLECT_OPTION,
+    launcher: Optional[str] = _LAUNCHER_OPTION,
 ) -> None:
     """Sweep a grid of runs and fit how forgetting grows with steps, learning rate and drift.
 
-    Extra arguments of the form a.b=c override keys of every run. On a scheduler: --list, one
-    job per --only K, then --collect (docs/fan-out.md).
+    Extra arguments of the form a.b=c override keys of every run. On a cluster: --launcher ray
+    or slurm, or by hand --list, one job per --only K, then --collect (docs/fan-out.md).
     """
     from retain.experiments.runner import COMPARE_KEYS
     from retain.experiments.sweep import run_sweep
@@ -335,7 +342,7 @@ def sweep_cmd(
         config = None
     overrides = _run_overrides(overrides, COMPARE_KEYS + ("grid",), "sweep")
     run_sweep(config, list(sets or []), overrides, out=out, overwrite=overwrite,
-              listing=listing, only=only or [], collect=collect)
+              listing=listing, only=only or [], collect=collect, launcher=launcher)
 
 
 @app.command("sequence", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
@@ -508,6 +515,9 @@ def main() -> None:
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except RunsFailed as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

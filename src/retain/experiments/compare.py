@@ -20,7 +20,9 @@ here.
 The runs are planned, inspected and run by ``retain.experiments.runner``. Fanning out on a
 scheduler (``docs/fan-out.md``): ``--list`` prints the planned runs with an
 index, ``--only K`` runs run K alone (its own folder; the comparison folder is left alone), and
-``--collect`` writes the comparison from complete runs only, refusing when one is missing.
+``--collect`` writes the comparison from complete runs only, refusing when one is missing;
+``--launcher ray|slurm`` submits the runs as jobs, waits, and collects
+(``retain.experiments.launch``, resources from the file's ``launcher:`` key).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Sequence
 from retain.config import read_yaml
 from retain.errors import UserError
 from retain.experiments.comparison import DEFAULT_RANK, MIN_GAIN_SHARE
+from retain.experiments.launch import Launch, job_flags, read_settings
 from retain.experiments.runner import COMPARE_KEYS, fan_out, plan, read_entries, read_seeds
 
 
@@ -53,6 +56,7 @@ def compare_data(data: dict[str, Any], overrides: Sequence[str] = ()) -> dict[st
     base, extra = split_file(data)
     if "overwrite" in base:
         raise UserError("overwrite is not a key of a compare file: use --overwrite")
+    read_settings(extra.get("launcher"))  # checked even when no launcher is asked for
     return {"base": base, "extra": extra, "overrides": list(overrides),
             "seeds": read_seeds(extra.get("seeds"), base.get("seed", 0)),
             "out": Path(str(extra.get("out") or "runs/compare")),
@@ -62,10 +66,11 @@ def compare_data(data: dict[str, Any], overrides: Sequence[str] = ()) -> dict[st
 
 def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | None = None,
                 overwrite: bool = False, show: bool = True, listing: bool = False,
-                only: Sequence[str | int] = (), collect: bool = False,
+                only: Sequence[str | int] = (), collect: bool = False, launcher: str | None = None,
                 data: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict:
     """Run (or resume) the comparison of ``path`` and write its comparison folder; with
-    ``listing``, ``only`` or ``collect`` as ``fan_out`` says (the first two return ``{}``).
+    ``listing``, ``only``, ``collect`` or ``launcher`` as ``fan_out`` says (the first two, and
+    ``only`` with ``launcher``, return ``{}``).
     ``data``: the file's content, already read (``path`` then only names it in messages);
     ``extra``: more keys for ``comparison.json``."""
     from retain.experiments.comparison import RANK_SCORES, write_comparison
@@ -78,12 +83,19 @@ def run_compare(path: str | Path, overrides: Sequence[str] = (), *, out: Path | 
     share = f["min_gain_share"]
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise UserError(f"min_gain_share: {share!r} must be a number between 0 and 1")
+    flags = job_flags(out, overwrite, f["overrides"])  # the jobs' own, if launched
     out = Path(out or f["out"])
     entries = read_entries(f["extra"]["runs"])
     planned = plan(f["base"], entries, f["seeds"], out, f["overrides"])
+    spec = None
+    if launcher:
+        if data is not None:
+            raise UserError("--launcher needs a compare file: its jobs read it")
+        spec = Launch(launcher, ["compare", str(path), *flags],
+                      out, f["extra"].get("launcher") or {})
     t0 = time.time()
     results = fan_out(planned, listing=listing, only=only, collect=collect, overwrite=overwrite,
-                      echo=print if show else (lambda s: None))
+                      echo=print if show else (lambda s: None), launch=spec)
     if results is None:
         return {}
     cfg = planned[0].config

@@ -1,6 +1,7 @@
 """The one experiments runner: plan runs from a base config, entries and seeds; find what each
 run folder holds (new, complete, unfinished, another config); fan out (``--list``, ``--only``,
-``--collect``); run what is left, probing the base once per probe set. ``retain compare``,
+``--collect``, or submitting them to a launcher, ``retain.experiments.launch``); run what is
+left, probing the base once per probe set. ``retain compare``,
 ``sweep``, ``demo`` and ``sequence`` plan their runs with it (a sequence chains its runs, but
 plans, inspects and fans out through the same functions).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +22,7 @@ from retain.errors import UserError
 
 # Keys of a compare (or sweep, or demo) file that are not RunConfig keys ("quick": for
 # `retain demo --quick` only).
-COMPARE_KEYS = ("runs", "seeds", "out", "title", "rank_by", "min_gain_share", "quick")
+COMPARE_KEYS = ("runs", "seeds", "out", "title", "rank_by", "min_gain_share", "quick", "launcher")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Planned:
     state: str = "new"  # "new", "complete" (reused), "unfinished" (re-run), "conflict"
     results: dict | None = None
     why: str = ""  # what differs, for a conflict
+    resources: dict = field(default_factory=dict)  # its entry's resources: (for --launcher)
 
 
 def slug(label: str) -> str:
@@ -107,12 +109,16 @@ def plan(base: dict[str, Any], entries: Sequence[dict[str, Any]], seeds: Sequenc
          overrides: Sequence[str] = ()) -> list[Planned]:
     """Every (entry, seed) run with its resolved config (all validated before anything runs):
     the base keys, then the entry's keys, then ``a.b=c`` overrides (the entry's ``set`` list).
-    An override of what ``plan`` sets itself (``out``, ``seed``) is refused, not dropped."""
+    An override of what ``plan`` sets itself (``out``, ``seed``) is refused, not dropped. An
+    entry's ``resources`` (what a launcher gives its jobs) is kept beside the config."""
+    from retain.experiments.launch import read_resources
+
     check_overrides(overrides, COMPARE_KEYS, "compare")
     planned = []
     for e in entries:
         label = entry_label(e)
-        keys = {k: v for k, v in e.items() if k not in ("label", "set")}
+        resources = read_resources(e.get("resources", {}), f"run {label!r}: resources")
+        keys = {k: v for k, v in e.items() if k not in ("label", "set", "resources")}
         for seed in seeds:
             data = copy.deepcopy({**base, **keys})
             if "strategies" in data:
@@ -124,7 +130,7 @@ def plan(base: dict[str, Any], entries: Sequence[dict[str, Any]], seeds: Sequenc
                 cfg = parse_config(data)
             except UserError as err:
                 raise UserError(f"run {label!r}: {err}") from None
-            planned.append(Planned(label, seed, cfg))
+            planned.append(Planned(label, seed, cfg, resources=resources))
     return planned
 
 
@@ -231,21 +237,48 @@ def list_planned(planned: list[Planned], echo=print) -> list[dict]:
     return rows
 
 
-def check_fan_out(listing: bool, only: Sequence[str | int], collect: bool) -> None:
-    """``--list``, ``--only`` and ``--collect`` are three modes: at most one."""
+def check_fan_out(listing: bool, only: Sequence[str | int], collect: bool,
+                  launcher: str | None = None) -> None:
+    """``--list``, ``--only`` and ``--collect`` are three modes: at most one; ``--launcher``
+    submits the runs (or those of ``--only``), so it neither lists nor only collects."""
     if sum([listing, bool(only), collect]) > 1:
         raise UserError("--list, --only and --collect exclude each other")
+    if launcher and (listing or collect):
+        raise UserError(f"--launcher submits runs: it excludes --{'list' if listing else 'collect'}")
+
+
+def check_conflicts(planned: list[Planned], chosen: set[int], overwrite: bool) -> None:
+    """Folders of another config among ``chosen`` (inspected) are refused, all counted, unless
+    ``overwrite``."""
+    conflicts = [p for i, p in enumerate(planned) if p.state == "conflict" and i in chosen]
+    if conflicts and not overwrite:
+        first = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise UserError(f"{first.config.out} holds another run ({first.why}){more}; use "
+                        f"--overwrite to replace it, or another out")
 
 
 def fan_out(planned: list[Planned], *, listing: bool = False, only: Sequence[str | int] = (),
-            collect: bool = False, overwrite: bool = False, echo=print) -> list[dict] | None:
+            collect: bool = False, overwrite: bool = False, echo=print,
+            launch=None) -> list[dict] | None:
     """``run_planned`` as ``--list``, ``--only`` or ``--collect`` ask: the results of every run
     when the caller should write its summary, else None (listing prints; ``only`` runs those
-    runs alone, since the others may still be running elsewhere)."""
-    check_fan_out(listing, only, collect)
+    runs alone, since the others may still be running elsewhere). ``launch``
+    (``retain.experiments.launch.Launch``): the runs (or those of ``only``) are submitted as jobs
+    and waited for; then, without ``only``, collected as ``collect`` does."""
+    check_fan_out(listing, only, collect, launch and launch.launcher)
     if listing:
         list_planned(planned)  # printed even when quiet: it is what was asked for
         return None
+    if launch is not None:
+        from retain.experiments.launch import launch as submit
+
+        chosen = read_only(only, len(planned)) if only else list(range(len(planned)))
+        for p in planned:
+            inspect(p)
+        check_conflicts(planned, set(chosen), overwrite)
+        submit(planned, launch, chosen, echo=echo)
+        return None if only else run_planned(planned, echo=echo, collect=True)
     if only:
         run_planned(planned, overwrite=overwrite, echo=echo, only=read_only(only, len(planned)))
         return None
@@ -274,12 +307,7 @@ def run_planned(planned: list[Planned], *, overwrite: bool = False, echo=print,
                             f"{'them' if len(missing) > 1 else 'it'} first, e.g. --only "
                             f"{','.join(map(str, missing))}")
     chosen = set(range(len(planned)) if only is None else only)
-    conflicts = [p for i, p in enumerate(planned) if p.state == "conflict" and i in chosen]
-    if conflicts and not overwrite:
-        first = conflicts[0]
-        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
-        raise UserError(f"{first.config.out} holds another run ({first.why}){more}; use "
-                        f"--overwrite to replace it, or another out")
+    check_conflicts(planned, chosen, overwrite)
     todo = sum(p.state != "complete" for i, p in enumerate(planned) if i in chosen)
     echo(f"{len(planned)} runs: {len(planned) - todo} already complete, {todo} to run"
          if only is None else f"{len(chosen)} of {len(planned)} runs (--only): "

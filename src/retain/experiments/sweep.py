@@ -288,13 +288,15 @@ def plot_drift(points: list[dict], corr: dict, path: Path) -> Path:
 
 def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequence[str] = (), *,
               out: Path | None = None, overwrite: bool = False, show: bool = True,
-              listing: bool = False, only: Sequence[str | int] = (), collect: bool = False) -> dict:
+              listing: bool = False, only: Sequence[str | int] = (), collect: bool = False,
+              launcher: str | None = None) -> dict:
     """Run (or resume) the sweep of ``path`` (or of the defaults) with ``--set`` axes added, and
-    write the sweep folder; returns ``sweep.json``'s content. ``listing``, ``only`` and
-    ``collect`` as ``retain.experiments.runner.fan_out`` says (the first two write nothing,
-    return ``{}``)."""
+    write the sweep folder; returns ``sweep.json``'s content. ``listing``, ``only``,
+    ``collect`` and ``launcher`` as ``retain.experiments.runner.fan_out`` says (the first two,
+    and ``only`` with ``launcher``, write nothing, return ``{}``)."""
     from retain.experiments.comparison import write_comparison
     from retain.experiments.compare import compare_data
+    from retain.experiments.launch import Launch, job_flags
     from retain.experiments.runner import fan_out, plan, read_entries
     from retain.config import read_yaml
     from retain.report.results import write_json_atomic
@@ -305,6 +307,8 @@ def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequ
         key, values = parse_set(s)
         grid[key] = values
     f = compare_data(data, overrides)
+    command = ["sweep", *([str(path)] if path is not None else []),
+               *[a for s in sets for a in ("--set", s)], *job_flags(out, overwrite, f["overrides"])]
     out = Path(out or f["extra"].get("out") or "runs/sweep")
     entries = read_entries(f["extra"].get("runs") or [{k: f["base"][k] for k in ("strategies",)
                                                        if k in f["base"]}])
@@ -314,8 +318,9 @@ def run_sweep(path: str | Path | None, sets: Sequence[str] = (), overrides: Sequ
                                for e in expanded], f["seeds"], out, f["overrides"])
     t0 = time.time()
     echo = print if show else (lambda s: None)
+    spec = Launch(launcher, command, out, f["extra"].get("launcher") or {}) if launcher else None
     results = fan_out(planned, listing=listing, only=only, collect=collect, overwrite=overwrite,
-                      echo=echo)
+                      echo=echo, launch=spec)
     if results is None:
         return {}
     by_label = {e["label"]: e for e in expanded}
