@@ -8,15 +8,17 @@ resources, checked on the script submitit hands a stand-in ``sbatch``); a missin
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
+import time
 
 import pytest
 from compare_files import cli, compare_file
 
 from retain.data import write_builtin_jsonl
 from retain.experiments.compare import run_compare
-from retain.experiments.launch import Job, arrays
+from retain.experiments.launch import Job, arrays, run_job
 
 NAMES = ["full-seed0", "lora-r-2-seed0"]
 # what a run computed (its folder, timings and creation time aside)
@@ -168,6 +170,32 @@ def test_slurm_job_array(tmp_path, model_dir, capsys, monkeypatch):
     jobs = [Job(i, "x", 0, r, tmp_path) for i, r in enumerate(
         [{"cpus": 1}, {"cpus": 4, "gpus": 1}, {"cpus": 1}])]
     assert arrays(jobs) == [[0, 2], [1]]
+
+
+def test_cancelled_job_ends_its_run(tmp_path, model_dir):
+    """Ray cancels a running task by raising KeyboardInterrupt in its thread (an asynchronous
+    exception, seen only between bytecodes, not inside one blocking wait): the job's run must end
+    then, rather than going on alone (a later launch would run the same index twice at once)."""
+    import ctypes
+    import threading
+
+    path = compare_file(tmp_path, model_dir, steps=20000)
+    raised = []
+
+    def job():
+        try:
+            run_job(["compare", str(path), "--only", "0"], os.getcwd(), str(tmp_path / "log"), 1)
+        except KeyboardInterrupt:
+            raised.append(True)
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    time.sleep(1)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                               ctypes.py_object(KeyboardInterrupt))
+    thread.join(timeout=40)
+    assert not thread.is_alive() and raised  # the run was ended, not waited for
+    assert not (tmp_path / "cmp" / "full-seed0" / "results.json").exists()
 
 
 @pytest.mark.parametrize("launcher, settings, message", [

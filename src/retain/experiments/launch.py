@@ -120,14 +120,28 @@ def read_settings(value: Any) -> dict[str, Any]:
 
 def run_job(argv: list[str], cwd: str, log: str, cpus: int) -> int:
     """One job: ``python -m retain ARGV`` in ``cwd``, stdout and stderr into ``log``, at most
-    ``cpus`` threads (OMP_NUM_THREADS, which torch reads); returns its exit code."""
+    ``cpus`` threads (OMP_NUM_THREADS, which torch reads); returns its exit code. Cancelled (a
+    KeyboardInterrupt, as Ray's cancel and submitit's local cancel raise), it ends the run."""
     env = {**os.environ, "OMP_NUM_THREADS": str(cpus)}
     command = [sys.executable, "-m", "retain", *argv]
     with open(log, "w", encoding="utf-8") as f:
         f.write(f"$ cd {shlex.quote(cwd)} && OMP_NUM_THREADS={cpus} {shlex.join(command)}\n")
         f.flush()
-        return subprocess.run(command, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, check=False).returncode
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        try:
+            while True:  # not one blocking wait: an interrupt must get through within a second
+                try:
+                    return proc.wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    pass
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
 
 
 def _last_line(text: str, empty: str = "(empty)") -> str:
@@ -251,14 +265,20 @@ def _ray(ray, jobs: list[Job], argv: list[list[str]], cwd: str, settings: dict, 
                                                                  j.resources["cpus"]): j
                 for j, a in zip(jobs, argv)}
         pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            job = refs[done[0]]
-            try:
-                job.code = ray.get(done[0])
-            except Exception as e:  # the worker died, the node was lost, ...
-                job.error = _one_line(e)
-            yield job
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                job = refs[done[0]]
+                try:
+                    job.code = ray.get(done[0])
+                except Exception as e:  # the worker died, the node was lost, ...
+                    job.error = _one_line(e)
+                yield job
+        except BaseException:  # Ctrl-C: cancelled, a task's subprocess.run kills its run
+            for ref in pending:
+                ray.cancel(ref)
+            ray.wait(pending, num_returns=len(pending), timeout=30)
+            raise
     finally:
         if started:
             ray.shutdown()
@@ -290,13 +310,19 @@ def _slurm(submitit, jobs: list[Job], argv: list[list[str]], cwd: str, settings:
         raise
     by_job = {id(sj): j for j, sj in submitted}
     poll = 1 if cluster == "local" else 15
-    for sj in submitit.helpers.as_completed([sj for _, sj in submitted], poll_frequency=poll):
-        job = by_job[id(sj)]
-        try:
-            job.code = sj.result()
-        except Exception as e:  # timed out, cancelled, the node died, ...
-            job.error = f"job {sj.job_id}: {_one_line(e)}"
-        yield job
+    try:
+        for sj in submitit.helpers.as_completed([sj for _, sj in submitted], poll_frequency=poll):
+            job = by_job[id(sj)]
+            try:
+                job.code = sj.result()
+            except Exception as e:  # timed out, cancelled, the node died, ...
+                job.error = f"job {sj.job_id}: {_one_line(e)}"
+            yield job
+    except BaseException:  # Ctrl-C: the jobs not finished are cancelled (scancel)
+        for _, sj in submitted:
+            if not sj.done():
+                sj.cancel(check=False)
+        raise
 
 
 def _submit_array(submitit, jobs: list[Job], argv: list[list[str]], cwd: str, s: dict,
