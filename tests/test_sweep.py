@@ -120,7 +120,7 @@ def test_cli_passes_sets_and_overrides(monkeypatch):
     assert res.exit_code == 0, res.output
     assert seen[0][0] == (None, ["lr=1e-4,1e-3", "steps=5,10"], ["probe_n=4", "batch_size=2"])
     assert seen[0][1] == {"out": None, "overwrite": False, "only": [], "listing": False,
-                          "collect": False}
+                          "collect": False, "launcher": None}
 
 
 def test_domain_ce_gain():
