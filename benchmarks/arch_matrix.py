@@ -6,11 +6,13 @@ each strategy family; every merge method; the save/load round trip; ``retain dif
 footnote; a failing test reads "FAIL".
 
     python benchmarks/arch_matrix.py [--readme README.md]
+    python benchmarks/arch_matrix.py --device cuda --out arch_matrix_cuda.md   # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -76,21 +78,31 @@ def table(results: dict[str, bool]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda: load, probe and train on the "
+                    "GPU in bf16 autocast over fp32 master weights (benchmarks/gpu_check.sh)")
+    ap.add_argument("--out", type=Path, help="write the table to this file, not the README")
     a = ap.parse_args()
+    env = {**os.environ, "RETAIN_MATRIX_DEVICE": a.device}
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=",
-                        str(TESTS / "test_arch_matrix.py"), f"--junitxml={junit}"], cwd=ROOT)
-        md = table(outcomes(junit))
+                        str(TESTS / "test_arch_matrix.py"), f"--junitxml={junit}"], cwd=ROOT,
+                       env=env)
+        results = outcomes(junit)
+        md = table(results)
+    print(md)
+    failed = sorted(k for k, ok in results.items() if not ok)
+    print(f"matrix on {a.device}: {len(results) - len(failed)} of {len(results)} tests passed"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    if a.out:
+        a.out.write_text(md + "\n", encoding="utf-8")
+        return
     text = a.readme.read_text(encoding="utf-8")
     block = f"{START}\n{md}\n{END}"
-    if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text,
-                      flags=re.S)
-    else:
+    if START not in text:
         raise SystemExit(f"{a.readme} has no {START} ... {END} block to fill")
+    text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
     a.readme.write_text(text, encoding="utf-8")
-    print(md)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# gpu_check.sh: everything retain checks on a lent GPU machine, in one short run (a few minutes;
-# the whole script stops itself within GPU_CHECK_BUDGET_S, default 420 s):
+# gpu_check.sh: everything retain checks on a lent GPU machine, in one short run that stops
+# itself within GPU_CHECK_BUDGET_S (default 450 s, under 8 minutes), and prints one table:
 #   0. find a Python with retain's dependencies (.venv/bin/python, else python3) and say what is
 #      missing; wheels carried in .whl/ are installed beside it (the device machine's python3 has
 #      torch but no pydantic, and reaches no registry); only where no Python has torch is a .venv
 #      created and installed as the Makefile does (which needs the package registry);
 #   1. pytest tests/test_cuda.py (CUDA-only tests: they skip without a GPU);
-#   2. pytest tests/train (the training loop's quick tests);
-#   3. benchmarks/gpu_bench.py: tokens/s, peak memory, train and Fisher time of full / LoRA / EWC
-#      on a random-init Qwen2-0.5B-shaped model -> gpu_check.json and gpu_check.md.
-# Each step runs under `timeout`; a failed step does not stop the next. Results, the log and a
-# summary go to $OUT/benchmarks/results when OUT is set (the device machine's returned folder),
-# else to benchmarks/results.
+#   2. the architecture matrix (tests/models, benchmarks/arch_matrix.py) on the GPU in bf16
+#      autocast over fp32 master weights -> arch_matrix_cuda.md;
+#   3. with two GPUs or more: 2-GPU DDP and FSDP against one GPU (benchmarks/gpu_multi.py,
+#      NCCL) -> multi/gpu_multi.md; with one, the row says so;
+#   4. benchmarks/gpu_bench.py: tokens/s, peak memory, train and Fisher time of full / LoRA / EWC
+#      on a random-init Qwen2-0.5B-shaped model -> gpu_check.json and gpu_check.md;
+#   5. pytest tests/train (the training loop's quick tests).
+# Each step runs under `timeout`; a failed step does not stop the next. Results, the log and the
+# table go to $OUT/benchmarks/results when OUT is set (the device machine's returned folder),
+# else to benchmarks/results. GPU_CHECK_DEVICE=cpu runs the same steps on the CPU (a dry run of
+# the script itself; gpu_bench then uses its small "smoke" size).
 #
 #     bash benchmarks/gpu_check.sh            # from anywhere; it cds to the repository root
 set -u
@@ -32,7 +37,8 @@ finish() {  # let tee write the last lines before the script ends (and $OUT is c
     exit "$1"
 }
 
-BUDGET=${GPU_CHECK_BUDGET_S:-420}
+BUDGET=${GPU_CHECK_BUDGET_S:-450}
+DEV=${GPU_CHECK_DEVICE:-cuda}
 T0=$SECONDS
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
@@ -51,7 +57,7 @@ step() {
     (( t > cap )) && t=$cap
     if (( t < 20 )); then
         say "$name: skipped (the ${BUDGET} s budget is spent)"
-        SUMMARY+=("$name: SKIPPED (no time left)")
+        SUMMARY+=("| $name | SKIPPED (no time left) | |")
         return
     fi
     say "$name (timeout ${t} s): $*"
@@ -65,11 +71,12 @@ step() {
         124|137) verdict="TIMEOUT after ${took} s (limit ${t} s)" ;;
         *) verdict="FAILED (exit $rc)" ;;
     esac
-    # pytest's counts ("5 passed, 1 skipped"): all skipped on a GPU machine means no CUDA
-    counts=$(tail -n 3 "$steplog" | grep -Eo '[0-9]+ (passed|failed|skipped|errors?|xfailed|xpassed)' \
+    # pytest's counts ("5 passed, 1 skipped"; all skipped on a GPU machine means no CUDA), or
+    # the matrix's "N of M tests passed"
+    counts=$(tail -n 3 "$steplog" | grep -Eo '[0-9]+ (passed|failed|skipped|errors?|xfailed|xpassed)|[0-9]+ of [0-9]+ tests passed' \
         | paste -sd, - | sed 's/,/, /g')
     rm -f "$steplog"
-    SUMMARY+=("$name: $verdict, ${took} s${counts:+ ($counts)}")
+    SUMMARY+=("| $name | $verdict${counts:+ ($counts)} | $took |")
 }
 
 # ---------------------------------------------------------------- 0. the Python environment
@@ -110,9 +117,9 @@ if [ -z "$PY" ] && compgen -G ".whl/*.whl" >/dev/null; then
         if "$cand" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
                 --target "$SITE" .whl/*.whl; then
             export PYTHONPATH="$ROOT/src:$SITE${PYTHONPATH#"$ROOT/src"}"
-            SUMMARY+=("wheels from .whl/ installed into $SITE")
+            SUMMARY+=("| wheels from .whl/ | installed into $SITE | |")
         else
-            SUMMARY+=("wheels from .whl/: install FAILED")
+            SUMMARY+=("| wheels from .whl/ | install FAILED | |")
         fi
         break
     done
@@ -179,35 +186,50 @@ except Exception as e:
 EOF
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total \
         --format=csv,noheader
-    SUMMARY+=("environment: $PY$( [ -n "$(missing "$PY")" ] && echo ", missing: $(missing "$PY")")")
+    NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+    SUMMARY+=("| environment | $PY, $NGPU GPU(s)$( [ -n "$(missing "$PY")" ] && echo ", missing: $(missing "$PY")") | |")
 else
-    SUMMARY+=("environment: NO usable Python (torch missing everywhere)")
+    SUMMARY+=("| environment | NO usable Python (torch missing everywhere) | |")
 fi
 
-# ---------------------------------------------------------------- 1-3. tests and benchmark
+# ---------------------------------------------------------------- 1-5. tests and benchmarks
 if [ -n "$PY" ]; then
-    if "$PY" -c 'import pytest' 2>/dev/null; then
-        PYTEST=("$PY" -m pytest -rfEs -p no:cacheprovider)  # -q comes from pyproject.toml
-        step "tests/test_cuda.py" 150 "${PYTEST[@]}" tests/test_cuda.py
-        step "tests/train" 90 "${PYTEST[@]}" tests/train
+    HAS_PYTEST=0
+    "$PY" -c 'import pytest' 2>/dev/null && HAS_PYTEST=1
+    PYTEST=("$PY" -m pytest -rfEs -p no:cacheprovider)  # -q comes from pyproject.toml
+    if (( HAS_PYTEST )); then
+        step "tests/test_cuda.py" 120 "${PYTEST[@]}" tests/test_cuda.py
+        step "architecture matrix ($DEV, bf16 autocast)" 150 "$PY" benchmarks/arch_matrix.py \
+            --device "$DEV" --out "$RESULTS/arch_matrix_$DEV.md"
     else
-        SUMMARY+=("tests: SKIPPED (pytest is not installed for $PY)")
+        SUMMARY+=("| tests, architecture matrix | SKIPPED (pytest is not installed for $PY) | |")
     fi
-    step "gpu_bench.py (qwen2-0.5b)" 300 "$PY" benchmarks/gpu_bench.py --size qwen2-0.5b \
-        --device cuda --steps 30 --out "$RESULTS"
+    if [ "$DEV" = cpu ] || (( NGPU >= 2 )); then
+        step "2 x DDP and 2 x FSDP against 1 ($DEV)" 150 "$PY" benchmarks/gpu_multi.py \
+            --device "$DEV" --steps 20 --out "$RESULTS/multi"
+    else
+        SUMMARY+=("| 2 x DDP and 2 x FSDP against 1 | not run: $NGPU GPU(s) here, it needs 2 | |")
+    fi
+    SIZE=qwen2-0.5b
+    [ "$DEV" = cpu ] && SIZE=smoke
+    step "gpu_bench.py ($SIZE)" 150 "$PY" benchmarks/gpu_bench.py --size "$SIZE" \
+        --device "$DEV" --steps 20 --out "$RESULTS"
+    (( HAS_PYTEST )) && step "tests/train" 60 "${PYTEST[@]}" tests/train
 fi
 
-# ---------------------------------------------------------------- summary
+# ---------------------------------------------------------------- summary: one table
 say "summary (${SECONDS}s since start)"
 {
-    echo "gpu_check.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $((SECONDS - T0)) s"
-    for line in "${SUMMARY[@]}"; do echo "  $line"; done
-} | tee "$RESULTS/gpu_check_summary.txt"
-if [ -f "$RESULTS/gpu_check.md" ]; then
+    echo "gpu_check.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), $((SECONDS - T0)) s, device $DEV"
     echo
-    cat "$RESULTS/gpu_check.md"
-fi
+    echo "| check | result | s |"
+    echo "|---|---|---|"
+    for line in "${SUMMARY[@]}"; do echo "$line"; done
+} | tee "$RESULTS/gpu_check_summary.md"
+for f in "$RESULTS/multi/gpu_multi.md" "$RESULTS/gpu_check.md"; do
+    [ -f "$f" ] && { echo; cat "$f"; }
+done
 echo
-echo "files in $RESULTS:" $(cd "$RESULTS" && ls)
+echo "the matrix's cells: $RESULTS/arch_matrix_$DEV.md; files in $RESULTS:" $(cd "$RESULTS" && ls)
 printf '%s\n' "${SUMMARY[@]}" | grep -qE 'FAILED|TIMEOUT|NO usable' && finish 1
 finish 0

@@ -109,6 +109,8 @@ def run_cmd(
     gradient_checkpointing: Optional[bool] = typer.Option(
         None, help="Recompute activations in backward (less memory, ~30% more time)."),
     checkpoint_every: Optional[int] = typer.Option(None, help="Write a checkpoint every N steps."),
+    fsdp: Optional[bool] = typer.Option(None, help="Under torchrun / accelerate launch: shard the "
+                                        "weights, gradients and optimizer state (FSDP2)."),
     resume: bool = typer.Option(False, help="Continue a killed or failed run in --out from its "
                                 "last checkpoint (the same options)."),
     data_holdout: Optional[float] = typer.Option(
@@ -139,7 +141,7 @@ def run_cmd(
              "seq_len": seq_len, "seed": seed, "probe_every": probe_every, "out": out,
              "save_model": save_model, "device": device, "dtype": dtype,
              "mixed_precision": mixed_precision, "grad_accum": grad_accum,
-             "gradient_checkpointing": gradient_checkpointing,
+             "gradient_checkpointing": gradient_checkpointing, "fsdp": fsdp,
              "checkpoint_every": checkpoint_every, "data_holdout": data_holdout,
              "domain_probes": list(domain_probe) if domain_probe else None}
     flags = {k: v for k, v in flags.items() if v is not None}

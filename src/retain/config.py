@@ -53,6 +53,8 @@ class RunConfig(BaseModel):
     grad_accum: int = Field(1, gt=0)  # micro-batches per optimizer step
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, no on CPU
     gradient_checkpointing: bool = False  # recompute activations in backward (the model's switch)
+    # shard weights, gradients and AdamW's moments over the processes (FSDP2, retain.train.sharding)
+    fsdp: bool = False
     seq_len: int = Field(256, gt=1)  # tokens per example (longer ones are truncated)
     warmup_steps: int = Field(10, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"  # after the linear warm-up
@@ -117,7 +119,7 @@ class RunConfig(BaseModel):
 # Keys that say how a run is carried out, not what it computes: two configs that differ only in
 # these are the same run (a comparison reuses its folder; --resume continues it).
 NOT_IDENTITY = ("out", "overwrite", "resume", "progress", "checkpoint_every", "keep_checkpoints",
-                "sandbox")
+                "sandbox", "fsdp")  # fsdp: how the weights are laid out, not what is trained
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,22 @@ def out_mode(config) -> tuple[str, Path | None]:
                     "choose another out")
 
 
+def check_fsdp(config, strategies, probes) -> None:
+    """What sharded training (``fsdp``) runs, tested: the strategies of ``sharding.SHARDABLE``,
+    no probe that needs a second (base) model, no Fisher saved beside the model."""
+    from retain.train.sharding import SHARDABLE
+
+    if bad := [s.name for s in strategies if s.name not in SHARDABLE]:
+        raise UserError(f"fsdp: {', '.join(bad)} is not wired for sharded training; it runs "
+                        f"{', '.join(SHARDABLE)} (or drop fsdp: data-parallel runs them all)")
+    if needy := [p.name for p in probes if getattr(p, "needs_base", False)]:
+        raise UserError(f"fsdp: probe {needy[0]} compares with a copy of the base model, which "
+                        "sharded training does not keep; drop it or fsdp")
+    if config.save_fisher:
+        raise UserError("fsdp: save_fisher is not wired for sharded training; estimate it "
+                        "afterwards with `retain fisher` on the saved model")
+
+
 def preflight(config) -> Plan:
     """Check everything ``run(config)`` needs from the user, cheaply, in the order a user would
     fix it; returns the plan. Loads the tokenizer, never the model's weights."""
@@ -121,6 +137,8 @@ def preflight(config) -> Plan:
 
     strategies = build_strategies(config.strategies)
     ps_probes = load_probes(config.probes, n=config.probe_n, seed=config.seed)  # checked first
+    if config.fsdp:
+        check_fsdp(config, strategies, ps_probes)
     if config.guard is not None:  # a limit naming no probe: refused before the tokenizer loads
         from retain.guard_limits import select_probes
 

@@ -28,10 +28,12 @@ from retain.report import results as rr
 from retain.train import checkpoint as ckpt
 
 
-def _save_model(model, tokenizer, out: Path) -> None:
+def _save_model(model, tokenizer, out: Path, state: dict | None = None) -> None:
+    """The model (``state``: its weights whole, for a sharded model) and tokenizer, written
+    into a temporary folder renamed into place."""
     tmp = out / f".{rr.MODEL_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state)
     tokenizer.save_pretrained(tmp)
     tmp.rename(out / rr.MODEL_DIR)
 
@@ -90,15 +92,26 @@ def _run(config: RunConfig, plan, before: list | None, recorder, more: Sequence)
     from retain.train.callbacks.checkpointer import load_run_state, run_state
     from retain.train.callbacks.probes import ProbeCallback
     from retain.train.callbacks.recorder import model_info, results
+    from retain.train import sharding
     from retain.train.loop import make_accelerator, process_state
     from retain.train.precision import autocast
 
     out, tok, strategies, main = Path(config.out), plan.tokenizer, plan.strategies, recorder.main
     sandbox.configure(config.sandbox)  # generated code of this run: refused or warned once
-    resume = (ckpt.load(plan.checkpoint, process_state().process_index)
-              if plan.out_mode == "resume" else None)
+    world = process_state().num_processes
+    if config.fsdp and world == 1 and main:
+        import sys
+
+        print("fsdp: one process, nothing to shard: start the run under torchrun or accelerate "
+              "launch with several to shard it", file=sys.stderr)
+    resume = (ckpt.load(plan.checkpoint, process_state().process_index,
+                        sharded=config.fsdp and world > 1, world=world) if plan.out_mode == "resume" else None)
     tracker_kwargs, tracker_init = make_trackers(config.report_to, out)
     model = _load(config, plan)
+    if config.fsdp and world > 1:  # before anything copies a weight
+        from retain.train.sharding import shard_model
+
+        shard_model(model)
     p0 = next(model.parameters())
     device, dtype, mixed = p0.device, p0.dtype, plan.mixed_precision
     recorder.accelerator = acc = make_accelerator(device, **tracker_kwargs)  # trackers log through it
@@ -155,7 +168,9 @@ def _run(config: RunConfig, plan, before: list | None, recorder, more: Sequence)
     # 5. After: what it can do now, and what changed.
     recorder.stage = "after"
     after = probing.after(model, trained.steps)
-    acc.end_training()
+    # A sharded model whole, on every process (all join the all-gathers, here and in the
+    # drift of results), before the end of training takes the process group down.
+    whole = sharding.full_state(model) if config.save_model and sharding.is_sharded(model) else None
     extra = {"probe_split": plan.split} if plan.split else {}  # selected on apart from reported
     if (used := sandbox.isolation_used()) is not None:  # a code probe ran (humaneval)
         extra["sandbox"] = used
@@ -166,12 +181,16 @@ def _run(config: RunConfig, plan, before: list | None, recorder, more: Sequence)
                   data=_data_info(config, plan, train_data),
                   training=_training_info(config, trained, acc, checkpointer),
                   base_state=base_state, callbacks=callbacks, **extra)
-    if main and config.save_model:
+    if whole is not None:
+        if main:
+            _save_model(model, tok, out, whole)
+    elif main and config.save_model:
         _save_model(model, tok, out)
         if config.save_fisher and hasattr(model, "peft_config"):  # an adapter folder
             res["fisher_file"] = None  # its tensors are not the base's names: no merge
         elif config.save_fisher:  # the fine-tune's own Fisher, on its own domain
             res["fisher_file"] = str(_save_fisher(model, plan.domain_data, config, out))
+    acc.end_training()
     return res
 
 

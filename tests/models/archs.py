@@ -4,9 +4,15 @@ matrix, tests/models/test_arch_matrix.py), sized for the built-in tokenizer: 2 l
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
+
+# Where the matrix's load/probe and training tests run: the CPU, or (benchmarks/gpu_check.sh,
+# RETAIN_MATRIX_DEVICE=cuda) a GPU in bf16 autocast over fp32 master weights.
+DEVICE = torch.device(os.environ.get("RETAIN_MATRIX_DEVICE", "cpu"))
+MIXED = "bf16" if DEVICE.type == "cuda" else "no"
 
 IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
 COMMON = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from archs import ARCHS, save_arch, tied, tiny_arch
+from archs import ARCHS, DEVICE, MIXED, save_arch, tied, tiny_arch
 from retain.builtin.build import build_tokenizer
 
 STRATEGIES = {  # family -> the strategy list one run uses (small where prepare does real work)
@@ -55,12 +55,15 @@ def test_load_and_every_probe_kind(arch, tmp_path):
     choice.write_text("".join(json.dumps({"prompt": f"{a} + {b} =", "choices": [str(a + b),
                                                                                str(a + b + 1)],
                                           "label": 0}) + "\n" for a, b in ((1, 2), (3, 4))))
-    model, tok = load_model(str(save_arch(tmp_path, arch)))
+    from retain.train.precision import autocast
+
+    model, tok = load_model(str(save_arch(tmp_path, arch)), dtype="float32", device=DEVICE)
     assert type(model).__name__.lower().startswith(arch.split("_")[0])
     probes = load_probes(["math", "writing", str(choice)], n=2)
     kinds = {p.kind for p in probes}
     assert kinds == {"generation", "perplexity", "choice"}
-    res = evaluate(model, tok, probes, progress=False)
+    with autocast(DEVICE, MIXED):
+        res = evaluate(model, tok, probes, progress=False)
     assert {r.kind for r in res} == kinds and all(math.isfinite(r.value) for r in res)
 
 
@@ -75,8 +78,8 @@ def test_strategy_family(arch, family, tok, datasets, tmp_path):
 
     domain, reference = datasets
     strategies = build_strategies(STRATEGIES[family])
-    model = tiny_arch(arch, len(tok))
-    ctx = RunContext(tokenizer=tok, seed=0, out_dir=tmp_path, device=torch.device("cpu"),
+    model = tiny_arch(arch, len(tok)).to(DEVICE)
+    ctx = RunContext(tokenizer=tok, seed=0, out_dir=tmp_path, device=DEVICE,
                      base_state=copy_state(model), reference=reference)
     if (arch, family) in UNSUPPORTED:
         with pytest.raises(UserError, match=UNSUPPORTED[arch, family]) as e:
@@ -89,11 +92,14 @@ def test_strategy_family(arch, family, tok, datasets, tmp_path):
     for s in strategies:
         data = s.train_data(data, ctx)
     res = train(model, data, pad_id=0, strategies=strategies, progress=False,
-                config=TrainConfig(lr=1e-3, steps=2, batch_size=2, log_every=1))
+                config=TrainConfig(lr=1e-3, steps=2, batch_size=2, log_every=1,
+                                   mixed_precision=MIXED))
     assert all(math.isfinite(h["loss"]) for h in res.history)
+    # bf16 autocast computes in bf16 and keeps the weights it updates in fp32
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     for s in strategies:
         model = s.finalize(model, ctx)
-    batch = collate(data[:2], pad_id=0)
+    batch = {k: v.to(DEVICE) for k, v in collate(data[:2], pad_id=0).items()}
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert logits.shape[-1] == len(tok) and torch.isfinite(logits).all()

@@ -21,7 +21,9 @@ def layer_of(name: str) -> str:
 
 
 def _norms(base: torch.Tensor, tuned: torch.Tensor) -> tuple[float, float]:
-    """(||W - W0||^2, ||W0||^2) in float64."""
+    """(||W - W0||^2, ||W0||^2) in float64. Sharded (FSDP) weights are gathered whole first,
+    one tensor at a time: every process must call this."""
+    base, tuned = (t.full_tensor() if hasattr(t, "full_tensor") else t for t in (base, tuned))
     b = base.detach().to("cpu", torch.float64)
     t = tuned.detach().to("cpu", torch.float64)
     return float((t - b).pow(2).sum()), float(b.pow(2).sum())

@@ -78,20 +78,33 @@ def evaluate(model, tokenizer, probes: list[Probe], *, base_model=None, batch_si
     In an initialized ``torch.distributed`` group of several processes (``distributed=None``,
     the default) every process must call this with the same probes: each scores its share of
     every probe's items and all return the same results, those of one process. Pass
-    ``distributed=False`` where only some processes call it: each then scores every item.
+    ``distributed=False`` where only some processes call it: each then scores every item (as
+    every process does for a sharded model, whose forwards need them all).
     The progress bar shows on the main process only."""
     needy = [p.name for p in probes
              if getattr(p, "needs_base", False) or p.kind == "kl_to_base"]
     if needy and base_model is None:
         raise UserError(f"probe(s) {', '.join(needy)} need a base model to compare with")
+    from retain.train.sharding import is_sharded, reshard
+
     rank, world = process_rank_world()
-    shard = world > 1 and distributed is not False
+    # A sharded (FSDP) model needs every process in each forward: all score every item.
+    shard = world > 1 and distributed is not False and not is_sharded(model)
 
     def score(p: Probe) -> ProbeResult:
         return _score(p, model, tokenizer, shard=shard, batch_size=batch_size,
                       base_model=base_model)
 
-    if not progress or rank != 0:
+    try:
+        return _score_all(probes, score, progress and rank == 0)
+    finally:
+        if is_sharded(model):
+            reshard(model)  # a forward alone leaves the root group's weights gathered
+
+
+def _score_all(probes: list[Probe], score, progress: bool) -> list[ProbeResult]:
+    """``score`` of each probe in turn, under a progress bar when ``progress``."""
+    if not progress:
         return [score(p) for p in probes]
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

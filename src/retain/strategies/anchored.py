@@ -13,6 +13,7 @@ import torch
 from retain.errors import UserError
 from retain.strategies.base import RunContext, Strategy, StrategyConfig
 from retain.strategies.fisher import Importance, normalize_importance, trainable_parameters
+from retain.train.sharding import all_sum, is_dtensor, local, shard_like
 
 Normalize = Literal["none", "mean", "max"]
 
@@ -69,17 +70,19 @@ class AnchoredQuadratic:
         terms = self._terms(model)
         if not terms:
             return torch.zeros(())
+        # Sharded (FSDP): each process works on its shards, and the value is reduced once.
         ps = [t[0] for t in terms]
-        d = torch._foreach_sub(ps, [t[2] for t in terms])  # theta - anchor
-        sw = [t[1] for t in terms]
+        sharded = is_dtensor(ps[0])
+        d = torch._foreach_sub([local(p) for p in ps], [local(t[2]) for t in terms])  # theta - a
+        sw = [None if t[1] is None else local(t[1]) for t in terms]
         weighted = sw[0] is not None
         if weighted:
             torch._foreach_mul_(d, sw)  # sqrt(w) (theta - anchor)
-        value = torch.stack(torch._foreach_norm(d)).float().pow(2).sum()
+        value = all_sum(torch.stack(torch._foreach_norm(d)).float().pow(2).sum(), sharded)
         for p in ps:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in ps]
+        grads = [local(p.grad) for p in ps]
         if weighted:
             torch._foreach_addcmul_(grads, d, sw, value=2.0 * scale)  # + 2 s sqrt(w) sqrt(w) (theta - a)
         else:
@@ -153,10 +156,12 @@ class AnchoredQuadraticStrategy(Strategy):
             info = dict(self._resume["info"])
         else:
             self.importance, info = self.importance_of(model, ctx)
+        if self.importance is not None:  # one read from a file is whole: shard it like the model
+            self.importance = shard_like(self.importance, model)
         weights = None
         if self.importance is not None:
             weights = normalize_importance(self.importance, self.config.normalize)
-        self.anchor = self.anchor_for(model, ctx, info)
+        self.anchor = shard_like(self.anchor_for(model, ctx, info), model)
         self._quad = AnchoredQuadratic(weights, self.anchor)
         if weights is not None:
             info["n_params"] = sum(v.numel() for v in weights.values())

@@ -25,6 +25,7 @@ from retain.strategies.fisher import (
     load_importance,
     save_importance,
 )
+from retain.train.sharding import full_tree, shard_like
 
 FISHER_FILE = "fisher.safetensors"  # a run's raw Fisher, in its folder (online EWC reads it)
 
@@ -111,11 +112,12 @@ class EWC(AnchoredQuadraticStrategy):
                     estimate_seconds=round(time.perf_counter() - start, 3))
         if cfg.previous_fisher_path is not None:
             previous, prev_meta = load_importance(cfg.previous_fisher_path)
-            fisher = accumulate_online(previous, fisher, cfg.gamma)
+            fisher = accumulate_online(shard_like(previous, model), fisher, cfg.gamma)
             meta.update(online_terms=int(prev_meta.get("online_terms", 1)) + 1, gamma=cfg.gamma)
             info.update(source="online", gamma=cfg.gamma, previous_fisher_path=str(cfg.previous_fisher_path),
                         online_terms=meta["online_terms"])
+        whole = full_tree(fisher)  # sharded: every process joins the all-gathers
         if ctx.out_dir is not None:
-            saved = save_importance(Path(ctx.out_dir) / FISHER_FILE, fisher, meta)
+            saved = save_importance(Path(ctx.out_dir) / FISHER_FILE, whole, meta)
             info["fisher_path"] = str(saved)
         return fisher, info

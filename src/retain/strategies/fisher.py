@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call, grad, vmap
 
 from retain.errors import UserError
+from retain.train.sharding import all_sum, is_dtensor, local, reshard
 
 Estimator = Literal["empirical", "sampled", "batched"]
 ESTIMATORS: tuple[str, ...] = ("empirical", "sampled", "batched")
@@ -118,9 +120,11 @@ def _per_sample_stat(
 ) -> Importance:
     """Mean over examples of ``reduce(grad of objective)`` per trainable parameter, vectorized:
     ``vmap(grad(f))`` over chunks of ``chunk_size`` examples (memory ~ chunk_size x #trainable)."""
-    params = {k: p.detach() for k, p in trainable_parameters(model).items()}
+    params = {k: p.detach() for k, p in trainable_parameters(reshard(model)).items()}
     if not params:
         raise UserError("the model has no trainable parameters to estimate importance for")
+    if any(is_dtensor(p) for p in params.values()):
+        return _sharded_per_sample_stat(model, objective, examples, reduce)
 
     def per_sample(p: Importance, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor):
         logits = functional_call(model, p, (ids.unsqueeze(0),)).logits[0]  # (T, V)
@@ -150,6 +154,32 @@ def _per_sample_stat(
             for k, g in grads.items():
                 total[k] += reduce(g.float()).sum(0)  # reduce works in place: g is a fresh (B, *shape)
     return {k: (v / len(examples)).cpu() for k, v in total.items()}
+
+
+def _sharded_per_sample_stat(model, objective, examples: list[dict], reduce) -> Importance:
+    """``_per_sample_stat`` of a sharded (FSDP) model: every process takes the same sample
+    through a backward pass, so that the reduce-scatter (a mean of equal gradients) leaves each
+    process that sample's gradient on its shards, which it reduces and sums there. The weights
+    stay sharded throughout; the samples are not shared out (each gradient is computed once,
+    by every process together). Returns DTensors laid out like the parameters."""
+    params = trainable_parameters(model)
+    total = {k: torch.zeros(local(p).shape, dtype=torch.float32, device=p.device)
+             for k, p in params.items()}
+    with _estimation_mode(model):
+        for e in examples:
+            ids, labels, mask = _pad([e], _device(model))
+            model.zero_grad(set_to_none=True)
+            objective(model(input_ids=ids).logits[0], labels[0], mask[0]).backward()
+            for k, p in params.items():
+                if p.grad is not None:
+                    total[k] += reduce(local(p.grad).float())
+    model.zero_grad(set_to_none=True)
+    reshard(model)  # (the root group stays gathered after a backward with no optimizer step)
+    from torch.distributed.tensor import DTensor
+
+    return {k: DTensor.from_local(v / len(examples), params[k].device_mesh, params[k].placements,
+                                  shape=params[k].shape, stride=params[k].stride(), run_check=False)
+            for k, v in total.items()}
 
 
 def sample_labels(model: torch.nn.Module, examples: list[dict], seed: int, chunk_size: int = 8) -> list[dict]:
@@ -249,6 +279,8 @@ def estimate_once(estimate: Callable[[], Importance], model: torch.nn.Module) ->
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return estimate()
+    if any(is_dtensor(p) for p in model.parameters()):  # sharded: every process takes part
+        return estimate()
     params = trainable_parameters(model)
     if dist.get_rank() == 0:
         out = estimate()
@@ -269,11 +301,24 @@ def normalize_importance(importance: Importance, how: Literal["none", "mean", "m
     on the estimator, the data and the model size. An all-zero importance is returned unchanged."""
     if how == "none":
         return dict(importance)
-    flat = torch.cat([v.flatten().float() for v in importance.values()])
-    scale = flat.mean() if how == "mean" else flat.max()
+    if any(is_dtensor(v) for v in importance.values()):  # sharded: over every shard
+        scale = _sharded_scale(list(importance.values()), how)
+    else:
+        flat = torch.cat([v.flatten().float() for v in importance.values()])
+        scale = flat.mean() if how == "mean" else flat.max()
     if not scale > 0:
         return dict(importance)
     return {k: v / scale for k, v in importance.items()}
+
+
+def _sharded_scale(values: list[torch.Tensor], how: str) -> torch.Tensor:
+    """``normalize_importance``'s mean or max over DTensor shards: one all-reduce."""
+    if how == "mean":
+        total = all_sum(torch.stack([local(v).double().sum() for v in values]).sum(), True)
+        return (total / sum(v.numel() for v in values)).float()
+    mine = [local(v).max() for v in values if local(v).numel()]
+    top = torch.stack(mine).max().double() if mine else torch.tensor(-math.inf, dtype=torch.float64)
+    return all_sum(top, True, op="max").float()
 
 
 def accumulate_online(previous: Importance, new: Importance, gamma: float) -> Importance:

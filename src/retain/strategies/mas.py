@@ -14,6 +14,7 @@ from retain.strategies.anchored import AnchoredQuadraticStrategy, Normalize, che
 from retain.strategies.base import RunContext, StrategyConfig
 from retain.strategies.fisher import (Importance, estimate_mas, estimate_once, load_importance,
                                      save_importance)
+from retain.train.sharding import full_tree
 
 
 class MAS(AnchoredQuadraticStrategy):
@@ -59,8 +60,9 @@ class MAS(AnchoredQuadraticStrategy):
             chunk_size=cfg.chunk_size), model)
         n_used = min(cfg.n_samples, len(ctx.reference))
         info.update(source="estimated", n_samples=n_used, estimate_seconds=round(time.perf_counter() - start, 3))
+        whole = full_tree(importance)  # sharded: every process joins the all-gathers
         if ctx.out_dir is not None:
             meta = {"kind": "mas", "estimator": "mas", "n_samples": n_used, "seed": ctx.seed}
-            saved = save_importance(Path(ctx.out_dir) / "mas_importance.safetensors", importance, meta)
+            saved = save_importance(Path(ctx.out_dir) / "mas_importance.safetensors", whole, meta)
             info["importance_path"] = str(saved)
         return importance, info

@@ -132,20 +132,39 @@ def write_rng(tmp: Path, rank: int) -> None:
               metadata={"json": json.dumps(js)})
 
 
-def save(run_dir: str | Path, ck: Checkpoint, keep: int) -> Path:
+_GROUPS = ("trainable", "optimizer", "extra")  # the tensor files, one each (or one a process)
+
+
+def write_tensors(tmp: Path, ck: Checkpoint, suffix: str = "") -> tuple[dict, dict]:
+    """``ck``'s tensors into ``trainable``/``optimizer``/``extra{suffix}.safetensors``: a sharded
+    run's processes each write their own shards (``suffix`` ``-rank{R}``). Returns (the optimizer's
+    JSON part, ``{group: {name: global shape}}`` of the tensors that were shards)."""
+    from retain.train.sharding import to_local_tree
+
+    opt_tensors, opt_js = _split_optimizer(ck.optimizer)
+    shapes = {}
+    for group, tensors in zip(_GROUPS, (ck.trainable, opt_tensors, ck.extra_tensors)):
+        mine, shapes[group] = to_local_tree(tensors)
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in mine.items()},
+                  str(tmp / f"{group}{suffix}.safetensors"))
+    return opt_js, shapes
+
+
+def save(run_dir: str | Path, ck: Checkpoint, keep: int, shards: dict | None = None) -> Path:
     """Write ``ck`` (the main process's part) into its temporary folder, rename it into place and
     remove all but the last ``keep`` checkpoints. Other ranks' RNG files must already be in
-    ``tmp_dir`` (``write_rng``)."""
+    ``tmp_dir`` (``write_rng``); for a sharded model, every rank's tensor files too, ``shards``
+    then being ``{"world": W, "shapes": ..., "optimizer": its JSON}`` (``write_tensors``)."""
     tmp = tmp_dir(run_dir, ck.step)
     tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in ck.trainable.items()},
-              str(tmp / "trainable.safetensors"))
-    opt_tensors, opt_js = _split_optimizer(ck.optimizer)
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in ck.extra_tensors.items()},
-              str(tmp / "extra.safetensors"))
+    if shards is None:
+        opt_js, _ = write_tensors(tmp, ck)
+    else:
+        opt_js = shards["optimizer"]
+        shards = {"world": shards["world"], "shapes": shards["shapes"]}
     state = {"step": ck.step, "scheduler": ck.scheduler, "scaler": ck.scaler,
-             "optimizer": opt_js, "loop": ck.loop, "extra": ck.extra}
+             "optimizer": opt_js, "loop": ck.loop, "extra": ck.extra,
+             **({"shards": shards} if shards else {})}
     (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
     _fsync_folder(tmp)  # on disk before the rename makes it the checkpoint a resume reads
     final = Path(run_dir) / DIR / f"step-{ck.step:08d}"
@@ -174,11 +193,19 @@ def _fsync_folder(folder: Path) -> None:
     _fsync(folder)
 
 
-def load(path: str | Path, rank: int = 0) -> Checkpoint:
-    """Read a checkpoint folder (tensors on the CPU) with process ``rank``'s RNG states."""
+def load(path: str | Path, rank: int = 0, sharded: bool = False, world: int = 1) -> Checkpoint:
+    """Read a checkpoint folder (tensors on the CPU) with process ``rank``'s RNG states;
+    ``sharded``: for a run whose model is sharded (fsdp over ``world`` processes), whose
+    checkpoints must be so too (and the other way round)."""
     path = Path(path)
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    opt = _join_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
+    if sharded != bool(state.get("shards")):
+        from retain.errors import UserError
+
+        raise UserError(f"{path} was written by a run {'with' if state.get('shards') else 'without'}"
+                        f" sharded weights (fsdp over several processes); resume it the same way")
+    tensors = _read_tensors(path, state.get("shards"), rank, world)
+    opt = _join_optimizer(tensors["optimizer"], state["optimizer"])
     rng_file = path / f"rng-rank{rank}.safetensors"
     if not rng_file.is_file():
         raise FileNotFoundError(f"{path} has no RNG state for process {rank}: was it written "
@@ -188,10 +215,26 @@ def load(path: str | Path, rank: int = 0) -> Checkpoint:
     with safe_open(str(rng_file), framework="pt") as f:
         rng_js = json.loads(f.metadata()["json"])
     rng = {"tensors": load_file(str(rng_file)), "json": rng_js}
-    return Checkpoint(step=state["step"], trainable=load_file(str(path / "trainable.safetensors")),
+    return Checkpoint(step=state["step"], trainable=tensors["trainable"],
                       optimizer=opt, scheduler=state["scheduler"], scaler=state["scaler"],
-                      loop=state["loop"], extra_tensors=load_file(str(path / "extra.safetensors")),
+                      loop=state["loop"], extra_tensors=tensors["extra"],
                       extra=state["extra"], rng=rng, path=path)
+
+
+def _read_tensors(path: Path, shards: dict | None, rank: int,
+                  world: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The tensor files by group; a sharded checkpoint's are this process's shards, made
+    DTensors again (the same number of processes must read it, each with the same shards)."""
+    if shards is None:
+        return {g: load_file(str(path / f"{g}.safetensors")) for g in _GROUPS}
+    from retain.errors import UserError
+    from retain.train.sharding import from_local_tree
+
+    if world != shards["world"]:
+        raise UserError(f"{path} holds weights sharded over {shards['world']} processes; resume "
+                        f"it with {shards['world']} (this run has {world}) and fsdp")
+    return {g: from_local_tree(load_file(str(path / f"{g}-rank{rank}.safetensors")),
+                               shards["shapes"][g]) for g in _GROUPS}
 
 
 # ---------------------------------------------------------------- nested state

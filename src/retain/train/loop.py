@@ -26,6 +26,7 @@ from retain.train.callbacks.base import (Callback, Decision, LoopState, apply_de
 from retain.train.callbacks.progress import ProgressBar
 from retain.train.checkpoint import Checkpoint, set_rng_state
 from retain.train.precision import autocast, grad_scaler
+from retain.train.sharding import full, is_sharded, reshard, set_gradient_sync
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,9 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     # Dropout and anything else random in the forward pass; one seed per process (each drops
     # other units on its other examples), the main process's being the run's seed.
     torch.manual_seed(config.seed + acc.process_index)
+    sharded = is_sharded(model)
+    if sharded:  # the optimizer and the gradient clip hold the shards, not gathered weights
+        reshard(model)
     opt = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                             fused=device.type in ("cuda", "cpu") or None)
     # Not prepared by accelerate: its scheduler wrapper steps once per process, and our
@@ -204,7 +208,8 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(
         s, steps=config.steps, warmup_steps=config.warmup_steps, schedule=config.schedule))
     scaler = grad_scaler(device, config.mixed_precision)
-    model, opt = acc.prepare(model, opt)
+    if not sharded:  # DDP under several processes; a sharded model syncs its own gradients
+        model, opt = acc.prepare(model, opt)
     inner = acc.unwrap_model(model)
     device = next(inner.parameters()).device
     rank, world, accum = acc.process_index, acc.num_processes, config.grad_accum
@@ -282,7 +287,9 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                 batch = {k: v.to(device) for k, v in collate([data[i] for i in mine], pad_id).items()}
                 n_micro = sum(counts[i] for i in mine)
                 last = m == accum - 1
-                with (contextlib.nullcontext() if last else acc.no_sync(model)), \
+                if sharded:  # reduce-scatter once per step, after the last micro-batch
+                    set_gradient_sync(model, last)
+                with (contextlib.nullcontext() if last or sharded else acc.no_sync(model)), \
                         autocast(device, config.mixed_precision):
                     out = model(**batch)  # .loss: mean CE over this micro-batch's loss tokens
                     lm = out.loss * (n_micro / max(n_step, 1)) if n_micro else out.logits.sum() * 0
@@ -291,7 +298,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                         p = call_penalty(s, inner, batch, out)
                         if p is not None:
                             pen = pen + p
-                    # DDP averages gradients over processes: scale the LM share back up.
+                    # DDP (and FSDP) average gradients over processes: scale the LM share up.
                     loss = lm.float() * world + pen.float() / accum
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 lm_part += lm.detach().float()
@@ -306,6 +313,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                 norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             else:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            norm = full(norm)  # sharded: the norm over every shard (a DTensor until gathered)
             # One sync per step: is the loss (any process) or the gradient non-finite?
             bad = torch.stack([~torch.isfinite(lm_part + penalty),
                                ~torch.isfinite(norm) & (scaler is None)]).float()
@@ -338,7 +346,7 @@ def train(model: torch.nn.Module, data: Sequence[dict], *, pad_id: int, config: 
                 if world > 1 and cb.decides:  # all carry out the main process's decision
                     d = main_decision(d, acc, device, step, cb)
                 stopped = apply_decision(d, inner, opt, sched) or stopped
-                if d.restore is not None and world > 1:
+                if d.restore is not None and world > 1 and not sharded:  # shards differ
                     check_same_weights(d.restore, acc, device, step)
                 c["stopped"] = stopped  # later callbacks (the checkpointer) see the stop
             if stopped:

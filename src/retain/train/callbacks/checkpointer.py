@@ -10,6 +10,7 @@ import torch
 
 from retain.train import checkpoint as ckpt
 from retain.train.callbacks.base import Callback, LoopState
+from retain.train.sharding import is_sharded, reshard
 
 
 class Checkpointer(Callback):
@@ -40,17 +41,28 @@ class Checkpointer(Callback):
             tmp.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         ckpt.write_rng(tmp, acc.process_index)  # every process: its own RNG streams
+        sharded, shards = is_sharded(state.model), None
+        if sharded:  # (after probing the root group's weights are gathered whole)
+            reshard(state.model)
+        ck = self._checkpoint(state) if main or sharded else None
+        if sharded:  # every process writes its shards of the weights, moments and run state
+            opt_js, shapes = ckpt.write_tensors(tmp, ck, suffix=f"-rank{acc.process_index}")
+            shards = {"world": acc.num_processes, "shapes": shapes, "optimizer": opt_js}
         acc.wait_for_everyone()
         if main:
-            tensors, js = self.extra()
-            trainable = {n: p for n, p in state.model.named_parameters() if p.requires_grad}
-            self.last = ckpt.save(self.run_dir, ckpt.Checkpoint(
-                step=state.step, trainable=trainable, optimizer=state.optimizer.state_dict(),
-                scheduler=state.scheduler.state_dict(),
-                scaler=state.scaler.state_dict() if state.scaler is not None else None,
-                loop=state.counters, extra_tensors=tensors, extra=js), keep=self.keep)
+            self.last = ckpt.save(self.run_dir, ck, keep=self.keep, shards=shards)
         acc.wait_for_everyone()
         self.seconds += time.perf_counter() - t0
+
+
+    def _checkpoint(self, state: LoopState) -> ckpt.Checkpoint:
+        tensors, js = self.extra()
+        trainable = {n: p for n, p in state.model.named_parameters() if p.requires_grad}
+        return ckpt.Checkpoint(
+            step=state.step, trainable=trainable, optimizer=state.optimizer.state_dict(),
+            scheduler=state.scheduler.state_dict(),
+            scaler=state.scaler.state_dict() if state.scaler is not None else None,
+            loop=state.counters, extra_tensors=tensors, extra=js)
 
 
 def run_state(callbacks, strategies=()) -> tuple[dict[str, torch.Tensor], dict]:

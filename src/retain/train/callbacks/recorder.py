@@ -25,6 +25,7 @@ from retain.errors import UserError
 from retain.report import results as rr
 from retain.train import checkpoint as ckpt
 from retain.train.callbacks.base import Callback, LoopState
+from retain.train.sharding import model_class
 
 
 def clean_out_dir(out: Path) -> None:
@@ -157,6 +158,7 @@ def model_info(model, *, name: str, trainable: int, dtype, device, mixed: str) -
     trained), the dtype it was loaded in, its device and the mixed precision of training."""
     from retain.models import count_params
 
-    return {"name": name, "architecture": type(model).__name__, "params": count_params(model),
+    return {"name": name, "architecture": model_class(model).__name__, "params": count_params(model),
             "trainable_params": trainable, "dtype": str(dtype).removeprefix("torch."),
             "device": str(device), "mixed_precision": mixed}
+
