@@ -156,10 +156,9 @@ class AnchoredQuadraticStrategy(Strategy):
             info = dict(self._resume["info"])
         else:
             self.importance, info = self.importance_of(model, ctx)
+        weights = None
         if self.importance is not None:  # one read from a file is whole: shard it like the model
             self.importance = shard_like(self.importance, model)
-        weights = None
-        if self.importance is not None:
             weights = normalize_importance(self.importance, self.config.normalize)
         self.anchor = shard_like(self.anchor_for(model, ctx, info), model)
         self._quad = AnchoredQuadratic(weights, self.anchor)
