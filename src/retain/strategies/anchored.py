@@ -18,76 +18,187 @@ from retain.train.sharding import all_sum, is_dtensor, local, shard_like
 Normalize = Literal["none", "mean", "max"]
 
 
+class _Group:
+    """The anchored parameters of one device and dtype, with their anchor and sqrt(w) held
+    flat (one tensor each), so that theta - anchor, its weighting and the sum of squares are
+    one operation apiece over every weight. On the CPU the difference goes into one buffer
+    kept between steps (a fresh allocation of 4 bytes a weight each step costs the CPU more in
+    page faults than the arithmetic); CUDA's caching allocator makes a fresh one free, and
+    keeps the peak memory where it was."""
+
+    def __init__(self, params: list[torch.Tensor], sw: list[torch.Tensor] | None,
+                 anchor: list[torch.Tensor]):
+        self.params = params
+        self.shapes = [local(p).shape for p in params]  # shards under FSDP
+        self.sizes = [local(p).numel() for p in params]
+        self.anchor = torch.cat([local(a).reshape(-1) for a in anchor])
+        self.sw = None if sw is None else torch.cat([local(w).reshape(-1) for w in sw])
+        self.buffer = (torch.empty_like(self.anchor) if self.anchor.device.type == "cpu"
+                       else None)
+        self._views = None if self.buffer is None else self.views(self.buffer)
+        self.sw_views = None if self.sw is None else self.views(self.sw)
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [v.view(s) for v, s in zip(flat.split(self.sizes), self.shapes)]
+
+    def diff(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """sqrt(w) (theta - anchor), flat and as one view per parameter."""
+        params = [local(p) for p in self.params]  # read each step: FSDP may swap the shards
+        if self.buffer is None:
+            flat = torch.cat([p.reshape(-1) for p in params])
+            views = self.views(flat)
+        else:
+            flat, views = self.buffer, self._views
+            torch._foreach_copy_(views, params)
+        flat.sub_(self.anchor)
+        if self.sw is not None:
+            flat.mul_(self.sw)
+        return flat, views
+
+    @staticmethod
+    def sum_sq(flat: torch.Tensor) -> torch.Tensor:
+        if flat.dtype in (torch.float32, torch.float64):
+            return flat.dot(flat).float()
+        return torch.linalg.vector_norm(flat, dtype=torch.float32).pow(2)
+
+
+class _Terms:
+    """The penalty's operands for one model, built once and reused every step: its anchored
+    parameters (as registered) and one ``_Group`` per device and dtype among them."""
+
+    def __init__(self, params: list[torch.Tensor], sw: list[torch.Tensor | None],
+                 anchor: list[torch.Tensor]):
+        self.params = params
+        self.sharded = is_dtensor(params[0])
+        self.keys = self.keys_of(params)
+        self.index = {k: [i for i, kk in enumerate(self.keys) if kk == k]
+                      for k in dict.fromkeys(self.keys)}
+        weighted = sw[0] is not None
+        self.groups = [_Group([params[i] for i in ix], [sw[i] for i in ix] if weighted else None,
+                              [anchor[i] for i in ix]) for ix in self.index.values()]
+
+    @staticmethod
+    def keys_of(params: list[torch.Tensor]) -> list[tuple]:
+        return [(local(p).device, p.dtype) for p in params]
+
+    def value_and_diffs(self) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+        """sum_i w_i (theta_i - anchor_i)^2 (over every process when sharded) and, per group,
+        sqrt(w) (theta - anchor) as one view per parameter."""
+        total, diffs = None, []
+        for g in self.groups:
+            flat, views = g.diff()
+            v = g.sum_sq(flat).to(self.groups[0].anchor.device)
+            total = v if total is None else total + v
+            diffs.append(views)
+        return all_sum(total, self.sharded), diffs
+
+    def grads(self, diffs: list[list[torch.Tensor]], scale: float,
+              into: list[list[torch.Tensor]] | None = None) -> list[list[torch.Tensor]]:
+        """``scale`` * 2 w (theta - anchor) per group: added into ``into`` (in place), or new."""
+        out = []
+        for gi, (g, d) in enumerate(zip(self.groups, diffs)):
+            sw = g.sw_views
+            if into is not None:
+                if sw is not None:  # + 2 s sqrt(w) sqrt(w) (theta - a)
+                    torch._foreach_addcmul_(into[gi], d, sw, value=2.0 * scale)
+                else:
+                    torch._foreach_add_(into[gi], d, alpha=2.0 * scale)
+                out.append(into[gi])
+            else:
+                new = torch._foreach_mul(d, sw) if sw is not None else [t.clone() for t in d]
+                torch._foreach_mul_(new, 2.0 * scale)
+                out.append(new)
+        return out
+
+    def per_group(self, tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        return [[tensors[i] for i in ix] for ix in self.index.values()]
+
+    def from_groups(self, grouped: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = [None] * len(self.params)  # type: ignore[list-item]
+        for ix, ts in zip(self.index.values(), grouped):
+            for i, t in zip(ix, ts):
+                out[i] = t
+        return out
+
+
 class AnchoredQuadratic:
     """sum_i w_i * (theta_i - anchor_i)^2 over the named parameters of ``anchor`` (no 1/2, no
     strength: the strategy applies those); ``weights`` None means w = 1 (L2-SP). Kept as
     sqrt(w) (importances are >= 0), moved once to each parameter's device and dtype on first
     use: ``(sqrt(w) * (theta - anchor))^2`` is the same sum, and the fused gradient needs it.
 
-    ``__call__`` is the differentiable penalty (for loops that add it to the loss);
-    ``add_grad`` adds its gradient to ``.grad`` in place with a few multi-tensor ops, which
-    costs far less than a pass through autograd (retain's own loop)."""
+    Both entry points run the same few multi-tensor (``torch._foreach_*``) ops over every
+    parameter at once, with no Python loop over tensors per step: ``add_grad`` adds the
+    gradient to ``.grad`` in place (retain's own loop, once per optimizer step), ``__call__``
+    is the differentiable value (loops that add it to the loss, e.g. the Trainer's), whose
+    backward computes the same gradient."""
 
     def __init__(self, weights: Importance | None, anchor: Importance):
         self.weights = weights
         self.anchor = anchor
-        self._placed: dict[str, tuple[torch.Tensor | None, torch.Tensor]] = {}
+        self._terms_cache: _Terms | None = None
 
-    def _terms(self, model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None,
-                                                           torch.Tensor]]:
-        """(parameter, sqrt(w) or None, anchor) per name, placed like the parameter."""
+    def _terms(self, model: torch.nn.Module) -> _Terms | None:
+        """The operands for ``model``'s parameters now (None: no anchored parameter); rebuilt
+        only when a parameter object, its device or its dtype changed since the last call."""
         params = dict(model.named_parameters())
-        out = []
-        for name, anchor in self.anchor.items():
-            p = params.get(name)
-            if p is None:
-                raise RuntimeError(
-                    f"parameter {name} (present at prepare time) is not in the model: was it wrapped "
-                    "by a later strategy? List regularization strategies after PEFT ones."
-                )
-            placed = self._placed.get(name)
-            if placed is None or placed[1].device != p.device or placed[1].dtype != p.dtype:
-                w = self.weights[name] if self.weights is not None else None
-                sw = w.to(p.device, torch.float32).sqrt().to(p.dtype) if w is not None else None
-                placed = self._placed[name] = (sw, anchor.to(p.device, p.dtype))
-            out.append((p, *placed))
-        return out
+        missing = next((n for n in self.anchor if n not in params), None)
+        if missing is not None:
+            raise RuntimeError(
+                f"parameter {missing} (present at prepare time) is not in the model: was it wrapped "
+                "by a later strategy? List regularization strategies after PEFT ones."
+            )
+        ps = [params[n] for n in self.anchor]
+        if not ps:
+            return None
+        cached = self._terms_cache
+        if (cached is not None and all(a is b for a, b in zip(ps, cached.params))
+                and _Terms.keys_of(ps) == cached.keys):  # model.to() keeps the objects
+            return cached
+        sw, anchor = [], []
+        for name, p in zip(self.anchor, ps):
+            w = self.weights[name] if self.weights is not None else None
+            sw.append(w.to(p.device, torch.float32).sqrt().to(p.dtype) if w is not None else None)
+            anchor.append(self.anchor[name].to(p.device, p.dtype))
+        self._terms_cache = _Terms(ps, sw, anchor)
+        return self._terms_cache
 
     def __call__(self, model: torch.nn.Module) -> torch.Tensor:
-        total = None
-        for p, sw, a in self._terms(model):
-            d = p - a
-            term = (d if sw is None else sw * d).pow(2).sum()
-            total = term if total is None else total + term
-        if total is None:
+        terms = self._terms(model)
+        if terms is None:
             return torch.zeros(())
-        return total
+        return _Penalty.apply(terms, *terms.params)
 
     @torch.no_grad()
     def add_grad(self, model: torch.nn.Module, scale: float) -> torch.Tensor:
         """Add the gradient of ``scale * self(model)``, 2 * scale * w * (theta - anchor), to
         every parameter's ``.grad``; return ``scale * self(model)``, detached."""
         terms = self._terms(model)
-        if not terms:
+        if terms is None:
             return torch.zeros(())
-        # Sharded (FSDP): each process works on its shards, and the value is reduced once.
-        ps = [t[0] for t in terms]
-        sharded = is_dtensor(ps[0])
-        d = torch._foreach_sub([local(p) for p in ps], [local(t[2]) for t in terms])  # theta - a
-        sw = [None if t[1] is None else local(t[1]) for t in terms]
-        weighted = sw[0] is not None
-        if weighted:
-            torch._foreach_mul_(d, sw)  # sqrt(w) (theta - anchor)
-        value = all_sum(torch.stack(torch._foreach_norm(d)).float().pow(2).sum(), sharded)
-        for p in ps:
+        value, diffs = terms.value_and_diffs()
+        for p in terms.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        grads = [local(p.grad) for p in ps]
-        if weighted:
-            torch._foreach_addcmul_(grads, d, sw, value=2.0 * scale)  # + 2 s sqrt(w) sqrt(w) (theta - a)
-        else:
-            torch._foreach_add_(grads, d, alpha=2.0 * scale)
+        terms.grads(diffs, scale, into=terms.per_group([local(p.grad) for p in terms.params]))
         return scale * value
+
+
+class _Penalty(torch.autograd.Function):
+    """The anchored quadratic's value as an autograd node over the parameters: forward and
+    backward are the multi-tensor ops of ``_Terms`` (the backward recomputes the difference,
+    so nothing of a step's size is kept between the two)."""
+
+    @staticmethod
+    def forward(ctx, terms: _Terms, *params: torch.Tensor) -> torch.Tensor:
+        ctx.terms = terms
+        return terms.value_and_diffs()[0]
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        terms: _Terms = ctx.terms
+        _, diffs = terms.value_and_diffs()
+        return (None, *terms.from_groups(terms.grads(diffs, float(grad_out))))
 
 
 def check_covers(importance: Importance, model: torch.nn.Module, what: str) -> None:
