@@ -7,7 +7,7 @@ from __future__ import annotations
 TITLES = {
     "probes": "Probes vs lm-evaluation-harness",
     "train": "Training step vs transformers.Trainer; penalty overheads",
-    "fisher": "Fisher: vectorized vs a per-sample loop",
+    "fisher": "Fisher: retain's per-sample estimator vs a per-sample loop",
     "merges": "Merges vs mergekit",
     "demo": "The demo's wall time",
 }

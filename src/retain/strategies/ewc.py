@@ -62,7 +62,7 @@ class EWC(AnchoredQuadraticStrategy):
         estimator: Estimator = Field("empirical", description="empirical | sampled | batched")
         n_samples: int = Field(64, ge=1, description="reference examples used for the Fisher")
         batch_size: int = Field(8, ge=1, description="minibatch size of the 'batched' estimator")
-        chunk_size: int = Field(8, ge=1, description="examples per vectorized per-sample-gradient call")
+        chunk_size: int = Field(8, ge=1, description="examples per batched per-sample-gradient pass")
         normalize: Normalize = Field("mean", description="rescale F: none | mean (to mean 1) | max")
         fisher_path: Path | None = Field(None, description="reuse this saved Fisher instead of estimating")
         previous_fisher_path: Path | None = Field(None, description="online EWC: Fisher of the earlier run")

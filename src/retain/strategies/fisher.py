@@ -2,7 +2,8 @@
 
 Three named Fisher estimators (they give different numbers: van de Ven 2025, arXiv 2502.11756),
 the MAS importance, and safetensors save/load so that later runs (online EWC) and Fisher-weighted
-merging reuse them. Per-sample gradients are vectorized with ``torch.func`` (vmap over grad).
+merging reuse them. Per-sample gradients come module by module (``per_sample``), or, where a model
+does not allow that, from ``torch.func`` (vmap over grad of the whole model).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch.func import functional_call, grad, vmap
 
 from retain.errors import UserError
+from retain.strategies.per_sample import Unsupported, per_sample_totals
 from retain.train.sharding import all_sum, is_dtensor, local, reshard
 
 Estimator = Literal["empirical", "sampled", "batched"]
@@ -118,13 +120,30 @@ def _per_sample_stat(
     reduce: Callable[[torch.Tensor], torch.Tensor],
     chunk_size: int,
 ) -> Importance:
-    """Mean over examples of ``reduce(grad of objective)`` per trainable parameter, vectorized:
-    ``vmap(grad(f))`` over chunks of ``chunk_size`` examples (memory ~ chunk_size x #trainable)."""
-    params = {k: p.detach() for k, p in trainable_parameters(reshard(model)).items()}
+    """Mean over examples of ``reduce(grad of objective)`` per trainable parameter, over chunks
+    of ``chunk_size`` examples of similar length (sorted: little padding; the mean is the same).
+    Module by module (``per_sample``: a batched forward and backward, per-sample gradients formed
+    and reduced one module at a time) where the model allows it, else one whole-model
+    ``vmap(grad(f))`` per chunk (memory ~ chunk_size x #trainable)."""
+    trainable = trainable_parameters(reshard(model))
+    params = {k: p.detach() for k, p in trainable.items()}
     if not params:
         raise UserError("the model has no trainable parameters to estimate importance for")
     if any(is_dtensor(p) for p in params.values()):
         return _sharded_per_sample_stat(model, objective, examples, reduce)
+    device = _device(model)
+    ordered = sorted(examples, key=lambda e: len(e["input_ids"]))
+    model_was_training = model.training
+    model.eval()  # no dropout: the importance must be deterministic
+    try:
+        total = per_sample_totals(model, objective,
+                                  (_pad(c, device) for c in _chunks(ordered, chunk_size)),
+                                  reduce, trainable)
+        return {k: (v / len(examples)).cpu() for k, v in total.items()}
+    except Unsupported:
+        pass  # the whole-model vmap below
+    finally:
+        model.train(model_was_training)
 
     def per_sample(p: Importance, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor):
         logits = functional_call(model, p, (ids.unsqueeze(0),)).logits[0]  # (T, V)
@@ -139,10 +158,9 @@ def _per_sample_stat(
         return {k: torch.stack([o[k] for o in outs]) for k in p}
 
     total = {k: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for k, p in params.items()}
-    device = _device(model)
     batched = True
     with _estimation_mode(model):
-        for chunk in _chunks(examples, chunk_size):
+        for chunk in _chunks(ordered, chunk_size):
             ids, labels, mask = _pad(chunk, device)
             try:  # name -> (B, *shape)
                 grads = (per_sample_grads if batched else one_by_one)(params, ids, labels, mask)

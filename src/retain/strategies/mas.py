@@ -38,7 +38,7 @@ class MAS(AnchoredQuadraticStrategy):
     class Config(StrategyConfig):
         lam: float = Field(1.0, ge=0, description="strength; penalty = lam/2 * sum Omega (theta - theta*)^2")
         n_samples: int = Field(64, ge=1, description="reference examples used for the importance")
-        chunk_size: int = Field(8, ge=1, description="examples per vectorized per-sample-gradient call")
+        chunk_size: int = Field(8, ge=1, description="examples per batched per-sample-gradient pass")
         normalize: Normalize = Field("mean", description="rescale Omega: none | mean (to mean 1) | max")
         importance_path: Path | None = Field(None, description="reuse this saved MAS importance")
 
