@@ -158,28 +158,32 @@ def test_loop_takes_the_fused_path_and_matches_the_loss_path(tok, datasets):
     assert gap < 1e-5 < moved  # same weights with both paths; the penalty did change them
 
 
-def test_distill_reuses_the_loops_logits(tok, datasets):
-    """Given the loop's outputs, distillation runs the teacher only (one forward, not two) and
-    gives the same penalty as when it runs the student itself."""
+@pytest.mark.parametrize("top_k", [0, 32])
+def test_distill_reuses_the_loops_logits(tok, datasets, top_k):
+    """Given the loop's outputs, distillation runs the teacher only (one forward, not two; none
+    with the teacher's top-k cached before training) and gives the same penalty as when it runs
+    the student itself."""
     domain, reference = datasets
-    [s] = build_strategies([{"name": "distill"}])
+    [s] = build_strategies([{"name": "distill", "top_k": top_k}])
     model = tiny(tok)
     ctx = RunContext(tokenizer=tok, seed=0, out_dir=None, device=torch.device("cpu"),
                      base_state=copy_state(model), reference=reference)
     model = s.prepare(model, ctx)
+    assert s.train_data(domain[:3], ctx) == domain[:3]
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.1)
     batch = collate(domain[:3], pad_id=0)
+    teacher_runs = 0 if top_k else 1
     calls = []
     hooks = [m.register_forward_hook(lambda *a: calls.append(1)) for m in (model, s.teacher)]
     out = model(**batch)
     calls.clear()
     with_outputs = s.penalty(model, batch, outputs=out)
-    assert len(calls) == 1  # the teacher's forward alone
+    assert len(calls) == teacher_runs  # the teacher's forward alone, if any
     calls.clear()
     alone = s.penalty(model, batch)
-    assert len(calls) == 2
+    assert len(calls) == teacher_runs + 1
     for h in hooks:
         h.remove()
     assert with_outputs.item() > 0

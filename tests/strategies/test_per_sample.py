@@ -21,7 +21,7 @@ def _module_path(model, examples, objective="nll", chunk=4):
     obj = ((lambda lg, y, m: fs.token_nll(lg, y)) if objective == "nll"
            else (lambda lg, y, m: fs.logit_sq_norm(lg, m)))
     reduce = torch.Tensor.square_ if objective == "nll" else torch.Tensor.abs_
-    chunks = (fs._pad(c, torch.device("cpu")) for c in fs._chunks(examples, chunk))
+    chunks = (fs.pad_right(c, torch.device("cpu")) for c in fs._chunks(examples, chunk))
     total = ps.per_sample_totals(model, obj, chunks, reduce, fs.trainable_parameters(model))
     return {k: v / len(examples) for k, v in total.items()}
 

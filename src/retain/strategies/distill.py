@@ -1,9 +1,13 @@
 """Distillation to the frozen base: a KL term that keeps the fine-tuned model's next-token
-distributions on the training batches close to those of the model it started from."""
+distributions on the training batches close to those of the model it started from. By default
+the base's top-k distribution of every training example is computed once before training
+(``teacher_cache``), so that a step runs no teacher forward."""
 
 from __future__ import annotations
 
 import copy
+import time
+import weakref
 from typing import ClassVar
 
 import torch
@@ -11,6 +15,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from retain.strategies.base import RunContext, Strategy, StrategyConfig
+from retain.strategies.fisher import pad_right
+from retain.strategies.teacher_cache import TeacherCache, sparse_kl
+
+CACHE_BATCH = 32  # examples per teacher forward of the pre-pass (sorted by length)
 
 
 def is_peft(model: torch.nn.Module) -> bool:
@@ -39,8 +47,15 @@ class Distill(Strategy):
     at temperature T (the T^2 keeps gradient size independent of T, as in Hinton et al. 2015).
     The teacher runs under no_grad in eval mode (no dropout). With a PEFT model the teacher is the
     same model with its adapter disabled (no second copy in memory); otherwise prepare keeps a
-    frozen deep copy of the base. The penalty costs one teacher forward per step; the student's
-    logits are the loop's own (``outputs``), or one more forward when a loop does not pass them.
+    frozen deep copy of the base. The student's logits are the loop's own (``outputs``), or one
+    more forward when a loop does not pass them.
+
+    ``top_k`` > 0 (default 32): the teacher's k most likely tokens at every position of every
+    training example, and the probability of the rest as one bucket, are computed once before
+    training (``train_data``); a step then reads them instead of running the teacher, and the
+    KL is taken over {those k tokens, the rest} (never above the full KL; the same when the rest
+    is one token). A row not seen before training (another strategy's data added later) is taught
+    when it comes, and kept. ``top_k`` 0: the full-vocabulary KL to a teacher run every step.
     """
 
     name: ClassVar[str] = "distill"
@@ -50,14 +65,19 @@ class Distill(Strategy):
     class Config(StrategyConfig):
         weight: float = Field(1.0, ge=0, description="multiplier of the KL term in the loss")
         temperature: float = Field(1.0, gt=0, description="softmax temperature T of both distributions")
+        top_k: int = Field(32, ge=0, description="teacher tokens kept per position, computed once "
+                                                 "before training; 0: full KL, teacher every step")
 
     def __init__(self, config: StrategyConfig | None = None):
         super().__init__(config)
         self.teacher: torch.nn.Module | None = None  # frozen copy, only for non-PEFT models
+        self._peft_model: weakref.ref | None = None  # the teacher, adapter off (not a copy)
+        self.cache: TeacherCache | None = None
 
     def prepare(self, model: torch.nn.Module, ctx: RunContext) -> torch.nn.Module:
+        self._peft_model = None
         if is_peft(model):
-            self.teacher = None
+            self.teacher, self._peft_model = None, weakref.ref(model)
             ctx.info[self.name] = {"teacher": "adapter disabled (no copy)"}
         else:
             self.teacher = copy.deepcopy(model).eval()
@@ -65,11 +85,42 @@ class Distill(Strategy):
                 self.teacher.load_state_dict(ctx.base_state, strict=False)
             self.teacher.requires_grad_(False)
             ctx.info[self.name] = {"teacher": "frozen copy of the base"}
-        ctx.info[self.name].update(weight=self.config.weight, temperature=self.config.temperature)
+        ctx.info[self.name].update(weight=self.config.weight, temperature=self.config.temperature,
+                                   top_k=self.config.top_k)
+        self._info = ctx.info[self.name]
+        self.cache = (TeacherCache(self.config.top_k, self.config.temperature)
+                      if self.config.top_k > 0 else None)
         return model
 
+    def train_data(self, data: list[dict], ctx: RunContext) -> list[dict]:
+        """The teacher's top-k of every training example, once, before training (the data is
+        returned as it came)."""
+        if self.cache is None or not data:
+            return data
+        model = self._peft_model() if self._peft_model is not None else self.teacher
+        if model is None:
+            raise RuntimeError("Distill.train_data called before prepare")
+        if self._peft_model is None:
+            model.to(ctx.device)
+        start = time.perf_counter()
+        order = sorted(range(len(data)), key=lambda i: len(data[i]["input_ids"]))
+        for at in range(0, len(order), CACHE_BATCH):
+            chunk = [data[i] for i in order[at:at + CACHE_BATCH]]
+            ids, _, mask = pad_right(chunk, ctx.device)
+            self.cache.fill(lambda i, m: self._teacher_logits(model, i, m, full=bool(m.all())),
+                            ids, mask.long())
+        self._info.update(cached_examples=len(self.cache.entries),
+                          cache_mb=round(self.cache.nbytes() / 2**20, 1),
+                          cache_seconds=round(time.perf_counter() - start, 2))
+        return data
+
     @torch.no_grad()
-    def _teacher_logits(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _teacher_logits(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
+                        full: bool = False) -> torch.Tensor:
+        """The teacher's (B, T, V) logits; ``full``: no padding, so no mask (the faster
+        attention path, same logits)."""
+        if full:
+            mask = None
         if is_peft(model):
             was_training = model.training
             model.eval()
@@ -91,13 +142,18 @@ class Distill(Strategy):
         mask = batch.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(ids)
-        if is_peft(model) and self.teacher is not None:
+        if is_peft(model) and self.teacher is not None and self.cache is None:
             self.teacher = None  # wrapped by a later PEFT strategy: the adapter route needs no copy
-        teacher = self._teacher_logits(model, ids, mask)  # (B, T, V)
         # (B, T, V): the loop's own forward of this batch when it hands it over
         student = getattr(outputs, "logits", None)
         if student is None or student.shape[0] != ids.shape[0]:
             student = model(input_ids=ids, attention_mask=mask).logits
         student = student[:, -ids.shape[1]:]  # a prompt-learning adapter's virtual tokens first
         T = self.config.temperature
+        if self.cache is not None:
+            teacher_model = self.teacher if self.teacher is not None else model
+            idx, logp, rest = self.cache.lookup(
+                lambda i, m: self._teacher_logits(teacher_model, i, m), ids, mask)
+            return self.config.weight * T * T * sparse_kl(student, idx, logp, rest, mask, T)
+        teacher = self._teacher_logits(model, ids, mask)  # (B, T, V)
         return self.config.weight * T * T * masked_kl(teacher, student, mask, T)

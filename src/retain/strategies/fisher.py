@@ -47,7 +47,7 @@ def select_examples(examples: list[dict], n_samples: int | None, seed: int) -> l
     return [examples[i] for i in order[:n]]
 
 
-def _pad(examples: list[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_right(examples: list[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad a list of examples: (B, T) input_ids, (B, T) labels (-100 on padding), (B, T) mask.
 
     No attention mask is given to the model: with right padding and causal attention the padded
@@ -137,7 +137,7 @@ def _per_sample_stat(
     model.eval()  # no dropout: the importance must be deterministic
     try:
         total = per_sample_totals(model, objective,
-                                  (_pad(c, device) for c in _chunks(ordered, chunk_size)),
+                                  (pad_right(c, device) for c in _chunks(ordered, chunk_size)),
                                   reduce, trainable)
         return {k: (v / len(examples)).cpu() for k, v in total.items()}
     except Unsupported:
@@ -161,7 +161,7 @@ def _per_sample_stat(
     batched = True
     with _estimation_mode(model):
         for chunk in _chunks(ordered, chunk_size):
-            ids, labels, mask = _pad(chunk, device)
+            ids, labels, mask = pad_right(chunk, device)
             try:  # name -> (B, *shape)
                 grads = (per_sample_grads if batched else one_by_one)(params, ids, labels, mask)
             except RuntimeError as e:
@@ -185,7 +185,7 @@ def _sharded_per_sample_stat(model, objective, examples: list[dict], reduce) -> 
              for k, p in params.items()}
     with _estimation_mode(model):
         for e in examples:
-            ids, labels, mask = _pad([e], _device(model))
+            ids, labels, mask = pad_right([e], _device(model))
             model.zero_grad(set_to_none=True)
             objective(model(input_ids=ids).logits[0], labels[0], mask[0]).backward()
             for k, p in params.items():
@@ -208,7 +208,7 @@ def sample_labels(model: torch.nn.Module, examples: list[dict], seed: int, chunk
     out = []
     with torch.no_grad(), _estimation_mode(model):
         for chunk in _chunks(examples, chunk_size):
-            ids, _, _ = _pad(chunk, _device(model))
+            ids, _, _ = pad_right(chunk, _device(model))
             probs = torch.softmax(model(input_ids=ids).logits.float(), dim=-1).cpu()  # (B, T, V)
             for i, e in enumerate(chunk):
                 n = len(e["input_ids"])
@@ -230,7 +230,7 @@ def _batched_fisher(model: torch.nn.Module, examples: list[dict], batch_size: in
     batches = list(_chunks(examples, batch_size))
     with _estimation_mode(model):
         for batch in batches:
-            ids, labels, _ = _pad(batch, _device(model))
+            ids, labels, _ = pad_right(batch, _device(model))
             logits = model(input_ids=ids).logits  # (B, T, V)
             loss = torch.stack([token_nll(logits[i], labels[i]) for i in range(len(batch))]).mean()
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
