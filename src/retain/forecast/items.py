@@ -45,11 +45,8 @@ def _signals(model, tokenizer, probe, batch_size: int) -> list[float]:
         return [s[it.label] - max(v for j, v in enumerate(s) if j != it.label)
                 if len(s) > 1 else s[0] for it, s in zip(probe.items, scores)]
     if isinstance(probe, GenerationProbe):
-        contexts = [formats.encode(tokenizer, formats.format_prompt(tokenizer, it.prompt,
-                                                                    probe.chat))
-                    for it in probe.items]
-        answers = [list(tokenizer(it.answer, add_special_tokens=False)["input_ids"])
-                   for it in probe.items]
+        contexts = formats.encode_prompts(tokenizer, [it.prompt for it in probe.items], probe.chat)
+        answers = formats.encode_pieces(tokenizer, [it.answer for it in probe.items])
         lps = engine.continuation_logprobs(model, tokenizer, contexts, [[a] for a in answers],
                                            batch_size=batch_size)
         return [lp[0] / max(len(a), 1) for lp, a in zip(lps, answers)]

@@ -416,8 +416,18 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
     device = model_device(model)
     out: list[list[float]] = [[0.0] * len(c) for c in continuations]
     packed = None  # whether the packed form serves this model (checked on the first batch)
+    inline = None  # whether one forward of contexts and choices together does (same check)
     with inference_mode(model):
         for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
+            conts = [continuations[i] for i in batch]
+            multi = max((len(c) for cs in conts for c in cs), default=0) >= 2 and \
+                max(len(contexts[i]) for i in batch) <= INLINE_MAX_CONTEXT
+            if inline and multi:  # one forward: contexts and choices together
+                scores = _score_inline(model, [contexts[i] for i in batch], conts, pad_id)
+                for b, i in enumerate(batch):
+                    out[i] = scores[b]
+                continue
+            check_inline = inline is None and multi
             # Right padding and no mask: causal attention never lets a real token see the
             # padding after it, and the forward takes the unmasked (fastest) attention path.
             ids, mask = pad_batch([contexts[i] for i in batch], pad_id, side="right")  # (B, Lc)
@@ -441,7 +451,83 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
             for b, i in enumerate(batch):
                 for j, v in enumerate(rest[b]):
                     out[i][j] += v
+            if check_inline:  # first batch: the one-forward form must give these scores
+                try:
+                    alt = _score_inline(model, [contexts[i] for i in batch], conts, pad_id)
+                except Exception:  # noqa: BLE001 - any failure means: not this model
+                    alt = None
+                inline = alt is not None and all(
+                    abs(x - y) <= 1e-3 for b, i in enumerate(batch)
+                    for x, y in zip(alt[b], out[i]))
     return out
+
+
+# Contexts up to this many tokens are scored with their choices in one forward (a 4D mask);
+# longer ones in two (the contexts unmasked, the choices over their cache). Measured on the
+# built-in model, 2 cores: 22-token contexts 10% faster in one forward, 143-token ones 13%
+# slower (the masked attention over the whole row costs more than the second forward saves).
+INLINE_MAX_CONTEXT = 64
+
+
+def _score_inline(model, ctxs: list[list[int]], conts: list, pad_id: int) -> list[list[float]]:
+    """Per item and choice, the summed log-probability of the choice given the context, from
+    one forward of each item's context followed by its choices' ids but the last, in one row:
+    a 4D mask lets a context token see the context before it, a choice token the context and
+    the earlier tokens of its own choice; positions restart after the context for each choice.
+    What the cached two-forward form computes, in one forward (no cache kept, none copied)."""
+    device = model_device(model)
+    B = len(ctxs)
+    rows, spans = [], []  # per item: its ids; (j, start, n) of each choice's part after the context
+    for ctx, cs in zip(ctxs, conts):
+        ids, sp = list(ctx), []
+        for j, c in enumerate(cs):
+            if len(c) > 1:
+                sp.append((j, len(ids), len(c) - 1))
+                ids += c[:-1]
+        rows.append(ids)
+        spans.append(sp)
+    W = max(len(r) for r in rows)
+    ids = torch.full((B, W), pad_id, dtype=torch.long)
+    pos = torch.zeros((B, W), dtype=torch.long)
+    allow = torch.zeros((B, W, W), dtype=torch.bool)
+    causal = torch.ones(W, W, dtype=torch.bool).tril()
+    for b, (row, ctx, sp) in enumerate(zip(rows, ctxs, spans)):
+        L = len(ctx)
+        ids[b, :len(row)] = torch.tensor(row, dtype=torch.long)
+        pos[b, :L] = torch.arange(L)
+        allow[b, :L, :L] = causal[:L, :L]  # the context: causal
+        allow[b, L:, :L] = True  # every later query sees the whole context
+        for _, start, n in sp:
+            pos[b, start:start + n] = L + torch.arange(n)
+            allow[b, start:start + n, start:start + n] = causal[:n, :n]
+        for q in range(len(row), W):  # padding queries: themselves only
+            allow[b, q, q] = True
+    dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+             else next(model.parameters()).dtype)
+    bias = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
+    logits = model(input_ids=ids.to(device), attention_mask=bias[:, None].to(device),
+                   position_ids=pos.to(device), use_cache=False).logits  # (B, W, V)
+    # every scored token at once: (row, position predicting it, id), then summed per choice
+    rb, rq, rt, owner = [], [], [], []
+    for b, (ctx, cs, sp) in enumerate(zip(ctxs, conts, spans)):
+        starts = {j: start for j, start, _ in sp}
+        for j, c in enumerate(cs):
+            if not c:
+                continue
+            qs = [len(ctx) - 1] + list(range(starts.get(j, 0), starts.get(j, 0) + len(c) - 1))
+            rb += [b] * len(c)
+            rq += qs
+            rt += list(c)
+            owner += [(b, j)] * len(c)
+    out = [[0.0] * len(cs) for cs in conts]
+    if rb:
+        rows = torch.tensor(rb, device=logits.device)
+        sel = logits[rows, torch.tensor(rq, device=logits.device)].float().log_softmax(-1)
+        picked = sel.gather(-1, torch.tensor(rt, device=sel.device).unsqueeze(-1)).squeeze(-1)
+        for (b, j), v in zip(owner, picked.cpu().double().tolist()):
+            out[b][j] += v
+    return out
+
 
 
 def _rest_replicated(model, cache, mask: torch.Tensor, conts: list, pad_id: int) -> list:

@@ -211,8 +211,7 @@ class HumanEvalProbe(ScoredFromOutcomes):
         if not problems:
             return []
         check_isolation(self.limits)  # sandbox: require refuses before the model writes code
-        prompts = [formats.encode(tokenizer, formats.format_prompt(tokenizer, p.prompt, self.chat))
-                   for p in problems]
+        prompts = formats.encode_prompts(tokenizer, [p.prompt for p in problems], self.chat)
         # Chat answers end at EOS: their code block may well contain "\ndef " or "\n#".
         stops = () if self.chat else STOP_SEQUENCES
         texts = generate_completions(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens,

@@ -88,8 +88,7 @@ class GenerationProbe(ScoredFromOutcomes):
                  base_model=None) -> list[Outcome]:
         """``{"answer": str, "passed": bool}`` per item at ``indices``."""
         items = [self.items[i] for i in indices]
-        prompts = [formats.encode(tokenizer, formats.format_prompt(tokenizer, it.prompt, self.chat))
-                   for it in items]
+        prompts = formats.encode_prompts(tokenizer, [it.prompt for it in items], self.chat)
         # The budget comes from every item's answer, not this share's: a share's answers are
         # then those that one process scoring every item would give.
         answers = engine.generate(model, tokenizer, prompts, max_new_tokens=self.budget(tokenizer),
@@ -129,10 +128,9 @@ class ChoiceProbe(ScoredFromOutcomes):
                       batch_size: int = 32) -> list[list[float]]:
         """Per item at ``indices``, each choice's summed log-likelihood (nats) given the prompt."""
         items = [self.items[i] for i in indices]
-        contexts = [formats.encode(tokenizer, formats.format_prompt(tokenizer, it.prompt, self.chat))
-                    for it in items]
-        conts = [[list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in it.choices]
-                 for it in items]
+        contexts = formats.encode_prompts(tokenizer, [it.prompt for it in items], self.chat)
+        flat = iter(formats.encode_pieces(tokenizer, [c for it in items for c in it.choices]))
+        conts = [[next(flat) for _ in it.choices] for it in items]
         return engine.continuation_logprobs(model, tokenizer, contexts, conts,
                                             batch_size=batch_size)
 

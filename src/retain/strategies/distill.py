@@ -103,9 +103,10 @@ class Distill(Strategy):
         if self._peft_model is None:
             model.to(ctx.device)
         start = time.perf_counter()
-        order = sorted(range(len(data)), key=lambda i: len(data[i]["input_ids"]))
-        for at in range(0, len(order), CACHE_BATCH):
-            chunk = [data[i] for i in order[at:at + CACHE_BATCH]]
+        distinct = list({tuple(e["input_ids"]): e for e in data}.values())  # each example once
+        distinct.sort(key=lambda e: len(e["input_ids"]))
+        for at in range(0, len(distinct), CACHE_BATCH):
+            chunk = distinct[at:at + CACHE_BATCH]
             ids, _, mask = pad_right(chunk, ctx.device)
             self.cache.fill(lambda i, m: self._teacher_logits(model, i, m, full=bool(m.all())),
                             ids, mask.long())
