@@ -68,7 +68,7 @@ def test_bench_runs_a_section_end_to_end(tmp_path):
                           str(tmp_path / "w")], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     md = out.read_text()
-    assert "## Fisher: vectorized vs a per-sample loop" in md
+    assert "## Fisher: retain's per-sample estimator vs a per-sample loop" in md
     assert "same values" in md and "**met**" in md
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["sections"]["fisher"]["figures"][0]["ours"]["n"] == 1
