@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from retain import formats
 from retain.builtin.tasks import Item
 from retain.probes import SUITES, GenerationProbe, KLToBaseProbe, PerplexityProbe, format_prompt
-from retain.probes import engine
+from retain.probes import engine, loglik
 from retain.formats import PLAIN_FORMAT, encode, encode_scored_text
 
 from probe_models import make_model
@@ -166,10 +166,10 @@ def test_shared_context_scores_equal_pair_by_pair(arch, batch_size, tok):
     from the first real token) gives each continuation the log-likelihood it has as a sequence of
     its own; an empty continuation scores 0; a batch never splits an item."""
     model = make_model(arch, tok)
-    assert engine._shares_prefix(model)
+    assert engine.shares_prefix(model)
     contexts = [encode(tok, format_prompt(tok, c)) for c in CONTEXTS]
     conts = [[tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in CHOICES]
-    got = engine.continuation_logprobs(model, tok, contexts, conts, batch_size=batch_size)
+    got = loglik.continuation_logprobs(model, tok, contexts, conts, batch_size=batch_size)
     want = _flat_scores(model, tok, contexts, conts)
     assert [len(r) for r in got] == [len(r) for r in want]
     for g, w in zip(got, want):
@@ -187,16 +187,16 @@ def test_prompt_tuning_and_single_token_choices(tok):
     one = [[[tok.convert_tokens_to_ids(ch)] for ch in "abc"] for _ in CONTEXTS]
     calls = []
     h = model.register_forward_hook(lambda *a: calls.append(1))
-    got = engine.continuation_logprobs(model, tok, contexts, one, batch_size=32)
+    got = loglik.continuation_logprobs(model, tok, contexts, one, batch_size=32)
     h.remove()
     assert len(calls) == 1  # 3 items x 3 one-token choices: one forward of the 3 contexts
     for g, w in zip(got, _flat_scores(model, tok, contexts, one)):
         assert g == pytest.approx(w, abs=1e-4)
     peft_model = get_peft_model(make_model("llama", tok), PromptTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
-    assert not engine._shares_prefix(peft_model)
+    assert not engine.shares_prefix(peft_model)
     conts = [[tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in CHOICES]
-    got = engine.continuation_logprobs(peft_model, tok, contexts, conts, batch_size=4)
+    got = loglik.continuation_logprobs(peft_model, tok, contexts, conts, batch_size=4)
     assert [len(r) for r in got] == [len(c) for c in CHOICES]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from retain import formats
-from retain.probes import engine
+from retain.probes import engine, loglik
 
 
 def supports(probe) -> bool:
@@ -47,7 +47,7 @@ def _signals(model, tokenizer, probe, batch_size: int) -> list[float]:
     if isinstance(probe, GenerationProbe):
         contexts = formats.encode_prompts(tokenizer, [it.prompt for it in probe.items], probe.chat)
         answers = formats.encode_pieces(tokenizer, [it.answer for it in probe.items])
-        lps = engine.continuation_logprobs(model, tokenizer, contexts, [[a] for a in answers],
+        lps = loglik.continuation_logprobs(model, tokenizer, contexts, [[a] for a in answers],
                                            batch_size=batch_size)
         return [lp[0] / max(len(a), 1) for lp, a in zip(lps, answers)]
     raise ValueError(f"probe {probe.name}: no per-item signal for its kind")

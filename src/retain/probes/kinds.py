@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Sequence
 
 from retain.builtin.tasks import Item
 from retain import formats
-from retain.probes import engine
+from retain.probes import engine, loglik
 from retain.probes.base import Outcome, ProbeResult, ScoredFromOutcomes, check_outcome_count
 from retain.probes.checkers import check
 from retain.probes.stats import bootstrap_ratio_interval, wilson_interval
@@ -131,7 +131,7 @@ class ChoiceProbe(ScoredFromOutcomes):
         contexts = formats.encode_prompts(tokenizer, [it.prompt for it in items], self.chat)
         flat = iter(formats.encode_pieces(tokenizer, [c for it in items for c in it.choices]))
         conts = [[next(flat) for _ in it.choices] for it in items]
-        return engine.continuation_logprobs(model, tokenizer, contexts, conts,
+        return loglik.continuation_logprobs(model, tokenizer, contexts, conts,
                                             batch_size=batch_size)
 
     def outcomes(self, model, tokenizer, indices: Sequence[int], *, batch_size: int = 32,

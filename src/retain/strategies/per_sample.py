@@ -83,8 +83,8 @@ def _add_sample(call: _Call, g: torch.Tensor, b: int, n: int, loc: str, into: to
     if set_ and not (type(m) is torch.nn.Linear and loc == "weight"):
         into.zero_()
     if type(m) is torch.nn.Linear:  # g: (B, ..., out), x: (B, ..., in)
-        g_b = _rows(g, b, n).reshape(-1, g.shape[-1])
-        x_b = _rows(call.x, b, n).reshape(-1, call.x.shape[-1])
+        g_b = _rows(g, b, n).reshape(-1, g.shape[-1]).float()  # (mixed precision: bf16 g, fp32 x)
+        x_b = _rows(call.x, b, n).reshape(-1, call.x.shape[-1]).float()
         if loc != "weight":
             into.add_(g_b.sum(0))
         elif set_:
@@ -93,7 +93,7 @@ def _add_sample(call: _Call, g: torch.Tensor, b: int, n: int, loc: str, into: to
             into.addmm_(g_b.T, x_b)
         return
     ids = call.x[b, :n].reshape(-1)  # embedding: (n,), (n, D)
-    g_b = _rows(g, b, n).reshape(-1, g.shape[-1])
+    g_b = _rows(g, b, n).reshape(-1, g.shape[-1]).float()
     if m.padding_idx is not None:
         g_b = g_b * (ids != m.padding_idx).unsqueeze(-1).to(g_b.dtype)
     into.index_add_(0, ids, g_b)
@@ -213,11 +213,11 @@ def _reduce_chunk(pairs: list[tuple[_Call, torch.Tensor]], lengths: list[int], p
                              .index_add_(0, rows, vals))
                     total[k].index_add_(0, rows, reduce(vals.float()))
                 continue
-            buf = torch.empty(p.shape, dtype=g.dtype, device=g.device)
+            buf = torch.empty(p.shape, dtype=torch.float32, device=g.device)
             for b in range(n):  # one sample's gradient at a time, reduced while in cache
                 _add_sample(c, g, b, lengths[b], loc, buf, set_=True)
                 keep(k, buf)
-                _accumulate(total[k], buf.float() if buf.dtype != torch.float32 else buf, reduce)
+                _accumulate(total[k], buf, reduce)
     shared = [k for k, u in uses.items() if u > 1]
     for k in shared:
         users = [(c, g, c.local[c.names.index(k)]) for c, g in pairs if k in c.names]
@@ -229,8 +229,7 @@ def _reduce_chunk(pairs: list[tuple[_Call, torch.Tensor]], lengths: list[int], p
                 if id(c) in vmapped:
                     buf += vmapped[id(c)][b]
                 else:
-                    _add_sample(c, g if g.dtype == torch.float32 else g.float(), b, lengths[b],
-                                loc, buf)
+                    _add_sample(c, g, b, lengths[b], loc, buf)
             keep(k, buf)
             _accumulate(total[k], buf, reduce)
     return sums
