@@ -101,6 +101,61 @@ def measure_probe_pass(model, tok, n: int) -> dict:
     return {"items": sum(len(p) for p in probes), "seconds": seconds, **count}
 
 
+class _IdTokenizer:
+    """What ``engine.generate`` asks of a tokenizer, over bare ids (the long-answer row's model
+    has no text vocabulary): pad 0, BOS 1, EOS 2; an answer's text is its ids."""
+    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+    chat_template = None
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(i) for i in ids if not (skip_special_tokens and i < 3))
+
+    def convert_tokens_to_ids(self, _token):
+        return None
+
+
+def long_answers(reps: int, quick: bool) -> list[dict]:
+    """Greedy answers of ``LONG_NEW`` tokens: retain's slot decoding (its key/value cache written
+    in place) against ``model.generate`` (HF's cache grown by concatenation every step) on the
+    same 16 prompts, one batch, a randomly initialized Llama of the built-in one's width with a
+    4,096-token vocabulary (so that answers seldom end early). Same ids checked."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    from retain.probes import engine
+
+    new_tokens = 200 if quick else 600
+    torch.manual_seed(0)
+    cfg = LlamaConfig(hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                      num_attention_heads=8, vocab_size=4096, max_position_embeddings=1024,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    model = LlamaForCausalLM(cfg).eval()
+    tok = _IdTokenizer()
+    gen = torch.Generator().manual_seed(1)
+    prompts = [[1] + torch.randint(3, 4096, (int(n),), generator=gen).tolist()
+               for n in torch.randint(20, 80, (BATCH,), generator=gen)]
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=new_tokens,
+                              use_cache=True, pad_token_id=0, eos_token_id=2)
+    ours, theirs, same = [], [], 0
+    for _ in range(reps):
+        t = time.perf_counter()
+        got = engine.generate(model, tok, prompts, max_new_tokens=new_tokens,
+                              batch_size=BATCH, stop_strings=())
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with torch.no_grad():
+            ids, mask = engine.pad_batch(prompts, 0, side="left")
+            rows = model.generate(input_ids=ids, attention_mask=mask,
+                                  generation_config=config)[:, ids.shape[1]:].tolist()
+        theirs.append(time.perf_counter() - t)
+        want = [tok.decode(r[:r.index(2)] if 2 in r else r) for r in rows]
+        same = sum(a == b for a, b in zip(got, want))
+    name = f"greedy generation, long answers ({BATCH} prompts x {new_tokens} new tokens)"
+    return [figure(name, "s", ours, theirs, baseline=f"transformers model.generate, batch {BATCH}"),
+            check_row(f"{name}: same answers", same == BATCH,
+                      f"{same}/{BATCH} answers identical")]
+
+
 def main(args: SectionArgs) -> dict:
     import torch
 
@@ -137,6 +192,7 @@ def main(args: SectionArgs) -> dict:
         ours_gen.append(time.perf_counter() - t)
 
     probe_pass = measure_probe_pass(model, tok, 24 if args.quick else 100)
+    long_rows = long_answers(args.reps, args.quick)
     ctx_tokens = {name: round(sum(len(formats.encode(tok, fmt(mc, it.prompt))) for it in mc.items)
                               / len(mc)) for name, mc in mcs.items()}
     config = {"batch_size": BATCH, "dtype": "float32", "mc_items": n_mc,
@@ -144,7 +200,8 @@ def main(args: SectionArgs) -> dict:
     if args.peers_python is None:
         return {"figures": [figure(f"multiple choice {n}, {n_mc} items", "s", o["prompts"])
                             for n, o in ours.items()]
-                + [figure(f"greedy generation, {sum(map(len, gens))} prompts", "s", ours_gen)],
+                + [figure(f"greedy generation, {sum(map(len, gens))} prompts", "s", ours_gen)]
+                + long_rows,
                 "notes": ["lm-eval not installed (no peers venv): retain's times only"],
                 "config": config}
     # lm-eval, in the peers' venv, on the same requests
@@ -200,7 +257,7 @@ def main(args: SectionArgs) -> dict:
                   f"{same_text}/{n_prompts} answers identical"),
     ]
     config["gen_prompts"] = n_prompts
-    return {"figures": figures, "config": config}
+    return {"figures": figures + long_rows, "config": config}
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import GenerationConfig
 
 from retain.formats import pad_token_id
+from retain.probes.slots import KVSlab
 
 # Where an answer ends though the model goes on: a model without a chat template runs on into
 # the next turn of the plain format ("\nUser: ..."), and past a few-shot answer into the next
@@ -222,7 +223,8 @@ class _SlotDecoder:
     string (checked every ``STOP_CHECK`` steps; the answer is cut there anyway). Finished rows
     leave the cache; when a quarter of the rows are free (or none is busy), the next prompts are
     prefilled together and their cache joined to the others', left-padded to a common length;
-    columns no row uses any more are dropped."""
+    columns no row uses any more are dropped. The cache lives in a ``KVSlab`` (buffers written in
+    place, not grown by concatenation every step)."""
 
     STOP_CHECK = 8
 
@@ -233,9 +235,13 @@ class _SlotDecoder:
         self.budget, self.size, self.stops = max_new_tokens, max(1, batch_size), stop_strings
         self.device = model_device(model)
         self.cache_kw = cache_kwarg(model)
+        # the last position's logits only (a prefill's others would be (B, T, vocab))
+        self.keep_kw = _takes_kwarg(model, "logits_to_keep")
 
     def _forward(self, ids, mask, pos, cache=None):
         kw = {self.cache_kw: cache} if cache is not None else {}
+        if self.keep_kw:
+            kw["logits_to_keep"] = 1
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=pos.to(self.device), use_cache=True, **kw)
         cache = getattr(out, "cache", None) or out.past_key_values
@@ -257,8 +263,7 @@ class _SlotDecoder:
         idx: list[int] = []  # prompt index of each row
         gen: list[list[int]] = []  # new ids of each row, the last one not yet fed
         pos = torch.zeros(0, dtype=torch.long)  # (R,) position of each row's next token
-        mask = torch.zeros(0, 0, dtype=torch.long)  # (R, L) real cache columns
-        cache, layers, step = None, None, 0
+        cache, slab, step = None, None, 0
         while queue or idx:
             free = self.size - len(idx)
             if queue and (not idx or free >= max(1, self.size // 4)):
@@ -269,15 +274,12 @@ class _SlotDecoder:
                 nlayers = self._layers(ncache)
                 if nlayers is None:
                     return out  # not a plain cache: the caller falls back to model.generate
-                if idx:  # join, both padded on the left to the longer
-                    width = max(mask.shape[1], nmask.shape[1])
-                    for old, add in zip(layers, nlayers):
-                        old.keys = torch.cat([_left_pad(old.keys, width), _left_pad(add.keys, width)])
-                        old.values = torch.cat([_left_pad(old.values, width),
-                                                _left_pad(add.values, width)])
-                    mask = torch.cat([_left_pad(mask, width), _left_pad(nmask, width)])
-                else:
-                    cache, layers, mask = ncache, nlayers, nmask
+                if slab is None:  # the first prefill's cache object, its layers the slab's
+                    slab = KVSlab(nlayers, min(self.size, len(seqs)),
+                                  headroom=min(self.budget, 128) + 1)
+                    cache = ncache
+                slab.join(nlayers, nmask)
+                cache.layers = slab.layers
                 idx += new
                 gen += [[int(t)] for t in first]
                 pos = torch.cat([pos, nmask.sum(-1)])
@@ -291,39 +293,26 @@ class _SlotDecoder:
                 for r in done:
                     out[idx[r]] = gen[r]
                 keep = [r for r in range(len(idx)) if r not in set(done)]
-                idx, gen = [idx[r] for r in keep], [gen[r] for r in keep]
-                if not idx:
-                    cache = layers = None
-                    mask = torch.zeros(0, 0, dtype=torch.long)
-                    pos = torch.zeros(0, dtype=torch.long)
-                    continue
-                keep_t = torch.tensor(keep, dtype=torch.long)
-                used = mask[keep_t].any(0).nonzero()
-                lo = int(used[0]) if used.numel() else 0  # columns no row uses any more go
-                for layer in layers:
-                    layer.keys = layer.keys[keep_t.to(layer.keys.device), :, lo:]
-                    layer.values = layer.values[keep_t.to(layer.values.device), :, lo:]
-                mask, pos = mask[keep_t, lo:], pos[keep_t]
-                if queue and self.size - len(idx) >= max(1, self.size // 4):
+                idx, gen, pos = [idx[r] for r in keep], [gen[r] for r in keep], pos[keep]
+                slab.keep(keep)
+                if not idx or (queue and self.size - len(idx) >= max(1, self.size // 4)):
                     continue  # refill before the next step
             ids = torch.tensor([[g[-1]] for g in gen], dtype=torch.long)  # (R, 1)
-            mask = torch.cat([mask, torch.ones(len(idx), 1, dtype=torch.long)], dim=1)
-            nxt, cache = self._forward(ids, mask, pos.unsqueeze(1), cache)
+            nxt, _ = self._forward(ids, slab.open_column(), pos.unsqueeze(1), cache)
+            slab.commit()
             pos = pos + 1
             for g, t in zip(gen, nxt.tolist()):
                 g.append(t)
         return out
 
 
-def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
-    """``x`` (B, L) or (B, H, L, D) padded with zeros on the left of its length axis to ``width``."""
-    axis = 1 if x.dim() == 2 else 2
-    extra = width - x.shape[axis]
-    if extra <= 0:
-        return x
-    shape = list(x.shape)
-    shape[axis] = extra
-    return torch.cat([x.new_zeros(shape), x], dim=axis)
+def _takes_kwarg(model, name: str) -> bool:
+    """Whether the model (under any PEFT wrapper) names ``name`` in its forward's signature."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return name in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------- log-likelihoods
