@@ -236,7 +236,7 @@ class _SlotDecoder:
         self.device = model_device(model)
         self.cache_kw = cache_kwarg(model)
         # the last position's logits only (a prefill's others would be (B, T, vocab))
-        self.keep_kw = _takes_kwarg(model, "logits_to_keep")
+        self.keep_kw = takes_kwarg(model, "logits_to_keep")
 
     def _forward(self, ids, mask, pos, cache=None):
         kw = {self.cache_kw: cache} if cache is not None else {}
@@ -306,7 +306,7 @@ class _SlotDecoder:
         return out
 
 
-def _takes_kwarg(model, name: str) -> bool:
+def takes_kwarg(model, name: str) -> bool:
     """Whether the model (under any PEFT wrapper) names ``name`` in its forward's signature."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:

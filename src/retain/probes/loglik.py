@@ -8,13 +8,15 @@ with their choices. Each form is checked against the plain one on the first batc
 
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import torch
 
 from retain.formats import pad_token_id
 from retain.probes.engine import (cache_kwarg, shares_prefix, inference_mode,
-                                  length_sorted_batches, model_device, pad_batch, token_logprobs)
+                                  length_sorted_batches, model_device, pad_batch, takes_kwarg,
+                                  token_logprobs)
 
 
 def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
@@ -49,10 +51,16 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
     pad_id = pad_token_id(tokenizer)
     device = model_device(model)
     out: list[list[float]] = [[0.0] * len(c) for c in continuations]
-    packed = None  # whether the packed form serves this model (checked on the first batch)
-    inline = None  # whether one forward of contexts and choices together does (same check)
+    # whether the packed form serves this model, and whether one forward of contexts and
+    # choices together does: checked on a model's first batch that needs each, then remembered
+    checked = _CHECKED.setdefault(model, {})
+    key = str(getattr(getattr(model, "config", None), "_attn_implementation", ""))
+    packed, inline = checked.get(key, (None, None))
     with inference_mode(model):
-        for batch in length_sorted_batches([len(c) for c in contexts], batch_size):
+        # batches of similar rows: a context and its choices' tokens (the one-forward form's row)
+        sizes = [len(c) + sum(max(0, len(x) - 1) for x in cs)
+                 for c, cs in zip(contexts, continuations)]
+        for batch in length_sorted_batches(sizes, batch_size):
             conts = [continuations[i] for i in batch]
             multi = max((len(c) for cs in conts for c in cs), default=0) >= 2 and \
                 max(len(contexts[i]) for i in batch) <= INLINE_MAX_CONTEXT
@@ -93,7 +101,13 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
                 inline = alt is not None and all(
                     abs(x - y) <= 1e-3 for b, i in enumerate(batch)
                     for x, y in zip(alt[b], out[i]))
+    checked[key] = (packed, inline)
     return out
+
+
+# model -> {attention implementation: (packed form agrees, one-forward form agrees)}; a None is
+# not yet checked. Weak: a model's entry goes with it.
+_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 # Contexts up to this many tokens are scored with their choices in one forward (a 4D mask);
@@ -103,65 +117,106 @@ def continuation_logprobs(model, tokenizer, contexts: Sequence[Sequence[int]],
 INLINE_MAX_CONTEXT = 64
 
 
-def _score_inline(model, ctxs: list[list[int]], conts: list, pad_id: int) -> list[list[float]]:
-    """Per item and choice, the summed log-probability of the choice given the context, from
-    one forward of each item's context followed by its choices' ids but the last, in one row:
-    a 4D mask lets a context token see the context before it, a choice token the context and
-    the earlier tokens of its own choice; positions restart after the context for each choice.
-    What the cached two-forward form computes, in one forward (no cache kept, none copied)."""
+class _Tree:
+    """One item's choices but their last ids, as a prefix tree: choices that begin alike share
+    the nodes of their common beginning, so each shared token runs through the model once.
+
+    ids[q], depth[q]: node q's token and its depth (0 = the first id after the context);
+    parents come before children. reads[j][t]: the node whose logits predict id t + 1 of choice
+    j. sees: (n, n) bool, node q sees node k (k is q or an ancestor of q)."""
+
+    def __init__(self, choices: Sequence[Sequence[int]]):
+        self.ids: list[int] = []
+        self.depth: list[int] = []
+        parent: list[int] = []
+        node: dict[tuple[int, ...], int] = {}
+        self.reads: list[list[int]] = []
+        for c in choices:
+            path = []
+            for t in range(1, len(c)):
+                key = tuple(c[:t])
+                if key not in node:
+                    node[key] = len(self.ids)
+                    self.ids.append(c[t - 1])
+                    self.depth.append(t - 1)
+                    parent.append(path[-1] if path else -1)
+                path.append(node[key])
+            self.reads.append(path)
+        n = len(self.ids)
+        self.sees = torch.eye(n, dtype=torch.bool)
+        for q in range(n):
+            if parent[q] >= 0:
+                self.sees[q] |= self.sees[parent[q]]
+
+
+def _additive(model, allow: torch.Tensor) -> torch.Tensor:
+    """(B, 1, Q, K) additive mask of the model's compute dtype from a (B, Q, K) bool one (a float
+    mask means the same to every attention implementation: eager adds it, sdpa takes it)."""
     device = model_device(model)
-    B = len(ctxs)
-    rows, spans = [], []  # per item: its ids; (j, start, n) of each choice's part after the context
-    for ctx, cs in zip(ctxs, conts):
-        ids, sp = list(ctx), []
-        for j, c in enumerate(cs):
-            if len(c) > 1:
-                sp.append((j, len(ids), len(c) - 1))
-                ids += c[:-1]
-        rows.append(ids)
-        spans.append(sp)
-    W = max(len(r) for r in rows)
-    ids = torch.full((B, W), pad_id, dtype=torch.long)
-    pos = torch.zeros((B, W), dtype=torch.long)
-    allow = torch.zeros((B, W, W), dtype=torch.bool)
-    causal = torch.ones(W, W, dtype=torch.bool).tril()
-    for b, (row, ctx, sp) in enumerate(zip(rows, ctxs, spans)):
-        L = len(ctx)
-        ids[b, :len(row)] = torch.tensor(row, dtype=torch.long)
-        pos[b, :L] = torch.arange(L)
-        allow[b, :L, :L] = causal[:L, :L]  # the context: causal
-        allow[b, L:, :L] = True  # every later query sees the whole context
-        for _, start, n in sp:
-            pos[b, start:start + n] = L + torch.arange(n)
-            allow[b, start:start + n, start:start + n] = causal[:n, :n]
-        for q in range(len(row), W):  # padding queries: themselves only
-            allow[b, q, q] = True
     dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
              else next(model.parameters()).dtype)
     bias = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
-    logits = model(input_ids=ids.to(device), attention_mask=bias[:, None].to(device),
-                   position_ids=pos.to(device), use_cache=False).logits  # (B, W, V)
+    return bias[:, None].to(device)
+
+
+def _logits_tail(model, keep: int, **inputs) -> torch.Tensor:
+    """(B, keep, V) logits of the last ``keep`` positions (the model asked for those only when
+    its forward takes ``logits_to_keep``: a row's others would cost (B, W, vocab))."""
+    if takes_kwarg(model, "logits_to_keep"):
+        inputs["logits_to_keep"] = keep
+    return model(**inputs).logits[:, -keep:]
+
+
+def _score_inline(model, ctxs: list[list[int]], conts: list, pad_id: int) -> list[list[float]]:
+    """Per item and choice, the summed log-probability of the choice given the context, from
+    one forward of each item's context followed by its choices' tree (``_Tree``) in one row: a
+    4D mask lets a context token see the context before it, a tree node the context and its
+    ancestors; a node's position is the context's length plus its depth. What the cached
+    two-forward form computes, in one forward (no cache kept, none copied)."""
+    device = model_device(model)
+    trees = [_Tree(cs) for cs in conts]
+    lens = [len(c) for c in ctxs]
+    W = max(n + len(t.ids) for n, t in zip(lens, trees))
+    ids = torch.full((len(ctxs), W), pad_id, dtype=torch.long)
+    pos = torch.arange(W).repeat(len(ctxs), 1)  # padding: any position (it sees itself only)
+    allow = torch.eye(W, dtype=torch.bool).repeat(len(ctxs), 1, 1)  # (B, W, W)
+    causal = torch.ones(W, W, dtype=torch.bool).tril()
+    for b, (ctx, L, tree) in enumerate(zip(ctxs, lens, trees)):
+        n = len(tree.ids)
+        ids[b, :L + n] = torch.tensor(list(ctx) + tree.ids, dtype=torch.long)
+        pos[b, L:L + n] = L + torch.tensor(tree.depth, dtype=torch.long)
+        allow[b, :L, :L] = causal[:L, :L]  # the context: causal
+        allow[b, L:L + n, :L] = True  # every node sees the whole context
+        allow[b, L:L + n, L:L + n] = tree.sees
+    keep = W - min(lens) + 1  # from the shortest context's last position on
+    logits = _logits_tail(model, keep, input_ids=ids.to(device),
+                          attention_mask=_additive(model, allow), position_ids=pos.to(device),
+                          use_cache=False)  # (B, keep, V)
     # every scored token at once: (row, position predicting it, id), then summed per choice
     rb, rq, rt, owner = [], [], [], []
-    for b, (ctx, cs, sp) in enumerate(zip(ctxs, conts, spans)):
-        starts = {j: start for j, start, _ in sp}
+    for b, (L, cs, tree) in enumerate(zip(lens, conts, trees)):
         for j, c in enumerate(cs):
-            if not c:
-                continue
-            qs = [len(ctx) - 1] + list(range(starts.get(j, 0), starts.get(j, 0) + len(c) - 1))
-            rb += [b] * len(c)
-            rq += qs
-            rt += list(c)
-            owner += [(b, j)] * len(c)
+            if c:
+                rb += [b] * len(c)
+                rq += [L - 1] + [L + q for q in tree.reads[j]]
+                rt += list(c)
+                owner += [(b, j)] * len(c)
+    return _gather_sums(logits, W - keep, rb, rq, rt, owner, conts)
+
+
+def _gather_sums(logits: torch.Tensor, offset: int, rb: list, rq: list, rt: list, owner: list,
+                 conts: list) -> list[list[float]]:
+    """Summed log-probabilities per (item, choice): row ``rb``, position ``rq`` (in the row;
+    ``logits`` start at ``offset``) predicting id ``rt``, owned by ``owner``."""
     out = [[0.0] * len(cs) for cs in conts]
     if rb:
         rows = torch.tensor(rb, device=logits.device)
-        sel = logits[rows, torch.tensor(rq, device=logits.device)].float().log_softmax(-1)
+        at = torch.tensor(rq, device=logits.device) - offset
+        sel = logits[rows, at].float().log_softmax(-1)
         picked = sel.gather(-1, torch.tensor(rt, device=sel.device).unsqueeze(-1)).squeeze(-1)
         for (b, j), v in zip(owner, picked.cpu().double().tolist()):
             out[b][j] += v
     return out
-
 
 
 def _rest_replicated(model, cache, mask: torch.Tensor, conts: list, pad_id: int) -> list:
@@ -189,47 +244,37 @@ def _rest_replicated(model, cache, mask: torch.Tensor, conts: list, pad_id: int)
 
 
 def _rest_packed(model, cache, mask: torch.Tensor, conts: list, pad_id: int) -> list:
-    """What ``_rest_replicated`` computes, with each item's choices one after another in one row
-    over the context's cache, uncopied: a 4D additive mask lets a choice's token see the context
-    and the earlier tokens of its own choice only, and positions restart after the context for
-    each choice. One row per item instead of one per choice, and no copy of the cache."""
+    """What ``_rest_replicated`` computes, with each item's choices as one tree (``_Tree``) in
+    one row over the context's cache, uncopied: a 4D additive mask lets a node see the context
+    and its ancestors only, and a node's position is the context's length plus its depth. One
+    row per item instead of one per choice, no copy of the cache, shared beginnings once."""
     device = model_device(model)
     B, Lc = mask.shape
-    seqs, spans = [], []  # per item: ids of its choices' parts; (j, start, n-1) of each part
-    for cs in conts:
-        ids, sp = [], []
-        for j, c in enumerate(cs):
-            if len(c) > 1:
-                sp.append((j, len(ids), len(c) - 1))
-                ids += c[:-1]
-        seqs.append(ids or [pad_id])
-        spans.append(sp)
-    W = max(len(x) for x in seqs)
+    trees = [_Tree(cs) for cs in conts]
+    W = max(max(len(t.ids) for t in trees), 1)
     cids = torch.full((B, W), pad_id, dtype=torch.long)
     pos = torch.zeros((B, W), dtype=torch.long)
-    allow = torch.zeros((B, W, Lc + W), dtype=torch.bool)
+    allow = torch.cat([mask.bool()[:, None, :].expand(B, W, Lc),  # every query: the context
+                       torch.eye(W, dtype=torch.bool).repeat(B, 1, 1)], dim=2)  # (B, W, Lc + W)
     ctx_len = mask.sum(-1)
-    for b, (ids, sp) in enumerate(zip(seqs, spans)):
-        cids[b, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        allow[b, :, :Lc] = mask[b].bool()  # every query sees the real context columns
-        for _, start, n in sp:
-            pos[b, start:start + n] = ctx_len[b] + torch.arange(n)
-            block = torch.ones(n, n, dtype=torch.bool).tril()  # causal within the choice
-            allow[b, start:start + n, Lc + start:Lc + start + n] = block
-        for q in range(len(ids) if sp else 0, W):  # padding queries: themselves only
-            allow[b, q, Lc + q] = True
-    dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
-             else next(model.parameters()).dtype)
-    bias = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
-    logp = model(input_ids=cids.to(device), attention_mask=bias[:, None].to(device),
-                 position_ids=pos.to(device), use_cache=True,
-                 **{cache_kwarg(model): cache}).logits.float().log_softmax(-1).cpu()  # (B, W, V)
-    out = [[0.0] * len(cs) for cs in conts]
-    for b, sp in enumerate(spans):
-        for j, start, n in sp:
-            tgt = torch.tensor(conts[b][j][1:], dtype=torch.long)
-            out[b][j] = float(logp[b, start:start + n].gather(-1, tgt.unsqueeze(-1)).sum())
-    return out
+    for b, tree in enumerate(trees):
+        n = len(tree.ids)
+        if n:
+            cids[b, :n] = torch.tensor(tree.ids, dtype=torch.long)
+            pos[b, :n] = ctx_len[b] + torch.tensor(tree.depth, dtype=torch.long)
+            allow[b, :n, Lc:Lc + n] = tree.sees
+    logits = model(input_ids=cids.to(device), attention_mask=_additive(model, allow),
+                   position_ids=pos.to(device), use_cache=True,
+                   **{cache_kwarg(model): cache}).logits  # (B, W, V)
+    rb, rq, rt, owner = [], [], [], []
+    for b, (cs, tree) in enumerate(zip(conts, trees)):
+        for j, c in enumerate(cs):
+            if len(c) > 1:
+                rb += [b] * (len(c) - 1)
+                rq += tree.reads[j]
+                rt += list(c[1:])
+                owner += [(b, j)] * (len(c) - 1)
+    return _gather_sums(logits, 0, rb, rq, rt, owner, conts)
 
 
 def _packed_agrees(model, cache, mask: torch.Tensor, conts: list,
