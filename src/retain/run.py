@@ -88,6 +88,7 @@ def _run(config: RunConfig, plan, before: list | None, recorder, more: Sequence)
     from retain.formats import pad_token_id
     from retain.report.trackers import make_trackers, start_trackers
     from retain.strategies import RunContext
+    from retain.strategies.base import training_data
     from retain.train import Checkpointer, train
     from retain.train.callbacks.checkpointer import load_run_state, run_state
     from retain.train.callbacks.probes import ProbeCallback
@@ -144,9 +145,7 @@ def _run(config: RunConfig, plan, before: list | None, recorder, more: Sequence)
     ctx = RunContext(tokenizer=tok, seed=config.seed, out_dir=out if main else None,
                      device=device, base_state=base_state, reference=plan.reference)
     model = _prepare(model, strategies, ctx, mixed, saved.get("strategies"))
-    train_data = plan.domain_data
-    for s in strategies:
-        train_data = s.train_data(train_data, ctx)
+    train_data = training_data(strategies, plan.domain_data, ctx)
     trainable = count_params(model, trainable_only=True)
     if resume is not None:
         load_state(model, resume.trainable)

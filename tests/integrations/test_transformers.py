@@ -387,3 +387,20 @@ def test_resume_refuses_a_checkpoint_without_the_callbacks_state(tiny, tmp_path)
                                         out=tmp_path / "run"))
     with pytest.raises(UserError, match="checkpoint-2 holds no RetainCallback state"):
         trainer.train(resume_from_checkpoint=True)
+
+
+def test_trainer_steps_read_distillations_cache(tiny, tmp_path):
+    """Through the Trainer (its collator pads the batches its own way), every row a step sees was
+    taught before training, replay's rows too: no step runs the teacher (it missed 9 of 64 rows
+    when the cache was taught before replay mixed its rows in)."""
+    model, tok = tiny
+    kit = RetainStrategies([{"name": "distill"}, {"name": "replay", "fraction": 0.25}], model,
+                           tok, seq_len=64, reference_n=8)
+    trainer = RetainTrainer(model=kit.model, args=TrainingArguments(**args(tmp_path / "hf",
+                                                                           max_steps=4)),
+                            train_dataset=kit.train_dataset(legal_rows()),
+                            data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+                            processing_class=tok, retain=kit)
+    trainer.train()
+    cache = kit.strategies[0].cache
+    assert (cache.hits, cache.misses) == (32, 0)

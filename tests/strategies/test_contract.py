@@ -16,6 +16,7 @@ from retain.data import load_reference_data, load_train_data
 from retain.errors import UserError
 from retain.models import copy_state
 from retain.strategies import STRATEGIES, RunContext, StrategyConfig, build_strategies
+from retain.strategies.base import training_data
 from retain.train import TrainConfig, collate, train
 
 FAMILIES = {"baseline", "peft", "regularization", "replay", "merging"}
@@ -64,7 +65,7 @@ def test_hooks_return_the_right_types(name, tok, datasets, tmp_path):
     assert isinstance(model, torch.nn.Module)
     assert any(p.requires_grad for p in model.parameters())
 
-    data = strategy.train_data(list(domain), ctx)
+    data = training_data([strategy], list(domain), ctx)  # train_data, then data_ready
     assert isinstance(data, list) and data
     assert all(set(e) >= {"input_ids", "labels"} and len(e["input_ids"]) == len(e["labels"])
                and all(isinstance(i, int) for i in e["input_ids"]) for e in data)
@@ -169,7 +170,7 @@ def test_distill_reuses_the_loops_logits(tok, datasets, top_k):
     ctx = RunContext(tokenizer=tok, seed=0, out_dir=None, device=torch.device("cpu"),
                      base_state=copy_state(model), reference=reference)
     model = s.prepare(model, ctx)
-    assert s.train_data(domain[:3], ctx) == domain[:3]
+    assert training_data([s], domain[:3], ctx) == domain[:3]
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(1.1)

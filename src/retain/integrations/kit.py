@@ -28,7 +28,7 @@ import torch
 
 from retain.data import DEFAULT_HOLDOUT, DEFAULT_HOLDOUT_MAX
 from retain.errors import UserError
-from retain.strategies.base import call_penalty
+from retain.strategies.base import call_penalty, training_data
 
 IGNORE = -100
 
@@ -170,8 +170,7 @@ class RetainStrategies:
         train, held = split_rows(rows, holdout=holdout, holdout_max=holdout_max, seed=self.seed)
         data = tokenized_rows(train, self.tokenizer, seq_len=self.seq_len)
         examples = len(data)
-        for s in self.strategies:
-            data = s.train_data(data, self.ctx)
+        data = training_data(self.strategies, data, self.ctx)
         self.heldout = held
         self.data_info = {"examples": examples, "heldout_examples": len(held),
                           "train_examples": len(data)}

@@ -3,8 +3,9 @@
 Adding a strategy: write its module (a ``Strategy`` subclass with its ``Config``) and add one line
 to ``STRATEGIES``. ``build_strategies`` turns config specs into instances, validating each option
 with the strategy's pydantic config and refusing combinations that cannot work together.
-Hooks run in list order (``prepare``, then ``train_data``, then per step ``penalty`` summed, then
-``finalize``); ``tests/test_run.py`` checks the order.
+Hooks run in list order (``prepare``, then ``train_data``, then ``data_ready`` on the data every
+``train_data`` made (``base.training_data``), then per step ``penalty`` summed, then ``finalize``);
+``tests/test_run.py`` checks the order.
 """
 
 from __future__ import annotations

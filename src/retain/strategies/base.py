@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -41,7 +41,8 @@ class Strategy:
     the model, EWC estimates its Fisher), ``train_data`` (replay mixes in old data), ``penalty``
     (EWC, L2-SP, distillation; a penalty of the weights alone may instead add its gradient
     directly, ``penalty_grad``), ``finalize`` (merge with the base, merge-and-unload LoRA).
-    ``prepare``/``train_data``/``penalty`` (summed) and ``finalize`` each run in list order."""
+    ``prepare``/``train_data``/``penalty`` (summed) and ``finalize`` each run in list order;
+    ``data_ready`` sees the data every ``train_data`` made (``training_data``)."""
 
     name: ClassVar[str]
     family: ClassVar[str]  # "baseline" | "regularization" | "peft" | "replay" | "merging"
@@ -56,6 +57,10 @@ class Strategy:
 
     def train_data(self, data: list[dict], ctx: RunContext) -> list[dict]:
         return data
+
+    def data_ready(self, data: list[dict], ctx: RunContext) -> None:
+        """The training data as the loop will see it: after every strategy's ``train_data``
+        (a later strategy's replay rows included). Distillation teaches its cache here."""
 
     # True: retain's loop calls ``penalty_grad`` once per optimizer step instead of adding
     # ``penalty`` to every micro-batch's loss (other loops, e.g. the Trainer's, use ``penalty``).
@@ -105,3 +110,14 @@ def call_penalty(strategy: Strategy, model: torch.nn.Module, batch: dict[str, to
     takes = "outputs" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     return strategy.penalty(model, batch, outputs=outputs) if takes else \
         strategy.penalty(model, batch)
+
+
+def training_data(strategies: Sequence[Strategy], data: list[dict], ctx: RunContext) -> list[dict]:
+    """The training data of a run: each strategy's ``train_data`` in list order, then each one's
+    ``data_ready`` on the result. The one place a loop (``retain run``, the Trainer kit) turns
+    its rows into what it trains on."""
+    for s in strategies:
+        data = s.train_data(data, ctx)
+    for s in strategies:
+        s.data_ready(data, ctx)
+    return data

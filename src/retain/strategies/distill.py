@@ -52,7 +52,7 @@ class Distill(Strategy):
 
     ``top_k`` > 0 (default 32): the teacher's k most likely tokens at every position of every
     training example, and the probability of the rest as one bucket, are computed once before
-    training (``train_data``); a step then reads them instead of running the teacher, and the
+    training (``data_ready``); a step then reads them instead of running the teacher, and the
     KL is taken over {those k tokens, the rest} (never above the full KL; the same when the rest
     is one token). A row not seen before training (another strategy's data added later) is taught
     when it comes, and kept. ``top_k`` 0: the full-vocabulary KL to a teacher run every step.
@@ -92,14 +92,14 @@ class Distill(Strategy):
                       if self.config.top_k > 0 else None)
         return model
 
-    def train_data(self, data: list[dict], ctx: RunContext) -> list[dict]:
-        """The teacher's top-k of every training example, once, before training (the data is
-        returned as it came)."""
+    def data_ready(self, data: list[dict], ctx: RunContext) -> None:
+        """The teacher's top-k of every training example, once, before training: the data as
+        the loop will see it, other strategies' rows (replay) included."""
         if self.cache is None or not data:
-            return data
+            return
         model = self._peft_model() if self._peft_model is not None else self.teacher
         if model is None:
-            raise RuntimeError("Distill.train_data called before prepare")
+            raise RuntimeError("Distill.data_ready called before prepare")
         if self._peft_model is None:
             model.to(ctx.device)
         start = time.perf_counter()
@@ -113,7 +113,6 @@ class Distill(Strategy):
         self._info.update(cached_examples=len(self.cache.entries),
                           cache_mb=round(self.cache.nbytes() / 2**20, 1),
                           cache_seconds=round(time.perf_counter() - start, 2))
-        return data
 
     @torch.no_grad()
     def _teacher_logits(self, model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
