@@ -35,3 +35,18 @@ def make_model(arch: str, tok, seed: int = 0):
     else:
         raise ValueError(arch)
     return model.eval()
+
+
+def pair_scores(model, tok, contexts, conts) -> list[list[float]]:
+    """Each (context, continuation) pair scored as one sequence, one at a time: the reference
+    for the shared-context scoring (``loglik.continuation_logprobs``)."""
+    from retain.probes import engine
+
+    out = []
+    for ctx, cs in zip(contexts, conts):
+        row = []
+        for c in cs:
+            (lp,) = engine.token_logprobs(model, tok, [ctx + c], batch_size=1)
+            row.append(float(lp[len(ctx) - 1:len(ctx) - 1 + len(c)].sum()))
+        out.append(row)
+    return out

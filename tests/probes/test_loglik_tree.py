@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from retain import formats
-from retain.probes import engine, loglik
+from retain.probes import loglik
 
-from probe_models import make_model
+from probe_models import make_model, pair_scores
 
 # ids: shared beginnings, a choice that is the beginning of another, a repeated choice, one-id
 # and empty choices
@@ -18,27 +18,15 @@ CHOICES = [[[5, 6, 7], [5, 6, 8], [5, 9], [5, 6, 7, 3], [5, 6, 7]],
            [[20, 21, 22, 23], [20, 21, 22, 24], [30, 31]]]
 
 
-def _pairs(model, tok, contexts, conts):
-    """The reference: each (context, choice) one sequence of its own, one at a time."""
-    out = []
-    for ctx, cs in zip(contexts, conts):
-        row = []
-        for c in cs:
-            (lp,) = engine.token_logprobs(model, tok, [ctx + c], batch_size=1)
-            row.append(float(lp[len(ctx) - 1:len(ctx) - 1 + len(c)].sum()))
-        out.append(row)
-    return out
-
-
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("context_chars", [10, 120])  # one forward (<= 64 tokens) / two
-def test_shared_beginnings_score_as_pairs(arch, context_chars, tok):
+def test_shared_beginnings_score_aspair_scores(arch, context_chars, tok):
     model = make_model(arch, tok)
     contexts = [formats.encode(tok, formats.format_prompt(tok, f"q{i} " + "ab" * context_chars))
                 for i in range(3)]
     assert all(len(c) > loglik.INLINE_MAX_CONTEXT for c in contexts) == (context_chars > 64)
     got = loglik.continuation_logprobs(model, tok, contexts, CHOICES, batch_size=3)
-    want = _pairs(model, tok, contexts, CHOICES)
+    want = pair_scores(model, tok, contexts, CHOICES)
     for g, w in zip(got, want):
         assert g == pytest.approx(w, abs=1e-4)
     assert got[0][0] == pytest.approx(got[0][4], abs=1e-5)  # the same choice twice
@@ -61,5 +49,5 @@ def test_a_shared_beginning_runs_once(tok):
     # then the one-forward form (checked against both)
     L = len(contexts[0])
     assert widths[0] == L and widths[1] == 3 and widths[-1] == L + 3
-    assert got[0][0] == pytest.approx(_pairs(model, tok, contexts[:1], [[[5, 6, 7]]])[0][0],
+    assert got[0][0] == pytest.approx(pair_scores(model, tok, contexts[:1], [[[5, 6, 7]]])[0][0],
                                       abs=1e-4)

@@ -13,7 +13,7 @@ from retain.probes import SUITES, GenerationProbe, KLToBaseProbe, PerplexityProb
 from retain.probes import engine, loglik
 from retain.formats import PLAIN_FORMAT, encode, encode_scored_text
 
-from probe_models import make_model
+from probe_models import make_model, pair_scores
 
 PROMPTS = ["hi", "What is 2 + 2?", "Translate to French: the red cat", "a" * 40, "x",
            "Hello there, how are you today?", "Write the word dog in capital letters."]
@@ -147,18 +147,6 @@ CONTEXTS = ["What is 2 + 2?", "Pick one", "A much longer question about rivers, 
 CHOICES = [[" 4", " 5", " four", ""], [" a"], [" yes", " no", " the river at night", " x"]]
 
 
-def _flat_scores(model, tok, contexts, conts):
-    """Each (context, continuation) pair scored as one sequence, one at a time: the reference."""
-    out = []
-    for ctx, cs in zip(contexts, conts):
-        row = []
-        for c in cs:
-            (lp,) = engine.token_logprobs(model, tok, [ctx + c], batch_size=1)
-            row.append(float(lp[len(ctx) - 1:len(ctx) - 1 + len(c)].sum()))
-        out.append(row)
-    return out
-
-
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("batch_size", [1, 3, 32])
 def test_shared_context_scores_equal_pair_by_pair(arch, batch_size, tok):
@@ -170,7 +158,7 @@ def test_shared_context_scores_equal_pair_by_pair(arch, batch_size, tok):
     contexts = [encode(tok, format_prompt(tok, c)) for c in CONTEXTS]
     conts = [[tok(c, add_special_tokens=False)["input_ids"] for c in cs] for cs in CHOICES]
     got = loglik.continuation_logprobs(model, tok, contexts, conts, batch_size=batch_size)
-    want = _flat_scores(model, tok, contexts, conts)
+    want = pair_scores(model, tok, contexts, conts)
     assert [len(r) for r in got] == [len(r) for r in want]
     for g, w in zip(got, want):
         assert g == pytest.approx(w, abs=1e-4)
@@ -190,7 +178,7 @@ def test_prompt_tuning_and_single_token_choices(tok):
     got = loglik.continuation_logprobs(model, tok, contexts, one, batch_size=32)
     h.remove()
     assert len(calls) == 1  # 3 items x 3 one-token choices: one forward of the 3 contexts
-    for g, w in zip(got, _flat_scores(model, tok, contexts, one)):
+    for g, w in zip(got, pair_scores(model, tok, contexts, one)):
         assert g == pytest.approx(w, abs=1e-4)
     peft_model = get_peft_model(make_model("llama", tok), PromptTuningConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
