@@ -65,6 +65,17 @@ def check_writable(out: Path) -> None:
         raise UserError(f"out {out}: cannot write in {probe} ({e.strerror or e})") from None
 
 
+def results_status(out: Path) -> str | None:
+    """The ``status`` of the run in ``out`` ("complete", "failed"), "unreadable", or None when
+    it has no results.json."""
+    if not (out / rr.RESULTS_FILE).is_file():
+        return None
+    try:
+        return json.loads((out / rr.RESULTS_FILE).read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"
+
+
 def out_mode(config) -> tuple[str, Path | None]:
     """("new" | "clean" | "resume", checkpoint) for the run folder, or a UserError saying why
     it cannot be used. A folder whose results say "failed" may be rerun without ``overwrite``."""
@@ -74,12 +85,7 @@ def out_mode(config) -> tuple[str, Path | None]:
         raise UserError(f"out {out} exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):
         return "new", None
-    status = None
-    if (out / rr.RESULTS_FILE).is_file():
-        try:
-            status = json.loads((out / rr.RESULTS_FILE).read_text(encoding="utf-8")).get("status")
-        except (OSError, ValueError, AttributeError):
-            status = "unreadable"
+    status = results_status(out)
     if config.resume:
         if status == "complete":
             raise UserError(f"{out} holds a complete run: nothing to resume (--overwrite to redo)")

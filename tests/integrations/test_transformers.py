@@ -353,10 +353,14 @@ def test_resume_from_checkpoint_continues_the_callbacks_run(tmp_path, kill):
     trainer, cb = resumable(tmp_path, "cut", Kill(kill))
     with pytest.raises(Crash):
         trainer.train()
-    assert not (tmp_path / "run-cut" / rr.RESULTS_FILE).exists()
+    # the crash is recorded (the mixin), and a failed run's folder takes the resumed run
+    failed = json.loads((tmp_path / "run-cut" / rr.RESULTS_FILE).read_text())
+    assert failed["status"] == "failed" and failed["failure"]["stage"] == "train"
+    assert failed["failure"]["last_checkpoint"].endswith("checkpoint-2" if kill else "checkpoint-4")
     trainer, cb = resumable(tmp_path, "cut")
     trainer.train(resume_from_checkpoint=True)
     res = cb.results
+    assert res["status"] == "complete"
 
     assert res["probes"]["before"] == whole["probes"]["before"]
     for k in ("rolled_back_to_step", "events", "backoffs"):
@@ -404,3 +408,74 @@ def test_trainer_steps_read_distillations_cache(tiny, tmp_path):
     trainer.train()
     cache = kit.strategies[0].cache
     assert (cache.hits, cache.misses) == (32, 0)
+
+
+class _Raise(TrainerCallback):
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 3:
+            raise RuntimeError("the disk is full")
+
+
+class _Poison(TrainerCallback):
+    """NaN into every weight at the end of step 2: step 3's loss is NaN."""
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step == 2:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float("nan"))
+
+
+@pytest.mark.parametrize("how", ["error", "nan"])
+def test_a_failed_trainer_run_leaves_a_failure_record(tiny, tmp_path, how):
+    """An error out of ``train`` (the mixin) or a non-finite loss in the Trainer's logs: results.json
+    says "failed" with the stage, step and reason, as a failed ``retain run`` does (it said
+    nothing before: config.yaml and metrics.jsonl, no results); the folder may be reused."""
+    model, tok = tiny
+    kit = RetainStrategies([], model, tok, seq_len=64)
+    trainer = RetainTrainer(model=kit.model, args=TrainingArguments(**args(tmp_path / "hf",
+                                                                           logging_steps=1)),
+                            train_dataset=kit.train_dataset(legal_rows(40)),
+                            data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+                            processing_class=tok, retain=kit)
+    out = tmp_path / "run"
+    cb = RetainCallback(tok, trainer=trainer, strategies=kit, probes=["writing"], n=4, out=out)
+    trainer.add_callback(cb)
+    trainer.add_callback(_Raise() if how == "error" else _Poison())
+    with pytest.raises(RuntimeError, match="the disk is full" if how == "error"
+                       else "training failed at step 3: non-finite loss"):
+        trainer.train()  # the mixin stops before step 3's update (the Trainer alone trains on)
+    on_disk = json.loads((out / rr.RESULTS_FILE).read_text())
+    assert on_disk["status"] == "failed" and on_disk["failure"]["stage"] == "train"
+    assert on_disk["failure"]["step"] == 3
+    reason = on_disk["failure"]["reason"]
+    assert ("RuntimeError: the disk is full" in reason if how == "error"
+            else "non-finite loss (nan); the weights are those of step 2" in reason)
+    assert on_disk["config"]["out"] == str(out)
+    RetainCallback(tok, probes=["writing"], n=4, out=out)  # a failed run's folder: no overwrite
+
+
+def test_a_plain_trainers_nan_loss_stops_and_is_recorded(tiny, tmp_path):
+    """Without the mixin the callback sees the loss in the Trainer's logs only (which show a NaN
+    as 0 unless ``logging_nan_inf_filter=False``): training stops at that log, results.json
+    says "failed", and no after-probes are run on NaN weights."""
+    from transformers import Trainer
+
+    model, tok = tiny
+    trainer = Trainer(model=model, processing_class=tok,
+                      args=TrainingArguments(**args(tmp_path / "hf", logging_steps=1,
+                                                    logging_nan_inf_filter=False)),
+                      train_dataset=Dataset.from_list(tokenized_rows(legal_rows(40), tok,
+                                                                     seq_len=64)),
+                      data_collator=DataCollatorForSeq2Seq(tok, padding=True))
+    out = tmp_path / "run"
+    cb = RetainCallback(tok, trainer=trainer, probes=["writing"], n=4, out=out)
+    trainer.add_callback(cb)
+    trainer.add_callback(_Poison())
+    trainer.train()
+    assert trainer.state.global_step == 3 < 8
+    on_disk = json.loads((out / rr.RESULTS_FILE).read_text())
+    assert on_disk["status"] == "failed" and on_disk["failure"]["step"] == 3
+    assert "non-finite training loss (nan) logged at step 3" in on_disk["failure"]["reason"]
+    stages = [json.loads(x).get("stage") for x in (out / rr.METRICS_FILE).read_text().splitlines()]
+    assert "after" not in stages

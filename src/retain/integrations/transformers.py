@@ -28,21 +28,33 @@ the Trainer's checkpoint folder, and the base weights of the trainable parameter
 KL-to-base probes) once into the run folder; a resumed run continues from them in the same run
 folder, instead of probing partly trained weights as "before". A checkpoint without that state,
 or other probes, is refused in one line.
+
+A run that fails after it started gets ``results.json`` with ``"status": "failed"`` (the stage,
+step, reason and the Trainer's last checkpoint), as a failed ``retain run`` does: an error out
+of ``RetainTrainerMixin.train`` (``RetainCallback.fail``), a non-finite loss (the mixin stops
+before that step's update, as ``retain run`` does), or with a plain ``Trainer`` a non-finite
+loss in its logs (training stops there; the Trainer logs one as 0 unless
+``logging_nan_inf_filter=False``). The same folder may then be used again without
+``overwrite``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 from retain.errors import UserError
 from retain.integrations.kit import RetainStrategies, split_rows, to_dataset, tokenized_rows
 from retain.report import results as rr
+from retain.train import TrainingFailed
+from retain.train.callbacks.recorder import clean_out_dir
 
 __all__ = ["RetainCallback", "RetainStrategies", "RetainTrainerMixin", "RetainTrainer",
            "split_rows", "tokenized_rows", "to_dataset"]
@@ -62,6 +74,17 @@ class RetainTrainerMixin:
         super().__init__(*args, **kwargs)
         self.retain = retain
 
+    def train(self, *args, **kwargs):
+        """The Trainer's ``train``; an error out of it is recorded by every ``RetainCallback``
+        of this Trainer (``RetainCallback.fail``: results.json says "failed") and raised on."""
+        try:
+            return super().train(*args, **kwargs)
+        except Exception as e:
+            for cb in self.callback_handler.callbacks:
+                if isinstance(cb, RetainCallback):
+                    cb.fail(e, self.state.global_step, self.args.output_dir)
+            raise
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         # return_outputs passed through: asking for outputs costs a second forward in TRL
@@ -80,7 +103,19 @@ class RetainTrainerMixin:
                               or self.compute_loss_func is not None)
                 steps = self.current_gradient_accumulation_steps
                 loss = loss + (pen / steps if scaled else pen).to(loss.dtype)
+        if model.training and not torch.isfinite(loss.detach()).all():
+            # before the backward and the update, as retain's own loop stops (the Trainer
+            # would log the loss as 0 and train on): recorded by ``train`` below
+            step = self.state.global_step + 1
+            raise TrainingFailed(step, f"non-finite loss ({float(loss.detach().float().mean())});"
+                                       f" the weights are those of step {step - 1}")
         return (loss, outputs) if return_outputs else loss
+
+
+class _NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, reason: str):
+        super().__init__(reason)
+        self.step, self.reason = step, reason
 
 
 class RetainTrainer(RetainTrainerMixin, Trainer):
@@ -130,7 +165,7 @@ class RetainCallback(TrainerCallback):
                  seed: int = 0, batch_size: int = 32, overwrite: bool = False,
                  data: str | None = None, drift: bool = True,
                  domain_probes: Sequence[str] = ()):
-        from retain.preflight import check_writable
+        from retain.preflight import check_writable, results_status
         from retain.probe_set import guard_parts
         from retain.probes import load_probes
         from retain.train.callbacks.probes import ProbeCallback
@@ -148,10 +183,11 @@ class RetainCallback(TrainerCallback):
             self.guard_config, self.specs, load_probes(self.specs, n=n, seed=seed), n, seed)
         self.out = Path(out)
         check_writable(self.out)
-        if (self.out / rr.RESULTS_FILE).exists() and not overwrite:
+        status = results_status(self.out)
+        if (self.out / rr.RESULTS_FILE).exists() and status != "failed" and not overwrite:
             raise UserError(f"run folder {self.out} is not empty; pass overwrite=True to replace "
                             f"it, or choose another out")
-        self.overwrite = overwrite
+        self.overwrite = overwrite or status == "failed"  # a failed run may be redone there
         self.recorder = Recorder(self.out)
         # the domain's probes are added once the kit has split its rows (at train begin)
         self.probing = ProbeCallback(tokenizer, self.retained + self._domain_probes(),
@@ -161,6 +197,8 @@ class RetainCallback(TrainerCallback):
         self.results: dict[str, Any] | None = None
         self.model: torch.nn.Module | None = None
         self._end_step: int | None = None  # resumed after the guard stopped: the run ends here
+        self._failure: tuple[int, str] | None = None  # (step, reason): a non-finite loss logged
+        self._run_config: dict[str, Any] | None = None  # config.yaml's, once the run started
         self._base_trainable: dict[str, torch.Tensor] | None = None  # for BASE_FILE
 
     @property
@@ -250,12 +288,15 @@ class RetainCallback(TrainerCallback):
                             f"overwrite=True to start over")
         if self.recorder.main:
             (self.out / BASE_FILE).unlink(missing_ok=True)
-        self.recorder.create(self._config(args, state, model), clean=self.out.is_dir())
+        self._run_config = self._config(args, state, model)
+        self.recorder.create(self._run_config, clean=self.out.is_dir())
+        self.recorder.stage = "before"
         self._snapshot_base(model)
         self.probing.measure_before(model, state.global_step)
         for cb in self.callbacks:
             if cb.name == "guard":  # refuses limits the model fails already
                 cb.start(model)
+        self.recorder.stage = "train"
 
     def _resume(self, args, state, model, control) -> None:
         """A run resumed from the Trainer checkpoint of ``state.global_step``: the callbacks'
@@ -298,6 +339,8 @@ class RetainCallback(TrainerCallback):
         else:
             self._base_state, self.probing.base_model = {}, None
         self._base_trainable = None  # BASE_FILE is there already
+        self._run_config = self._config(args, state, model)
+        self.recorder.stage = "train"
         if self.guard is not None and self.guard.stopped:  # the run had ended here: the
             self._end_step = step  # Trainer's one more step is void
             control.should_training_stop = True
@@ -350,8 +393,31 @@ class RetainCallback(TrainerCallback):
         if self.recorder.main and self._end_step is None:
             self._save_state(args, state)
 
+    def fail(self, error: BaseException, step: int, checkpoint_dir: str | None = None) -> None:
+        """The run failed (``error`` raised out of ``Trainer.train`` at ``step``): results.json
+        says so (stage, step, reason, the Trainer's last checkpoint), as a failed ``retain run``
+        does. A ``UserError`` instead removes what this run wrote. ``RetainTrainerMixin.train``
+        calls it; with a plain ``Trainer``, call it from your own ``except``."""
+        if self._run_config is None or self.results is not None:
+            return  # not started (nothing written), or already recorded
+        if isinstance(error, UserError):
+            if self.recorder.main:
+                clean_out_dir(self.out)
+            return
+        last = get_last_checkpoint(checkpoint_dir) if checkpoint_dir and \
+            Path(checkpoint_dir).is_dir() else None
+        self.results = self.recorder.write_failure(error, self.seed, self._run_config, step=step,
+                                                   checkpoint=Path(last) if last else None)
+
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         logs = logs or {}
+        loss = logs.get("loss")
+        if self._end_step is None and loss is not None and not math.isfinite(loss) \
+                and self._failure is None:
+            # the update is made already (the Trainer has no check before it): stop and record
+            self._failure = (state.global_step, f"non-finite training loss ({loss}) logged at "
+                                                f"step {state.global_step}")
+            control.should_training_stop = True
         if self._end_step is None and "loss" in logs:  # the Trainer's training log
             record = {"event": "train", "step": state.global_step, "loss": logs["loss"],
                       "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm")}
@@ -382,6 +448,11 @@ class RetainCallback(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
         from retain.train.callbacks.recorder import model_info, results
 
+        if self._failure is not None:  # a non-finite loss: no after-probes on such weights
+            step, reason = self._failure
+            self.fail(_NonFiniteLoss(step, reason), step, args.output_dir)
+            return control
+        self.recorder.stage = "after"
         loop = self._loop_state(state, model)
         step = loop.step
         for cb in self.callbacks:  # the guard's final check (and rollback when it fails)

@@ -93,14 +93,23 @@ class Recorder(Callback):
                 shutil.rmtree(self.out) if created else clean_out_dir(self.out)
             raise
         except Exception as e:  # not KeyboardInterrupt: an interrupted run stays unfinished
-            if self.main:
-                last = ckpt.latest(self.out)
-                rr.write_json_atomic(self.out / rr.RESULTS_FILE, {
-                    **rr.header("failed", seed, config),
-                    "failure": {"step": getattr(e, "step", None), "stage": self.stage,
-                                "reason": getattr(e, "reason", None) or f"{type(e).__name__}: {e}",
-                                "last_checkpoint": str(last) if last else None}})
+            self.write_failure(e, seed, config)
             raise
+
+    def write_failure(self, e: BaseException, seed: int | None, config: dict[str, Any], *,
+                      step: int | None = None, checkpoint: Path | None = None) -> dict:
+        """The failure record as results.json: the stage, the step (the error's own, else
+        ``step``), the reason and the last checkpoint (``checkpoint``, else the run folder's).
+        Written by the main process; returned."""
+        last = checkpoint or ckpt.latest(self.out)
+        record = {**rr.header("failed", seed, config),
+                  "failure": {"step": getattr(e, "step", None) if getattr(e, "step", None)
+                              is not None else step, "stage": self.stage,
+                              "reason": getattr(e, "reason", None) or f"{type(e).__name__}: {e}",
+                              "last_checkpoint": str(last) if last else None}}
+        if self.main:
+            rr.write_json_atomic(self.out / rr.RESULTS_FILE, record)
+        return record
 
     # -- as the run goes ------------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
