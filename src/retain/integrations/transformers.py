@@ -112,12 +112,6 @@ class RetainTrainerMixin:
         return (loss, outputs) if return_outputs else loss
 
 
-class _NonFiniteLoss(RuntimeError):
-    def __init__(self, step: int, reason: str):
-        super().__init__(reason)
-        self.step, self.reason = step, reason
-
-
 class RetainTrainer(RetainTrainerMixin, Trainer):
     """``transformers.Trainer`` with ``retain=RetainStrategies(...)``'s penalties in its loss."""
 
@@ -450,7 +444,7 @@ class RetainCallback(TrainerCallback):
 
         if self._failure is not None:  # a non-finite loss: no after-probes on such weights
             step, reason = self._failure
-            self.fail(_NonFiniteLoss(step, reason), step, args.output_dir)
+            self.fail(TrainingFailed(step, reason), step, args.output_dir)
             return control
         self.recorder.stage = "after"
         loop = self._loop_state(state, model)

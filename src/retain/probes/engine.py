@@ -278,8 +278,8 @@ class _SlotDecoder:
                     slab = KVSlab(nlayers, min(self.size, len(seqs)),
                                   headroom=min(self.budget, 128) + 1)
                     cache = ncache
+                    cache.layers = slab.layers
                 slab.join(nlayers, nmask)
-                cache.layers = slab.layers
                 idx += new
                 gen += [[int(t)] for t in first]
                 pos = torch.cat([pos, nmask.sum(-1)])

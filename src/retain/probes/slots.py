@@ -44,7 +44,7 @@ class KVSlab:
     no column free on its right; each reallocation leaves ``headroom`` free columns."""
 
     def __init__(self, template: list[DynamicLayer], rows_cap: int, headroom: int):
-        # (heads, head_dim, dtype, device) per layer, from a prefill's cache
+        # per layer, from a prefill's cache: (key heads, key dim, dtype, device, value heads, value dim)
         self.specs = [(t.keys.shape[1], t.keys.shape[3], t.keys.dtype, t.keys.device,
                        t.values.shape[1], t.values.shape[3]) for t in template]
         self.rows_cap, self.headroom = rows_cap, max(1, headroom)

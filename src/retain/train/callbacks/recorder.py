@@ -102,9 +102,9 @@ class Recorder(Callback):
         ``step``), the reason and the last checkpoint (``checkpoint``, else the run folder's).
         Written by the main process; returned."""
         last = checkpoint or ckpt.latest(self.out)
+        own = getattr(e, "step", None)
         record = {**rr.header("failed", seed, config),
-                  "failure": {"step": getattr(e, "step", None) if getattr(e, "step", None)
-                              is not None else step, "stage": self.stage,
+                  "failure": {"step": own if own is not None else step, "stage": self.stage,
                               "reason": getattr(e, "reason", None) or f"{type(e).__name__}: {e}",
                               "last_checkpoint": str(last) if last else None}}
         if self.main:
